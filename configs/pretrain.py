@@ -1,0 +1,73 @@
+"""Language-model pretraining (experiment `lm_pretrain`).
+
+Presets (select with `--config configs/pretrain.py:PRESET`):
+
+tiny (default) — a 0.2M-parameter Llama-style model on the procedural corpus; needs no data.
+  python -m llmjax.main --config configs/pretrain.py:tiny --workdir runs/tiny
+  Runtime: about 40 s on 2 CPU cores (15 s of it compilation).
+  Expected: eval loss falls from 5.6 (uniform over 259 bytes) to about 1.1 nats/byte by step 300.
+
+gsm8k_tiny — a byte-level model on the questions and answers of ../shared/data/gsm8k.
+  python -m llmjax.main --config configs/pretrain.py:gsm8k_tiny --workdir runs/gsm8k
+  Runtime: about 2.5 minutes on 2 CPU cores.
+  Expected: eval loss about 1.5 nats/byte after 400 steps.
+
+llama_1b — a Llama-3.2-1B-shaped model (1.24B parameters, GQA 32/8, rope 5e5, tied embeddings,
+  bf16 compute) for accelerators; point `data.corpus`/`data.path` at real text and use a
+  sentencepiece tokenizer (`data.tokenizer=spm:PATH.model`, `model.vocab_size` to match).
+  python -m llmjax.main --config configs/pretrain.py:llama_1b --workdir gs://.../run
+"""
+
+import ml_collections
+
+from llmjax.config_base import base_config, model_config, select_preset
+
+
+def _data(**values) -> ml_collections.ConfigDict:
+  data = ml_collections.ConfigDict({
+      "corpus": "procedural", "seed": 0, "num_docs": 4000, "path": "", "eval_path": "",
+      "text_field": "text", "prompt_field": "", "text_unit": "paragraph",
+      "tokenizer": "byte", "mask_prompt": False, "cache_dir": "",
+      "max_chunks_per_document": 256,
+  })
+  data.update(values)
+  return data
+
+
+def _tiny(config):
+  config.model = model_config(vocab_size=264, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                              d_ff=192, max_len=128)
+  config.data = _data()
+  config.optim.update(lr=3e-3, warmup_steps=30)
+  config.train.update(steps=300, batch_size=16, seq_len=128, log_every=25, eval_every=100,
+                      eval_batches=4, checkpoint_every=100)
+
+
+def _gsm8k_tiny(config):
+  config.model = model_config(vocab_size=264, d_model=128, n_layers=3, n_heads=4, n_kv_heads=2,
+                              d_ff=384, max_len=256)
+  config.data = _data(corpus="gsm8k", path="../shared/data/gsm8k")
+  config.optim.update(lr=2e-3, warmup_steps=40)
+  config.train.update(steps=400, batch_size=16, seq_len=256, log_every=25, eval_every=100,
+                      eval_batches=8, checkpoint_every=200)
+
+
+def _llama_1b(config):
+  config.model = model_config(vocab_size=128_256, d_model=2048, n_layers=16, n_heads=32,
+                              n_kv_heads=8, d_head=64, d_ff=8192, rope_theta=500_000.0,
+                              norm_eps=1e-5, tie_embeddings=True, max_len=8192,
+                              dtype="bfloat16")
+  config.data = _data(corpus="text")
+  config.mesh.update(data=1, fsdp=-1, tensor=1)
+  config.optim.update(lr=3e-4, warmup_steps=2000, weight_decay=0.1)
+  config.train.update(steps=100_000, batch_size=256, seq_len=2048, log_every=10,
+                      eval_every=1000, checkpoint_every=1000)
+
+
+PRESETS = {"tiny": _tiny, "gsm8k_tiny": _gsm8k_tiny, "llama_1b": _llama_1b}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  config = base_config(experiment="lm_pretrain")
+  select_preset(preset, PRESETS, default="tiny")(config)
+  return config

@@ -1,0 +1,73 @@
+"""Defaults every experiment config starts from, so a config file states only what is its own.
+
+A config file under configs/ defines `get_config(preset)` and usually begins with
+`config = base_config(experiment=...)`. Optional values are typed placeholders, so they can be
+set from the command line (`--config.train.stop_after_steps=100`).
+"""
+
+import dataclasses
+from typing import Callable, Mapping
+
+import ml_collections
+from ml_collections import config_dict
+
+from llmjax.errors import UserError
+from llmjax.models.config import ModelConfig
+from llmjax.parallel import DEFAULT_RULES
+
+_OPTIONAL_MODEL_FIELDS = {"n_kv_heads": int, "d_head": int, "sliding_window": int}
+
+
+def model_config(**values) -> ml_collections.ConfigDict:
+  """A `config.model` ConfigDict holding every ModelConfig field (defaults, then `values`)."""
+  cfg = ml_collections.ConfigDict()
+  for field in dataclasses.fields(ModelConfig):
+    if field.name in values:
+      value = values.pop(field.name)
+    elif field.default is not dataclasses.MISSING:
+      value = field.default
+    else:
+      raise UserError(f"model_config: {field.name} is required")
+    if value is None:
+      value = config_dict.placeholder(_OPTIONAL_MODEL_FIELDS[field.name])
+    setattr(cfg, field.name, value)
+  if values:
+    raise UserError(f"model_config: unknown field {sorted(values)[0]!r}")
+  return cfg
+
+
+def base_config(experiment: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.experiment = experiment
+  config.seed = 0
+  config.resume = True  # continue from the latest checkpoint in the workdir, if any
+
+  # Mesh axis sizes; one may be -1 to take the remaining devices.
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  config.sharding_rules = [list(rule) for rule in DEFAULT_RULES]
+
+  config.optim = ml_collections.ConfigDict({
+      "name": "adamw", "lr": 3e-4, "schedule": "cosine", "warmup_steps": 100,
+      "end_lr_fraction": 0.1, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
+      "momentum": 0.9, "clip_norm": 1.0, "decay_norms_and_biases": False,
+  })
+  config.train = ml_collections.ConfigDict({
+      "steps": 1000, "batch_size": 32, "seq_len": 256, "grad_accum_steps": 1,
+      "log_every": 50, "eval_every": 200, "eval_batches": 8,
+      "checkpoint_every": 500, "keep_checkpoints": 3, "async_checkpoint": True,
+      "z_loss": 0.0,
+      # Save and stop after this many steps of this invocation (for time-limited jobs).
+      "stop_after_steps": config_dict.placeholder(int),
+      # Peak FLOP/s per device for MFU; None looks the device up in train/flops.py.
+      "peak_flops_per_device": config_dict.placeholder(float),
+      "progress": True,
+  })
+  return config
+
+
+def select_preset(preset: str | None, presets: Mapping[str, Callable], default: str):
+  """Returns presets[preset or default], or a UserError listing the valid presets."""
+  name = preset or default
+  if name not in presets:
+    raise UserError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
+  return presets[name]

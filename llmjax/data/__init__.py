@@ -1,0 +1,1 @@
+"""Data: tokenizers, readers, TFDS builders for local data, grain pipelines."""

@@ -1,0 +1,78 @@
+"""The corpora a language-model config can name in `config.data.corpus`.
+
+  procedural  generated from `data.seed` (llmjax.tasks.corpus); needs nothing on disk
+  gsm8k       `data.path`/{train,test}.jsonl: question as prompt, worked answer as text
+  jsonl       `data.path` (train) and `data.eval_path`: `data.text_field`, optional
+              `data.prompt_field`
+  text        `data.path` and `data.eval_path`: documents split by `data.text_unit`
+
+Each is built once into a TFDS array_record corpus under `data.cache_dir` and reused; the cache
+name carries the source files' size and mtime, so editing a file rebuilds it.
+"""
+
+import os
+import pathlib
+
+from llmjax.data import readers
+from llmjax.data.builders import build_corpus
+from llmjax.errors import UserError
+from llmjax.tasks.corpus import procedural_documents
+
+CORPORA = ("procedural", "gsm8k", "jsonl", "text")
+
+
+def default_cache_dir() -> str:
+  return os.environ.get("LLMJAX_CACHE", os.path.expanduser("~/.cache/llmjax")) + "/tfds"
+
+
+def _fingerprint(*paths: str) -> str:
+  parts = []
+  for path in paths:
+    if not os.path.isfile(path):
+      raise UserError(f"{path}: file not found")
+    stat = os.stat(path)
+    parts.append(f"{stat.st_size:x}{int(stat.st_mtime):x}")
+  return "_".join(parts)
+
+
+def _safe(name: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in name)[-80:]
+
+
+def make_corpus(data_config) -> dict:
+  """Returns {'train': source, 'validation': source} for `data_config.corpus`."""
+  kind, cache = data_config.corpus, data_config.cache_dir or default_cache_dir()
+  if kind == "procedural":
+    n, seed = data_config.num_docs, data_config.seed
+    splits = {"train": lambda: (("", d) for d in procedural_documents(n, seed)),
+              "validation": lambda: (("", d) for d in procedural_documents(
+                  max(n // 10, 1), seed + 1_000_003))}
+    return build_corpus(f"procedural_n{n}_s{seed}", splits, cache)
+
+  if kind == "gsm8k":
+    root = pathlib.Path(data_config.path)
+    train, test = str(root / "train.jsonl"), str(root / "test.jsonl")
+
+    def rows(path):
+      return lambda: ((r["question"], "\n" + r["answer"])
+                      for r in readers.read_jsonl(path, required=("question", "answer")))
+    return build_corpus(f"gsm8k_{_fingerprint(train, test)}",
+                        {"train": rows(train), "validation": rows(test)}, cache)
+
+  if kind in ("jsonl", "text"):
+    if not data_config.path or not data_config.eval_path:
+      raise UserError(f"data.corpus = {kind!r} needs data.path and data.eval_path")
+
+    def rows(path):
+      if kind == "text":
+        return lambda: (("", d) for d in readers.read_text(path, data_config.text_unit))
+      fields = [data_config.text_field] + ([data_config.prompt_field]
+                                           if data_config.prompt_field else [])
+      return lambda: ((str(r[data_config.prompt_field]) if data_config.prompt_field else "",
+                       str(r[data_config.text_field]))
+                      for r in readers.read_jsonl(path, required=fields))
+    name = f"{kind}_{_safe(data_config.path)}_{_fingerprint(data_config.path, data_config.eval_path)}"
+    return build_corpus(name, {"train": rows(data_config.path),
+                               "validation": rows(data_config.eval_path)}, cache)
+
+  raise UserError(f"data.corpus = {kind!r}: expected one of {CORPORA}")

@@ -1,0 +1,113 @@
+"""grain pipelines that turn a corpus into packed language-model batches.
+
+  source rows {'prompt', 'text'}
+    -> this process's shard (ShardByJaxProcess)   every process reads only its own rows
+    -> shuffle(seed), repeat                      reshuffled every epoch
+    -> tokenize: bos + prompt + text + eos        prompt tokens get loss weight 0 if asked
+    -> split into chunks of at most L + 1 tokens  long documents are split, never truncated
+    -> first-fit packing into rows of L + 1       several documents per row, with segment ids
+    -> batch(B / process_count)
+    -> shift into model inputs/targets
+
+The iterator is a grain DatasetIterator: its position is saved in every checkpoint, so a
+resumed run sees exactly the batches the interrupted one would have.
+"""
+
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from llmjax.data.tokenizers import Tokenizer
+from llmjax.errors import DataError, UserError
+
+
+def _text(value: Any) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class _Tokenize(grain.transforms.Map):
+  def __init__(self, tokenizer: Tokenizer, mask_prompt: bool):
+    self._tokenizer, self._mask_prompt = tokenizer, mask_prompt
+
+  def map(self, row):
+    prompt = self._tokenizer.encode(_text(row["prompt"]), add_bos=True) if row["prompt"] else [
+        self._tokenizer.bos_id]
+    text = self._tokenizer.encode(_text(row["text"]), add_eos=True)
+    tokens = np.asarray(prompt + text, np.int32)
+    weights = np.ones_like(tokens)
+    if self._mask_prompt:
+      weights[:len(prompt)] = 0
+    return {"tokens": tokens, "loss_mask": weights}
+
+
+class _Chunk(grain.experimental.FlatMapTransform):
+  """Splits a tokenized document into pieces of at most `size` tokens, in order."""
+
+  def __init__(self, size: int, max_fan_out: int):
+    self.size, self.max_fan_out = size, max_fan_out
+
+  def flat_map(self, doc):
+    n = len(doc["tokens"])
+    if n > self.size * self.max_fan_out:
+      raise DataError(f"a document of {n} tokens needs more than data.max_chunks_per_document="
+                      f"{self.max_fan_out} chunks of {self.size}; raise that limit")
+    return [{k: v[i:i + self.size] for k, v in doc.items()} for i in range(0, n, self.size)]
+
+
+def _to_model_batch(packed):
+  """Packed rows of L + 1 tokens -> [B, L] inputs, targets and masks (see trainer.BATCH_KEYS)."""
+  tokens, seg, pos = packed["tokens"], packed["tokens_segment_ids"], packed["tokens_positions"]
+  same_doc = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)
+  return {
+      "inputs": tokens[:, :-1].astype(np.int32),
+      "targets": tokens[:, 1:].astype(np.int32),
+      "loss_mask": (packed["loss_mask"][:, 1:] * same_doc).astype(np.int32),
+      "segment_ids": seg[:, :-1].astype(np.int32),
+      "positions": pos[:, :-1].astype(np.int32),
+  }
+
+
+def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, global_batch: int,
+               seed: int, train: bool = True, mask_prompt: bool = False,
+               max_chunks_per_document: int = 256, packing_bins: int | None = None,
+               shard_options: grain.sharding.ShardOptions | None = None) -> grain.IterDataset:
+  """Packed LM batches from a random-access source of {'prompt', 'text'} rows.
+
+  Args:
+    source: e.g. a TFDS data source from `build_corpus`.
+    seq_len: L, the model's context; rows hold L + 1 tokens before shifting.
+    global_batch: B over all processes; each process yields B / process_count rows.
+    train: shuffle and repeat forever; otherwise one ordered pass (for evaluation).
+  Returns:
+    A grain IterDataset of dicts of [B_local, L] int32 arrays.
+  """
+  shard = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  if global_batch % shard.shard_count:
+    raise UserError(f"batch size {global_batch} does not split over {shard.shard_count} "
+                    "processes")
+  if len(source) < shard.shard_count:
+    raise UserError(f"the corpus has {len(source)} rows, fewer than {shard.shard_count} "
+                    "processes")
+  local_batch = global_batch // shard.shard_count
+  ds = grain.MapDataset.source(source)[shard.shard_index::shard.shard_count]
+  if train:
+    ds = ds.shuffle(seed=seed).repeat(None)
+  ds = ds.map(_Tokenize(tokenizer, mask_prompt)).to_iter_dataset()
+  ds = grain.experimental.FlatMapIterDataset(ds, _Chunk(seq_len + 1, max_chunks_per_document))
+  ds = grain.experimental.FirstFitPackIterDataset(
+      ds, length_struct={"tokens": seq_len + 1, "loss_mask": seq_len + 1},
+      num_packing_bins=packing_bins or max(2 * local_batch, 16), seed=seed, shuffle_bins=train)
+  return ds.batch(local_batch, drop_remainder=True).map(_to_model_batch)
+
+
+def take(dataset: grain.IterDataset, n: int) -> list[dict[str, np.ndarray]]:
+  """The first n batches (fewer if the dataset ends first), e.g. a fixed evaluation set."""
+  batches = []
+  if n <= 0:
+    return batches
+  for batch in dataset:
+    batches.append(batch)
+    if len(batches) == n:
+      break
+  return batches

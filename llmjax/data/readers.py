@@ -1,0 +1,79 @@
+"""Readers for local text and JSONL files that fail loudly, naming the file and line.
+
+A malformed row is never skipped silently: it raises DataError, or, when the caller passes
+`skip_bad=True`, is counted in the returned `ReadStats` so the run can report it.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Iterator, Sequence
+
+from llmjax.errors import DataError, UserError
+
+
+@dataclasses.dataclass
+class ReadStats:
+  rows: int = 0
+  skipped: int = 0
+  first_skipped: str = ""  # "file:line: why" of the first skipped row
+
+
+def _check_file(path: os.PathLike) -> None:
+  if not os.path.isfile(path):
+    raise UserError(f"{path}: file not found")
+
+
+def read_jsonl(path: os.PathLike, required: Sequence[str] = (), skip_bad: bool = False,
+               stats: ReadStats | None = None) -> Iterator[dict]:
+  """Yields one dict per non-blank line; each must be a JSON object with the `required` keys."""
+  _check_file(path)
+  stats = stats if stats is not None else ReadStats()
+  with open(path, encoding="utf-8") as f:
+    for line_number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+        if not isinstance(row, dict):
+          raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in required if k not in row]
+        if missing:
+          raise ValueError(f"missing field {missing[0]!r}; expected fields {list(required)}")
+      except ValueError as e:  # json.JSONDecodeError is a ValueError
+        why = f"{path}:{line_number}: malformed row: {str(e).splitlines()[0]}"
+        if not skip_bad:
+          raise DataError(why) from None
+        stats.skipped += 1
+        stats.first_skipped = stats.first_skipped or why
+        continue
+      stats.rows += 1
+      yield row
+
+
+def read_text(path: os.PathLike, unit: str = "paragraph") -> Iterator[str]:
+  """Yields documents from a UTF-8 text file: one per 'line', per blank-line 'paragraph', or the
+  whole 'file'. Empty documents are not yielded (they hold no tokens)."""
+  _check_file(path)
+  if unit not in ("line", "paragraph", "file"):
+    raise UserError(f"text unit {unit!r}: expected 'line', 'paragraph' or 'file'")
+  try:
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+  except UnicodeDecodeError as e:
+    line = text_line_of_offset(path, e.start)
+    raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
+  if unit == "file":
+    chunks = [text]
+  elif unit == "line":
+    chunks = text.splitlines()
+  else:
+    chunks = text.split("\n\n")
+  for chunk in chunks:
+    if chunk.strip():
+      yield chunk.strip("\n")
+
+
+def text_line_of_offset(path: os.PathLike, offset: int) -> int:
+  with open(path, "rb") as f:
+    return f.read(offset).count(b"\n") + 1

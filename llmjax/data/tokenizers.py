@@ -1,0 +1,146 @@
+"""Tokenizers behind one interface: byte-level (the default for synthetic data) and sentencepiece.
+
+Every tokenizer has `vocab_size`, `pad_id`, `bos_id`, `eos_id`, `encode`, `decode` and
+`batch_encode` (padding on the side the caller names: right for training, left for decoding).
+
+Train a sentencepiece model on local text from the command line:
+  python -m llmjax.data.tokenizers train --input corpus.txt --model_prefix spm --vocab_size 4000
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from llmjax.errors import UserError
+
+
+class Tokenizer:
+  """The common interface. Subclasses implement `vocab_size`, ids and `_encode`/`decode`."""
+
+  vocab_size: int
+  pad_id: int
+  bos_id: int
+  eos_id: int
+
+  def _encode(self, text: str) -> list[int]:
+    raise NotImplementedError
+
+  def decode(self, ids: Sequence[int]) -> str:
+    raise NotImplementedError
+
+  def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+    return [self.bos_id] * add_bos + self._encode(text) + [self.eos_id] * add_eos
+
+  def batch_encode(self, texts: Sequence[str], max_len: int | None = None,
+                   padding_side: str = "right", add_bos: bool = False,
+                   add_eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Encodes and pads a batch.
+
+    Args:
+      texts: B strings.
+      max_len: pad (and truncate, keeping the end for left padding and the start for right
+        padding) to this length; default the longest row.
+      padding_side: 'right' or 'left'.
+    Returns:
+      (ids_BxL int32, mask_BxL int32 with 1 on real tokens).
+    """
+    if padding_side not in ("left", "right"):
+      raise UserError(f"padding_side = {padding_side!r}: expected 'left' or 'right'")
+    rows = [self.encode(t, add_bos=add_bos, add_eos=add_eos) for t in texts]
+    length = max_len or max((len(r) for r in rows), default=0)
+    ids = np.full((len(rows), length), self.pad_id, np.int32)
+    mask = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+      row = row[-length:] if padding_side == "left" else row[:length]
+      span = slice(length - len(row), length) if padding_side == "left" else slice(0, len(row))
+      ids[i, span], mask[i, span] = row, 1
+    return ids, mask
+
+
+class ByteTokenizer(Tokenizer):
+  """UTF-8 bytes shifted past three specials: pad 0, bos 1, eos 2, byte b -> b + 3."""
+
+  vocab_size, pad_id, bos_id, eos_id = 259, 0, 1, 2
+  _OFFSET = 3
+
+  def _encode(self, text: str) -> list[int]:
+    return [b + self._OFFSET for b in text.encode("utf-8")]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    data = bytes(int(i) - self._OFFSET for i in ids if int(i) >= self._OFFSET)
+    return data.decode("utf-8", errors="replace")
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """A trained sentencepiece `.model`; pad falls back to eos when the model defines none."""
+
+  def __init__(self, model_path: os.PathLike):
+    import sentencepiece as spm
+    if not os.path.isfile(model_path):
+      raise UserError(f"sentencepiece model {model_path}: file not found")
+    self._sp = spm.SentencePieceProcessor(model_file=os.fspath(model_path))
+    self.vocab_size = self._sp.get_piece_size()
+    self.bos_id, self.eos_id = self._sp.bos_id(), self._sp.eos_id()
+    self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else self.eos_id
+
+  def _encode(self, text: str) -> list[int]:
+    return list(self._sp.encode(text))
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._sp.decode([int(i) for i in ids])
+
+
+def load_tokenizer(spec: str) -> Tokenizer:
+  """'byte', or 'spm:PATH' / a path ending in .model for sentencepiece."""
+  if spec == "byte":
+    return ByteTokenizer()
+  path = spec[len("spm:"):] if spec.startswith("spm:") else spec
+  if path.endswith(".model"):
+    return SentencePieceTokenizer(path)
+  raise UserError(f"tokenizer = {spec!r}: expected 'byte' or 'spm:PATH.model'")
+
+
+def train_sentencepiece(inputs: Sequence[os.PathLike], model_prefix: os.PathLike,
+                        vocab_size: int, model_type: str = "bpe") -> pathlib.Path:
+  """Trains a sentencepiece model on local text files; returns the `.model` path.
+
+  Ids: pad 0, bos 1, eos 2, unk 3, so it slots into the same conventions as ByteTokenizer.
+  """
+  import sentencepiece as spm
+  missing = [p for p in inputs if not os.path.isfile(p)]
+  if missing:
+    raise UserError(f"sentencepiece training input {missing[0]}: file not found")
+  spm.SentencePieceTrainer.train(
+      input=",".join(map(os.fspath, inputs)), model_prefix=os.fspath(model_prefix),
+      vocab_size=vocab_size, model_type=model_type, pad_id=0, bos_id=1, eos_id=2, unk_id=3,
+      byte_fallback=True, character_coverage=1.0, minloglevel=2)
+  return pathlib.Path(f"{model_prefix}.model")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m llmjax.data.tokenizers")
+  sub = parser.add_subparsers(dest="command", required=True)
+  train = sub.add_parser("train", help="train a sentencepiece model on local text files")
+  train.add_argument("--input", nargs="+", required=True)
+  train.add_argument("--model_prefix", required=True)
+  train.add_argument("--vocab_size", type=int, default=4000)
+  train.add_argument("--model_type", default="bpe", choices=("bpe", "unigram", "char", "word"))
+  args = parser.parse_args(argv)
+  try:
+    path = train_sentencepiece(args.input, args.model_prefix, args.vocab_size, args.model_type)
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except RuntimeError as e:  # sentencepiece's own complaints (e.g. vocab too large for corpus)
+    print(f"error: sentencepiece training failed: {str(e).splitlines()[0]}", file=sys.stderr)
+    return 2
+  print(path)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,63 @@
+"""Language-model pretraining: a corpus, a tokenizer, the decoder, the engine's train loop."""
+
+import jax
+
+from llmjax import plotting, runio
+from llmjax.data.corpora import make_corpus
+from llmjax.data.pipeline import lm_batches, take
+from llmjax.data.tokenizers import load_tokenizer
+from llmjax.errors import UserError
+from llmjax.models import ModelConfig
+from llmjax.parallel import Parallel
+from llmjax.train.trainer import Trainer
+
+
+def run(config, workdir: str) -> dict:
+  tokenizer = load_tokenizer(config.data.tokenizer)
+  model_config = ModelConfig.from_dict(config.model.to_dict())
+  if model_config.vocab_size < tokenizer.vocab_size:
+    raise UserError(f"model.vocab_size = {model_config.vocab_size} is smaller than the "
+                    f"tokenizer's vocabulary ({tokenizer.vocab_size})")
+  if model_config.positions == "learned" and model_config.max_len < config.train.seq_len:
+    raise UserError(f"model.max_len = {model_config.max_len} < train.seq_len = "
+                    f"{config.train.seq_len} with learned positions")
+
+  corpus = make_corpus(config.data)
+  parallel = Parallel.from_config(config.mesh, config.sharding_rules)
+  trainer = Trainer(model_config, config.train, config.optim, parallel)
+
+  def batches(split, train):
+    return lm_batches(corpus[split], tokenizer, config.train.seq_len, config.train.batch_size,
+                      seed=config.seed, train=train, mask_prompt=config.data.mask_prompt,
+                      max_chunks_per_document=config.data.max_chunks_per_document)
+
+  eval_batches = take(batches("validation", train=False), config.train.eval_batches)
+  if not eval_batches:
+    raise UserError(f"the validation split has too little text for one batch of "
+                    f"{config.train.batch_size} x {config.train.seq_len} tokens")
+  result = trainer.fit(workdir, iter(batches("train", train=True)), eval_batches,
+                       seed=config.seed, resume=config.resume)
+
+  train_rows, eval_rows = runio.read_metrics(workdir, "train"), runio.read_metrics(workdir, "eval")
+  plotting.plot_curves(f"{workdir}/plots/loss.png", {
+      "train": ([r["step"] for r in train_rows], [r["loss"] for r in train_rows]),
+      "eval": ([r["step"] for r in eval_rows], [r["loss"] for r in eval_rows]),
+  }, ylabel="cross-entropy (nats/token)", title=f"{config.experiment}: loss")
+
+  steps = result["step"]
+  summary = {
+      "steps": steps,
+      "tokens_seen": steps * config.train.batch_size * config.train.seq_len,
+      "num_params": model_config.num_params(),
+      "resumed_from_step": result["resumed_from_step"],
+      "stopped_early": result["stopped_early"],
+      "devices": jax.device_count(),
+  }
+  if train_rows:
+    last = train_rows[-1]
+    summary.update(final_train_loss=last["loss"], final_train_accuracy=last["accuracy"],
+                   tokens_per_s=last["tokens_per_s"], mfu=last["mfu"])
+  if eval_rows:
+    summary.update(final_eval_loss=eval_rows[-1]["loss"],
+                   final_eval_accuracy=eval_rows[-1]["accuracy"])
+  return summary

@@ -1,0 +1,6 @@
+"""Flax Linen models: `Decoder` configured by `ModelConfig`."""
+
+from llmjax.models.config import ModelConfig
+from llmjax.models.transformer import Decoder, collect_probes
+
+__all__ = ["Decoder", "ModelConfig", "collect_probes"]

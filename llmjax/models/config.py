@@ -1,0 +1,125 @@
+"""The decoder's hyper-parameters as a frozen, validated dataclass.
+
+The same fields express Llama, Qwen2, Mistral, OLMo and GPT-2 style models and the tiny
+"1 layer, no LayerNorm, ReLU" transformers of the grokking literature:
+
+| family   | activation | norm                 | positions | biases            | tied |
+| -------- | ---------- | -------------------- | --------- | ----------------- | ---- |
+| Llama    | swiglu     | rmsnorm              | rope      | none              | no   |
+| Qwen2    | swiglu     | rmsnorm              | rope      | qkv_bias          | opt. |
+| Mistral  | swiglu     | rmsnorm              | rope      | none, sliding_window | no |
+| OLMo     | swiglu     | layernorm_nonparam   | rope      | none              | opt. |
+| GPT-2    | gelu       | layernorm            | learned   | qkv, out, mlp     | yes  |
+| grokking | relu       | none                 | learned   | none              | no   |
+"""
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+from llmjax.errors import UserError
+
+ACTIVATIONS = ("swiglu", "geglu", "gelu", "gelu_exact", "relu", "silu")
+NORMS = ("rmsnorm", "layernorm", "layernorm_nonparam", "none")
+POSITIONS = ("rope", "learned", "none")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of `llmjax.models.transformer.Decoder`."""
+
+  vocab_size: int
+  d_model: int
+  n_layers: int
+  n_heads: int
+  d_ff: int
+  n_kv_heads: int | None = None  # None: as many as n_heads (multi-head attention)
+  d_head: int | None = None  # None: d_model // n_heads
+  activation: str = "swiglu"
+  norm: str = "rmsnorm"
+  norm_eps: float = 1e-6
+  positions: str = "rope"
+  rope_theta: float = 10_000.0
+  max_len: int = 2048  # size of the learned position table; unused by rope
+  tie_embeddings: bool = False
+  qkv_bias: bool = False
+  out_bias: bool = False
+  mlp_bias: bool = False
+  sliding_window: int | None = None  # Mistral-style local attention span, in tokens
+  dropout: float = 0.0
+  init_std: float = 0.02
+  dtype: str = "float32"  # compute dtype
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    def check(ok, what, expected):
+      if not ok:
+        raise UserError(f"model.{what} = {getattr(self, what)!r}: expected {expected}")
+
+    for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff"):
+      check(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
+            "a positive integer")
+    check(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}")
+    check(self.norm in NORMS, "norm", f"one of {NORMS}")
+    check(self.positions in POSITIONS, "positions", f"one of {POSITIONS}")
+    check(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
+    check(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")
+    check(self.num_kv_heads > 0 and self.n_heads % self.num_kv_heads == 0, "n_kv_heads",
+          f"a divisor of n_heads={self.n_heads}")
+    check(self.d_head is not None or self.d_model % self.n_heads == 0, "d_head",
+          f"set explicitly when d_model={self.d_model} is not a multiple of n_heads")
+    check(0.0 <= self.dropout < 1.0, "dropout", "a rate in [0, 1)")
+    check(self.positions != "rope" or self.head_dim % 2 == 0, "d_head", "even for rope")
+
+  @property
+  def num_kv_heads(self) -> int:
+    return self.n_kv_heads or self.n_heads
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_head or self.d_model // self.n_heads
+
+  @property
+  def gated(self) -> bool:
+    return self.activation in ("swiglu", "geglu")
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def weight_dtype(self):
+    return DTYPES[self.param_dtype]
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+    """Builds from a ConfigDict or dict, naming any key that is not a model field."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = dict(values)
+    unknown = sorted(set(values) - fields)
+    if unknown:
+      raise UserError(f"model.{unknown[0]}: not a model field; expected one of {sorted(fields)}")
+    return cls(**values)
+
+  def num_params(self, include_embeddings: bool = True) -> int:
+    """Exact parameter count of the decoder this config builds."""
+    d, f, h, kv, k = self.d_model, self.d_ff, self.n_heads, self.num_kv_heads, self.head_dim
+    attn = d * (h + 2 * kv) * k + h * k * d
+    attn += (h + 2 * kv) * k * self.qkv_bias + d * self.out_bias
+    mlp = d * f * (3 if self.gated else 2) + (f * (2 if self.gated else 1) + d) * self.mlp_bias
+    norm_size = {"rmsnorm": d, "layernorm": 2 * d, "layernorm_nonparam": 0, "none": 0}[self.norm]
+    per_layer = attn + mlp + 2 * norm_size
+    total = self.n_layers * per_layer + norm_size
+    if include_embeddings:
+      total += self.vocab_size * d * (1 if self.tie_embeddings else 2)
+      total += self.max_len * d if self.positions == "learned" else 0
+    return total
+
+  def flops_per_token(self, seq_len: int) -> float:
+    """Training FLOPs per token: 6 per matmul parameter plus causal attention (PaLM appendix B)."""
+    # The embedding lookup is no matmul, the unembedding is one (tied or not).
+    matmul_params = self.num_params(include_embeddings=False) + self.vocab_size * self.d_model
+    attention = 12 * self.n_layers * self.n_heads * self.head_dim * seq_len  # QK^T, AV; fwd+bwd
+    return 6.0 * matmul_params + attention

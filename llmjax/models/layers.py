@@ -1,0 +1,178 @@
+"""Building blocks of the decoder: norms, rotary positions, attention, MLP.
+
+Shape letters: B batch, L query length, M key length, D d_model, H query heads, G query heads per
+kv head, V kv heads, K head dim, F d_ff.
+
+Every parameter carries logical axis names (embed, vocab, heads, kv_heads, head_dim, mlp); the
+mesh rules in the config decide where each lands. Probes read intermediates through `sow`, which
+is a no-op unless the caller makes the 'intermediates' collection mutable.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from llmjax.models.config import ModelConfig
+
+_NEG_INF = -1e30  # finite, so fully masked rows (padding queries) softmax to uniform, not NaN
+
+
+def _init(config: ModelConfig, axes: tuple[str, ...], std: float | None = None):
+  return nn.with_logical_partitioning(
+      nn.initializers.normal(stddev=std or config.init_std), axes)
+
+
+def _zeros(axes: tuple[str, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+class Norm(nn.Module):
+  """RMSNorm, LayerNorm (with or without its affine parameters) or identity, computed in f32."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD):
+    kind, eps = self.config.norm, self.config.norm_eps
+    if kind == "none":
+      return x_BxLxD
+    x = x_BxLxD.astype(jnp.float32)
+    if kind == "rmsnorm":
+      y = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+    else:
+      centred = x - jnp.mean(x, axis=-1, keepdims=True)
+      y = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
+    if kind in ("rmsnorm", "layernorm"):
+      ones = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
+      y = y * self.param("scale", ones, (x.shape[-1],), self.config.weight_dtype)
+    if kind == "layernorm":
+      y = y + self.param("bias", _zeros(("embed",)), (x.shape[-1],), self.config.weight_dtype)
+    return y.astype(self.config.compute_dtype)
+
+
+def apply_rope(x_BxLxHxK, positions_BxL, theta: float):
+  """Rotary embedding in the rotate-half layout used by Llama-family checkpoints."""
+  half = x_BxLxHxK.shape[-1] // 2
+  inv_freq_K2 = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+  angles_BxLxK2 = positions_BxL[..., None].astype(jnp.float32) * inv_freq_K2
+  sin_BxLx1xK2 = jnp.sin(angles_BxLxK2)[:, :, None, :]
+  cos_BxLx1xK2 = jnp.cos(angles_BxLxK2)[:, :, None, :]
+  x = x_BxLxHxK.astype(jnp.float32)
+  x1, x2 = x[..., :half], x[..., half:]
+  rotated = jnp.concatenate([x1 * cos_BxLx1xK2 - x2 * sin_BxLx1xK2,
+                             x2 * cos_BxLx1xK2 + x1 * sin_BxLx1xK2], axis=-1)
+  return rotated.astype(x_BxLxHxK.dtype)
+
+
+def attention_mask(segment_ids_BxL, positions_BxL, sliding_window: int | None = None):
+  """Boolean [B, 1, L, L] mask: causal by position, within one segment, never onto padding.
+
+  Segment id 0 marks padding; packed sequences number their documents 1, 2, ... Causality is
+  decided by position order within a row, so left-padded and packed rows are both right.
+  """
+  q_seg_BxLx1, k_seg_Bx1xM = segment_ids_BxL[:, :, None], segment_ids_BxL[:, None, :]
+  idx = jnp.arange(segment_ids_BxL.shape[1])
+  causal_LxM = idx[:, None] >= idx[None, :]
+  mask_BxLxM = (q_seg_BxLx1 == k_seg_Bx1xM) & (k_seg_Bx1xM != 0) & causal_LxM
+  if sliding_window is not None:
+    distance_BxLxM = positions_BxL[:, :, None] - positions_BxL[:, None, :]
+    mask_BxLxM &= distance_BxLxM < sliding_window
+  return mask_BxLxM[:, None]
+
+
+class EinsumDense(nn.Module):
+  """A projection `einsum(equation, x, kernel) + bias` with logically named kernel axes.
+
+  (flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks per-axis
+  logical partitioning of multi-axis kernels such as [D, H, K].)
+  """
+
+  config: ModelConfig
+  equation: str
+  kernel_shape: tuple[int, ...]
+  kernel_axes: tuple[str, ...]
+  use_bias: bool
+  bias_ndim: int  # the trailing kernel axes that the bias spans
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    kernel = self.param("kernel", _init(cfg, self.kernel_axes), self.kernel_shape,
+                        cfg.weight_dtype)
+    y = jnp.einsum(self.equation, x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype))
+    if self.use_bias:
+      bias = self.param("bias", _zeros(self.kernel_axes[-self.bias_ndim:]),
+                        self.kernel_shape[-self.bias_ndim:], cfg.weight_dtype)
+      y = y + bias.astype(cfg.compute_dtype)
+    return y
+
+
+class Attention(nn.Module):
+  """Grouped-query self-attention (multi-head when n_kv_heads == n_heads)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxM, deterministic: bool = True):
+    cfg = self.config
+    D, H, V, K = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.head_dim
+
+    def project(name, heads, head_axis):
+      return EinsumDense(cfg, "bld,dhk->blhk", (D, heads, K), ("embed", head_axis, "head_dim"),
+                         cfg.qkv_bias, 2, name=name)(x_BxLxD)
+
+    q_BxLxHxK = project("query", H, "heads")
+    k_BxMxVxK = project("key", V, "kv_heads")
+    v_BxMxVxK = project("value", V, "kv_heads")
+    if cfg.positions == "rope":
+      q_BxLxHxK = apply_rope(q_BxLxHxK, positions_BxL, cfg.rope_theta)
+      k_BxMxVxK = apply_rope(k_BxMxVxK, positions_BxL, cfg.rope_theta)
+    q_BxLxHxK = nn.with_logical_constraint(q_BxLxHxK, ("batch", "length", "heads", "head_dim"))
+
+    B, L = x_BxLxD.shape[:2]
+    q_BxLxVxGxK = q_BxLxHxK.reshape(B, L, V, H // V, K) * (K ** -0.5)
+    logits_BxVxGxLxM = jnp.einsum("blvgk,bmvk->bvglm", q_BxLxVxGxK, k_BxMxVxK,
+                                  preferred_element_type=jnp.float32)
+    logits_BxVxGxLxM = jnp.where(mask_Bx1xLxM[:, :, None], logits_BxVxGxLxM, _NEG_INF)
+    probs_BxVxGxLxM = jax.nn.softmax(logits_BxVxGxLxM, axis=-1)
+    self.sow("intermediates", "attn_probs", probs_BxVxGxLxM.reshape(B, H, L, -1))
+    probs_BxVxGxLxM = nn.Dropout(cfg.dropout)(probs_BxVxGxLxM, deterministic=deterministic)
+    out_BxLxVxGxK = jnp.einsum("bvglm,bmvk->blvgk", probs_BxVxGxLxM.astype(cfg.compute_dtype),
+                               v_BxMxVxK)
+    out_BxLxHxK = out_BxLxVxGxK.reshape(B, L, H, K)
+    return EinsumDense(cfg, "blhk,hkd->bld", (H, K, D), ("heads", "head_dim", "embed"),
+                       cfg.out_bias, 1, name="out")(out_BxLxHxK)
+
+
+_ACTIVATION_FNS = {
+    "swiglu": jax.nn.silu, "silu": jax.nn.silu, "relu": jax.nn.relu,
+    "geglu": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),
+}
+
+
+class Mlp(nn.Module):
+  """Position-wise feed-forward: gated (SwiGLU/GeGLU) or plain (ReLU/GELU)."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, deterministic: bool = True):
+    cfg = self.config
+
+    def dense(name, in_features, out_features, axes):
+      return EinsumDense(cfg, "bli,io->blo", (in_features, out_features), axes, cfg.mlp_bias, 1,
+                         name=name)
+
+    act = _ACTIVATION_FNS[cfg.activation]
+    if cfg.gated:  # Llama convention: down(act(gate(x)) * up(x))
+      h_BxLxF = (act(dense("gate", cfg.d_model, cfg.d_ff, ("embed", "mlp"))(x_BxLxD))
+                 * dense("up", cfg.d_model, cfg.d_ff, ("embed", "mlp"))(x_BxLxD))
+    else:
+      h_BxLxF = act(dense("up", cfg.d_model, cfg.d_ff, ("embed", "mlp"))(x_BxLxD))
+    h_BxLxF = nn.with_logical_constraint(h_BxLxF, ("batch", "length", "mlp"))
+    # The FFN "memory coefficients" of knowledge-entropy probes: the input of the down projection.
+    self.sow("intermediates", "ffn_hidden", h_BxLxF)
+    h_BxLxF = nn.Dropout(cfg.dropout)(h_BxLxF, deterministic=deterministic)
+    return dense("down", cfg.d_ff, cfg.d_model, ("mlp", "embed"))(h_BxLxF)

@@ -1,0 +1,113 @@
+"""The decoder-only transformer every llmjax experiment trains, probes or decodes.
+
+Shape letters: B batch, L length, D d_model, V vocab, N layers.
+
+Probes read three intermediates without changing the forward math, by calling `apply` with
+`mutable=["intermediates"]` and passing the result to `collect_probes`:
+  residual   [N, B, L, D]  the residual stream after each layer
+  ffn_hidden [N, B, L, F]  the FFN coefficients (the input of each down projection)
+  attn_probs [N, B, H, L, L] attention probabilities
+When 'intermediates' is not mutable, `sow` does nothing and they cost nothing.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from llmjax.models.config import ModelConfig
+from llmjax.models.layers import Attention, Mlp, Norm, attention_mask
+
+
+class Block(nn.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxL, deterministic: bool = True):
+    cfg = self.config
+    h_BxLxD = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x_BxLxD), positions_BxL,
+                                          mask_Bx1xLxL, deterministic)
+    x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
+    h_BxLxD = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxLxD), deterministic)
+    x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
+    self.sow("intermediates", "residual", x_BxLxD)
+    return x_BxLxD
+
+
+class Decoder(nn.Module):
+  """Token ids in, next-token logits out.
+
+  Args (of `__call__`):
+    tokens_BxL: int token ids.
+    positions_BxL: position of each token within its document; default 0..L-1 per row.
+    segment_ids_BxL: document number of each token, 0 for padding; default all ones.
+    deterministic: False enables dropout (needs a 'dropout' rng).
+  Returns:
+    logits_BxLxV in the compute dtype.
+  """
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None,
+               deterministic: bool = True):
+    cfg = self.config
+    B, L = tokens_BxL.shape
+    if positions_BxL is None:
+      positions_BxL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+    if segment_ids_BxL is None:
+      segment_ids_BxL = jnp.ones((B, L), jnp.int32)
+    mask_Bx1xLxL = attention_mask(segment_ids_BxL, positions_BxL, cfg.sliding_window)
+
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed", dtype=cfg.compute_dtype,
+                     param_dtype=cfg.weight_dtype,
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(stddev=cfg.init_std), ("vocab", "embed")))
+    x_BxLxD = embed(tokens_BxL)
+    if cfg.positions == "learned":
+      table_init = nn.with_logical_partitioning(nn.initializers.normal(stddev=cfg.init_std),
+                                                (None, "embed"))
+      table_PxD = self.param("pos_embed", table_init, (cfg.max_len, cfg.d_model),
+                             cfg.weight_dtype)
+      x_BxLxD = x_BxLxD + table_PxD[positions_BxL].astype(cfg.compute_dtype)
+    x_BxLxD = nn.Dropout(cfg.dropout)(x_BxLxD, deterministic=deterministic)
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
+
+    for i in range(cfg.n_layers):
+      x_BxLxD = Block(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, mask_Bx1xLxL,
+                                              deterministic)
+    x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
+
+    if cfg.tie_embeddings:
+      logits_BxLxV = embed.attend(x_BxLxD)
+    else:
+      logits_BxLxV = nn.Dense(
+          cfg.vocab_size, use_bias=False, name="unembed", dtype=cfg.compute_dtype,
+          param_dtype=cfg.weight_dtype,
+          kernel_init=nn.with_logical_partitioning(
+              nn.initializers.normal(stddev=cfg.init_std), ("embed", "vocab")))(x_BxLxD)
+    return nn.with_logical_constraint(logits_BxLxV, ("batch", "length", "vocab"))
+
+
+def collect_probes(intermediates: dict[str, Any], n_layers: int) -> dict[str, jnp.ndarray]:
+  """Stacks the sown per-layer intermediates into arrays with a leading layer axis N.
+
+  Args:
+    intermediates: the 'intermediates' collection returned by `apply(..., mutable=[...])`.
+    n_layers: number of decoder layers.
+  Returns:
+    {'residual': [N,B,L,D], 'ffn_hidden': [N,B,L,F], 'attn_probs': [N,B,H,L,L]}.
+  """
+  probes = {}
+  for name, where in (("residual", ()), ("ffn_hidden", ("mlp",)), ("attn_probs", ("attn",))):
+    per_layer = []
+    for i in range(n_layers):
+      node = intermediates[f"layer_{i}"]
+      for key in where:
+        node = node[key]
+      per_layer.append(node[name][0])
+    probes[name] = jnp.stack(per_layer)
+  return probes

@@ -1,0 +1,85 @@
+"""The run contract's files: config.json, metrics.jsonl, summary.json, tensorboard/, plots/.
+
+Only process 0 writes them (checkpoints are written collectively elsewhere). Whole files are
+written to a temporary name and renamed, so a crash never leaves one half-written.
+"""
+
+import json
+import math
+import os
+import pathlib
+from typing import Any, Mapping
+
+import jax
+
+
+def is_writer() -> bool:
+  return jax.process_index() == 0
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> None:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+  if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # JSON has no NaN/inf; keep it visible rather than invalid
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
+
+
+def write_json(path: os.PathLike, payload: Mapping[str, Any]) -> None:
+  """Writes `payload` as indented JSON, atomically, on process 0 only."""
+  if is_writer():
+    atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+
+
+class MetricsWriter:
+  """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard."""
+
+  def __init__(self, workdir: os.PathLike, keep_through_step: int = 0):
+    """Opens workdir/metrics.jsonl, first dropping rows after `keep_through_step`: a run resumed
+    from a checkpoint at step k re-logs what came after k, so the file never holds two
+    histories."""
+    self.enabled = is_writer()
+    self._file = self._tb = None
+    if self.enabled:
+      workdir = pathlib.Path(workdir)
+      workdir.mkdir(parents=True, exist_ok=True)
+      kept = [r for r in read_metrics(workdir) if r["step"] <= keep_through_step]
+      atomic_write_text(workdir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+      self._file = open(workdir / "metrics.jsonl", "a", buffering=1)
+      from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
+      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+
+  def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step), "split": split, **_jsonable(dict(metrics))}
+    self._file.write(json.dumps(row) + "\n")
+    for name, value in row.items():
+      if name not in ("step", "split") and isinstance(value, (int, float)):
+        self._tb.add_scalar(f"{split}/{name}", value, int(step))
+
+  def close(self) -> None:
+    if self.enabled:
+      self._file.close()
+      self._tb.close()
+
+
+def read_metrics(workdir: os.PathLike, split: str | None = None) -> list[dict[str, Any]]:
+  """Reads metrics.jsonl back, optionally keeping one split."""
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [r for r in rows if split is None or r["split"] == split]

@@ -1,0 +1,1 @@
+"""Procedural data generated exactly from a seed."""

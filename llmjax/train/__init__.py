@@ -1,0 +1,1 @@
+"""Training: optimizer, losses, checkpoints, metrics and the train loop."""

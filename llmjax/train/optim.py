@@ -1,0 +1,63 @@
+"""Optimizers and learning-rate schedules from `config.optim`.
+
+`optim` keys: name (adamw | sgd | adafactor), lr, schedule (constant | linear | cosine),
+warmup_steps, end_lr_fraction, b1, b2, eps, weight_decay, momentum (sgd), clip_norm
+(global-norm clipping; 0 disables), decay_norms_and_biases (default False: parameters with fewer
+than two dimensions, i.e. norm scales and biases, get no weight decay).
+"""
+
+import jax
+import optax
+
+from llmjax.errors import UserError
+
+OPTIMIZERS = ("adamw", "sgd", "adafactor")
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def learning_rate_schedule(optim_config, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `lr`, then constant, linear or cosine decay to lr * end fraction."""
+  lr, warmup = float(optim_config.lr), int(optim_config.warmup_steps)
+  end_lr = lr * float(optim_config.end_lr_fraction)
+  decay_steps = max(total_steps - warmup, 1)
+  kind = optim_config.schedule
+  if kind == "constant":
+    after = optax.constant_schedule(lr)
+  elif kind == "linear":
+    after = optax.linear_schedule(lr, end_lr, decay_steps)
+  elif kind == "cosine":
+    after = optax.cosine_decay_schedule(lr, decay_steps, alpha=end_lr / lr if lr else 0.0)
+  else:
+    raise UserError(f"optim.schedule = {kind!r}: expected one of {SCHEDULES}")
+  if warmup <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+
+
+def decay_mask(params):
+  """True for parameters that take weight decay: matrices and embeddings, not norms or biases."""
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def build_optimizer(optim_config, total_steps: int):
+  """Returns (optax transformation, schedule)."""
+  schedule = learning_rate_schedule(optim_config, total_steps)
+  name = optim_config.name
+  mask = None if optim_config.decay_norms_and_biases else decay_mask
+  if name == "adamw":
+    core = optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps,
+                       weight_decay=optim_config.weight_decay, mask=mask)
+  elif name == "sgd":
+    core = optax.chain(
+        optax.add_decayed_weights(optim_config.weight_decay, mask=mask),
+        optax.sgd(schedule, momentum=optim_config.momentum or None))
+  elif name == "adafactor":
+    core = optax.adafactor(schedule, weight_decay_rate=optim_config.weight_decay or None,
+                           weight_decay_mask=mask)
+  else:
+    raise UserError(f"optim.name = {name!r}: expected one of {OPTIMIZERS}")
+  parts = []
+  if optim_config.clip_norm:
+    parts.append(optax.clip_by_global_norm(optim_config.clip_norm))
+  parts.append(core)
+  return optax.chain(*parts), schedule
