@@ -50,17 +50,6 @@ def config_keys(config, prefix: str = "") -> list[str]:
   return keys
 
 
-def _unknown_key_error(config, overrides: Sequence[str]) -> UserError:
-  known = config_keys(config)
-  for arg in overrides:
-    key = arg[len("--config."):].split("=", 1)[0]
-    if key not in known:
-      close = difflib.get_close_matches(key, known, n=1)
-      hint = f"; did you mean {close[0]!r}?" if close else ""
-      return UserError(f"unknown config key {key!r}{hint}")
-  return UserError(f"could not apply config overrides {list(overrides)}")
-
-
 def parse_args(argv: Sequence[str]) -> tuple[config_dict.ConfigDict, str]:
   """Returns (config with overrides applied, workdir)."""
   args, spec = [], None
@@ -79,19 +68,26 @@ def parse_args(argv: Sequence[str]) -> tuple[config_dict.ConfigDict, str]:
     raise UserError(f"--config is required; {USAGE}")
   config = load_config_file(spec)
 
+  overrides = [a for a in args if a.startswith("--config.")]
+  known = set(config_keys(config))
+  for arg in overrides:
+    key = arg[len("--config."):].split("=", 1)[0]
+    if key not in known:
+      close = difflib.get_close_matches(key, known, n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else ""
+      raise UserError(f"unknown config key {key!r}{hint}")
+
   flag_values = flags.FlagValues()
-  config_holder = config_flags.DEFINE_config_dict("config", config, flag_values=flag_values,
-                                                 lock_config=True, sys_argv=["llmjax"] + args)
-  flags.DEFINE_string("workdir", None, "output directory of the run", flag_values=flag_values)
   try:
+    config_holder = config_flags.DEFINE_config_dict(
+        "config", config, flag_values=flag_values, lock_config=True,
+        sys_argv=["llmjax"] + args)
+    flags.DEFINE_string("workdir", None, "output directory of the run", flag_values=flag_values)
     flag_values(["llmjax"] + args)
   except flags.IllegalFlagValueError as e:
-    first_line = str(e).splitlines()[0]
-    raise UserError(f"bad config value: {first_line}") from None
+    raise UserError(f"bad config value: {str(e).splitlines()[0]}") from None
   except flags.UnrecognizedFlagError as e:
     raise UserError(f"unknown flag --{e.flagname}; {USAGE}") from None
-  except (AttributeError, KeyError):
-    raise _unknown_key_error(config, [a for a in args if a.startswith("--config.")]) from None
   except flags.Error as e:
     raise UserError(str(e).splitlines()[0]) from None
   if not flag_values.workdir:
@@ -106,8 +102,19 @@ def run(argv: Sequence[str]) -> dict:
   from llmjax.experiments import get_experiment  # after parsing: keeps `--help`-speed errors
   experiment = get_experiment(config.experiment)
   os.makedirs(workdir, exist_ok=True)
-  runio.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  summary = experiment(config, workdir)
+  config_path = os.path.join(workdir, "config.json")
+  previous = open(config_path).read() if os.path.exists(config_path) else None
+  runio.write_json(config_path, config.to_dict())
+  try:
+    summary = experiment(config, workdir)
+  except UserError:
+    # A rejected run leaves the workdir as it found it: config.json describes its checkpoints.
+    if runio.is_writer():
+      if previous is None:
+        os.remove(config_path)
+      else:
+        runio.atomic_write_text(config_path, previous)
+    raise
   runio.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
 

@@ -7,7 +7,9 @@ complete, so an interrupted or failed build (e.g. a malformed source row) leaves
 Rows are `{'prompt': str, 'text': str}`; pretraining documents have an empty prompt.
 """
 
+import contextlib
 import dataclasses
+import logging
 import os
 from typing import Callable, Iterable, Mapping
 
@@ -48,7 +50,20 @@ def build_corpus(name: str, splits: Mapping[str, SplitFn], cache_dir: os.PathLik
   """
   tfds.disable_progress_bar()
   config = LocalCorpusConfig(name=name, version=LocalCorpus.VERSION, splits=dict(splits))
-  builder = LocalCorpus(config=config, data_dir=os.fspath(cache_dir),
-                        file_format="array_record")
-  builder.download_and_prepare()
-  return {split: builder.as_data_source(split=split) for split in splits}
+  with _quiet_tfds():
+    builder = LocalCorpus(config=config, data_dir=os.fspath(cache_dir),
+                          file_format="array_record")
+    builder.download_and_prepare()
+    return {split: builder.as_data_source(split=split) for split in splits}
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS logs every run-time builder config as a warning; that is our normal use, not news."""
+  absl_logger = logging.getLogger("absl")
+  quiet = lambda record: "custom data configuration" not in record.getMessage()  # noqa: E731
+  absl_logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(quiet)

@@ -48,7 +48,9 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True))
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

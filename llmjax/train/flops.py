@@ -1,6 +1,6 @@
 """Peak FLOP/s per device, for the MFU estimate.
 
-Dense bf16 peaks from the vendors' data sheets. CPU has no meaningful peak; the entry is a rough
+Dense bf16 peaks from the vendors' data sheets. CPU has no data-sheet peak; its entry is the
 matmul rate of a 2-core AVX2 host in f32, so the number is defined. Override with
 `config.train.peak_flops_per_device` for any device.
 """

@@ -110,7 +110,7 @@ class Trainer:
     metrics = {
         "loss": loss,
         "accuracy": sums["correct_sum"] / jnp.maximum(sums["weight_sum"], 1.0),
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": self.schedule(state.step),
     }
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -156,10 +156,12 @@ class Trainer:
     cfg = self.config
     checkpointer = Checkpointer(f"{workdir}/checkpoints", cfg.keep_checkpoints,
                                 cfg.async_checkpoint)
+    # A grain iterator's position is checkpointed with the state; other iterators restart.
+    data_iter = train_iter if hasattr(train_iter, "get_state") else None
     state = self.init_state(seed)
     latest = checkpointer.latest_step() if resume else None
     if latest is not None:
-      state = checkpointer.restore(latest, self.abstract_state, train_iter)
+      state = checkpointer.restore(latest, self.abstract_state, data_iter)
     start = int(jax.device_get(state.step))
     eval_device = [self.to_device(b) for b in eval_batches]
     writer = runio.MetricsWriter(workdir, keep_through_step=start)
@@ -203,7 +205,7 @@ class Trainer:
             result["eval"] = self.evaluate(state.params, eval_device)
             writer.write(step, "eval", result["eval"])
           if save_now:
-            checkpointer.save(step, state, train_iter)
+            checkpointer.save(step, state, data_iter)
             last_good_checkpoint = step
           if interrupted:
             result["stopped_early"] = True

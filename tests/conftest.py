@@ -1,0 +1,40 @@
+"""Shared test set-up: a private data cache, a persistent compilation cache, a CLI runner."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+  """Corpora are built into a per-session cache; XLA reuses compilations across processes."""
+  root = tmp_path_factory.mktemp("caches")
+  os.environ["LLMJAX_CACHE"] = str(root / "llmjax")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "xla"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  yield
+
+
+def run_cli(args, devices: int = 1, timeout: float = 300, **popen_kwargs):
+  """Runs `python -m llmjax.main ARGS` in a subprocess from the repo root."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  return subprocess.run([sys.executable, "-m", "llmjax.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout, **popen_kwargs)
+
+
+def tiny_args(workdir, *overrides):
+  """The tiny pretraining preset, quiet, with the given `--config.` overrides."""
+  return ["--config", "configs/pretrain.py:tiny", "--workdir", str(workdir),
+          "--config.train.progress=False", *overrides]
+
+
+def read_jsonl(path):
+  return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]

@@ -1,0 +1,131 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import flax.linen as nn
+
+from llmjax.errors import UserError
+from llmjax.models import Decoder, ModelConfig, collect_probes
+from llmjax.models.layers import apply_rope
+
+FAMILIES = {
+    "llama": dict(activation="swiglu", norm="rmsnorm", positions="rope", n_kv_heads=2),
+    "gpt2": dict(activation="gelu", norm="layernorm", positions="learned", qkv_bias=True,
+                 out_bias=True, mlp_bias=True, tie_embeddings=True),
+    "olmo": dict(activation="swiglu", norm="layernorm_nonparam", positions="rope"),
+    "grokking": dict(activation="relu", norm="none", positions="learned", n_layers=1),
+    "mistral": dict(n_kv_heads=1, sliding_window=4),
+}
+
+
+def make(**overrides):
+  values = dict(vocab_size=50, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_len=16)
+  values.update(overrides)
+  config = ModelConfig(**values)
+  model = Decoder(config)
+  tokens = jnp.zeros((2, 12), jnp.int32)
+  params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens)["params"])
+  return config, model, params
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_causal_and_parameter_count(family):
+  config, model, params = make(**FAMILIES[family])
+  assert sum(p.size for p in jax.tree.leaves(params)) == config.num_params()
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (2, 12), 0, 50)
+  changed = tokens.at[:, 7].set((tokens[:, 7] + 1) % 50)
+  a = model.apply({"params": params}, tokens)
+  b = model.apply({"params": params}, changed)
+  np.testing.assert_array_equal(a[:, :7], b[:, :7])  # bit-identical before the change
+  assert not np.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_gqa_equals_mha_with_repeated_kv_heads():
+  gqa_config, gqa, gqa_params = make(n_kv_heads=2)
+  mha_config, mha, mha_params = make(n_kv_heads=4)
+  repeated = jax.tree.map(lambda x: x, gqa_params)
+  for i in range(gqa_config.n_layers):
+    attn = dict(repeated[f"layer_{i}"]["attn"])
+    for name in ("key", "value"):
+      attn[name] = {"kernel": jnp.repeat(attn[name]["kernel"], 2, axis=1)}  # [D, V, K] -> [D, H, K]
+    repeated[f"layer_{i}"] = {**repeated[f"layer_{i}"], "attn": attn}
+  assert jax.tree.structure(repeated) == jax.tree.structure(mha_params)
+  tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 12), 0, 50)
+  np.testing.assert_allclose(gqa.apply({"params": gqa_params}, tokens),
+                             mha.apply({"params": repeated}, tokens), atol=1e-5)
+
+
+def test_packed_segments_equal_separate_documents():
+  config, model, params = make(n_kv_heads=2)
+  doc_a = jax.random.randint(jax.random.PRNGKey(3), (1, 5), 0, 50)
+  doc_b = jax.random.randint(jax.random.PRNGKey(4), (1, 7), 0, 50)
+  packed = jnp.concatenate([doc_a, doc_b], axis=1)
+  segments = jnp.array([[1] * 5 + [2] * 7])
+  positions = jnp.array([list(range(5)) + list(range(7))])
+  out = model.apply({"params": params}, packed, positions, segments)
+  np.testing.assert_allclose(out[:, :5], model.apply({"params": params}, doc_a), atol=1e-5)
+  np.testing.assert_allclose(out[:, 5:], model.apply({"params": params}, doc_b), atol=1e-5)
+
+
+def test_left_padding_matches_unpadded():
+  config, model, params = make(**FAMILIES["llama"])
+  tokens = jax.random.randint(jax.random.PRNGKey(5), (1, 6), 0, 50)
+  padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), tokens], axis=1)
+  mask = jnp.array([[0, 0, 0, 1, 1, 1, 1, 1, 1]])
+  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+  out = model.apply({"params": params}, padded, positions, mask)
+  np.testing.assert_allclose(out[:, 3:], model.apply({"params": params}, tokens), atol=1e-5)
+
+
+def test_sliding_window_limits_attention_span():
+  config, model, params = make(**FAMILIES["mistral"])
+  tokens = jax.random.randint(jax.random.PRNGKey(6), (1, 12), 0, 50)
+  changed = tokens.at[:, 0].set((tokens[:, 0] + 1) % 50)
+  a, b = (model.apply({"params": params}, t) for t in (tokens, changed))
+  # Two layers of window 4 see at most 6 tokens back: position 7 onwards ignore token 0.
+  np.testing.assert_array_equal(a[:, 7:], b[:, 7:])
+  assert not np.allclose(a[:, :4], b[:, :4])
+
+
+def test_probes_do_not_change_logits_and_have_layer_shapes():
+  config, model, params = make(n_kv_heads=2)
+  tokens = jax.random.randint(jax.random.PRNGKey(7), (2, 12), 0, 50)
+  plain = model.apply({"params": params}, tokens)
+  logits, state = model.apply({"params": params}, tokens, mutable=["intermediates"])
+  np.testing.assert_array_equal(plain, logits)
+  probes = collect_probes(state["intermediates"], config.n_layers)
+  assert probes["residual"].shape == (2, 2, 12, 32)
+  assert probes["ffn_hidden"].shape == (2, 2, 12, 64)
+  assert probes["attn_probs"].shape == (2, 2, 4, 12, 12)
+  np.testing.assert_allclose(probes["attn_probs"].sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(np.triu(probes["attn_probs"][0, 0, 0], k=1), 0.0)
+
+
+def test_rope_depends_only_on_relative_position():
+  q = jax.random.normal(jax.random.PRNGKey(8), (1, 1, 1, 16))
+  k = jax.random.normal(jax.random.PRNGKey(9), (1, 1, 1, 16))
+  def score(pq, pk):
+    return (apply_rope(q, jnp.array([[pq]]), 1e4) * apply_rope(k, jnp.array([[pk]]), 1e4)).sum()
+  np.testing.assert_allclose(score(5, 2), score(13, 10), rtol=1e-5)
+  assert not np.isclose(score(5, 2), score(5, 3))
+
+
+def test_bf16_compute_keeps_f32_params():
+  config, model, params = make(dtype="bfloat16")
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  assert model.apply({"params": params}, jnp.zeros((1, 4), jnp.int32)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(activation="tanh"), "model.activation = 'tanh'"),
+    (dict(n_kv_heads=3), "model.n_kv_heads = 3: expected a divisor of n_heads=4"),
+    (dict(norm="batchnorm"), "model.norm"),
+])
+def test_bad_model_config_names_the_field(bad, message):
+  with pytest.raises(UserError, match=message.replace("(", r"\(")):
+    make(**bad)
+
+
+def test_from_dict_rejects_unknown_field():
+  with pytest.raises(UserError, match="model.dmodel: not a model field"):
+    ModelConfig.from_dict(dict(vocab_size=8, d_model=8, n_layers=1, n_heads=1, d_ff=8, dmodel=3))
