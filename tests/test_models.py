@@ -129,3 +129,13 @@ def test_bad_model_config_names_the_field(bad, message):
 def test_from_dict_rejects_unknown_field():
   with pytest.raises(UserError, match="model.dmodel: not a model field"):
     ModelConfig.from_dict(dict(vocab_size=8, d_model=8, n_layers=1, n_heads=1, d_ff=8, dmodel=3))
+
+
+@pytest.mark.parametrize("family", ["llama", "grokking"])
+def test_last_positions_readout_equals_full_forward(family):
+  config, model, params = make(**FAMILIES[family])
+  tokens = jax.random.randint(jax.random.PRNGKey(10), (3, 12), 0, 50)
+  full = model.apply({"params": params}, tokens)
+  last = model.apply({"params": params}, tokens, last_positions=2)
+  assert last.shape == (3, 2, 50)
+  np.testing.assert_allclose(last, full[:, -2:], atol=1e-5)

@@ -9,6 +9,7 @@ from llmjax.errors import UserError
 
 EXPERIMENTS = {
     "lm_pretrain": "llmjax.experiments.lm_pretrain",
+    "grokking": "llmjax.experiments.grokking",
 }
 
 

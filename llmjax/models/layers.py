@@ -113,23 +113,26 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxM, deterministic: bool = True):
+  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True):
+    """Queries are the last L of the M positions (L = M unless the mask has fewer rows): a
+    model read out only at its last positions skips the other queries in its last layer."""
     cfg = self.config
     D, H, V, K = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.head_dim
+    L = mask_Bx1xLxM.shape[2]
 
-    def project(name, heads, head_axis):
+    def project(name, heads, head_axis, x):
       return EinsumDense(cfg, "bld,dhk->blhk", (D, heads, K), ("embed", head_axis, "head_dim"),
-                         cfg.qkv_bias, 2, name=name)(x_BxLxD)
+                         cfg.qkv_bias, 2, name=name)(x)
 
-    q_BxLxHxK = project("query", H, "heads")
-    k_BxMxVxK = project("key", V, "kv_heads")
-    v_BxMxVxK = project("value", V, "kv_heads")
+    q_BxLxHxK = project("query", H, "heads", x_BxMxD[:, -L:])
+    k_BxMxVxK = project("key", V, "kv_heads", x_BxMxD)
+    v_BxMxVxK = project("value", V, "kv_heads", x_BxMxD)
     if cfg.positions == "rope":
-      q_BxLxHxK = apply_rope(q_BxLxHxK, positions_BxL, cfg.rope_theta)
-      k_BxMxVxK = apply_rope(k_BxMxVxK, positions_BxL, cfg.rope_theta)
+      q_BxLxHxK = apply_rope(q_BxLxHxK, positions_BxM[:, -L:], cfg.rope_theta)
+      k_BxMxVxK = apply_rope(k_BxMxVxK, positions_BxM, cfg.rope_theta)
     q_BxLxHxK = nn.with_logical_constraint(q_BxLxHxK, ("batch", "length", "heads", "head_dim"))
 
-    B, L = x_BxLxD.shape[:2]
+    B = x_BxMxD.shape[0]
     q_BxLxVxGxK = q_BxLxHxK.reshape(B, L, V, H // V, K) * (K ** -0.5)
     logits_BxVxGxLxM = jnp.einsum("blvgk,bmvk->bvglm", q_BxLxVxGxK, k_BxMxVxK,
                                   preferred_element_type=jnp.float32)

@@ -25,11 +25,14 @@ class Block(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxL, deterministic: bool = True):
+  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True):
+    """Returns the residual stream at the last L positions (L = M unless the mask has fewer
+    query rows)."""
     cfg = self.config
-    h_BxLxD = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x_BxLxD), positions_BxL,
-                                          mask_Bx1xLxL, deterministic)
-    x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
+    L = mask_Bx1xLxM.shape[2]
+    h_BxLxD = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x_BxMxD), positions_BxM,
+                                          mask_Bx1xLxM, deterministic)
+    x_BxLxD = x_BxMxD[:, -L:] + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
     h_BxLxD = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxLxD), deterministic)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
@@ -45,15 +48,17 @@ class Decoder(nn.Module):
     positions_BxL: position of each token within its document; default 0..L-1 per row.
     segment_ids_BxL: document number of each token, 0 for padding; default all ones.
     deterministic: False enables dropout (needs a 'dropout' rng).
+    last_positions: if given, compute logits only for the last n positions; the last layer then
+      runs its queries and MLP on those positions alone (the readout of algorithmic tasks).
   Returns:
-    logits_BxLxV in the compute dtype.
+    logits_BxLxV (or _BxnxV) in the compute dtype.
   """
 
   config: ModelConfig
 
   @nn.compact
   def __call__(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None,
-               deterministic: bool = True):
+               deterministic: bool = True, last_positions: int | None = None):
     cfg = self.config
     B, L = tokens_BxL.shape
     if positions_BxL is None:
@@ -77,8 +82,10 @@ class Decoder(nn.Module):
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
 
     for i in range(cfg.n_layers):
-      x_BxLxD = Block(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, mask_Bx1xLxL,
-                                              deterministic)
+      last_layer = i == cfg.n_layers - 1
+      layer_mask = mask_Bx1xLxL[:, :, -last_positions:] if last_layer and last_positions else (
+          mask_Bx1xLxL)
+      x_BxLxD = Block(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, layer_mask, deterministic)
     x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
 
     if cfg.tie_embeddings:

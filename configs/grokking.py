@@ -1,0 +1,79 @@
+"""Grokking and intrinsic task symmetry (experiment `grokking`).
+
+Presets (select with `--config configs/grokking.py:PRESET`):
+
+cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model, 4 seeds at once.
+  python -m llmjax.main --config configs/grokking.py --workdir runs/grok
+  Runtime: TBD on 2 CPU cores.
+  Expected: TBD
+
+paper_algebraic — x+y mod 113, train fraction 0.3, weight decay 1 (change `task.op` for the other
+  operations: x-y, (x+y)^2, (x+y)^3, x*y, x+xy+y, x/y).
+paper_graph — graph metric completion on the 2-D 7x7 lattice, train fraction 0.8, weight decay 3
+  (`task.graph`: lattice7x7, lattice7x7x7, cycle64, path64, cylinder7x7, hypercube7).
+paper_comparison — comparison on the 7x7 grid, train fraction 0.2, weight decay 1
+  (`task.grid`: grid2d, grid3d).
+  The paper_* presets are accelerator-sized (tens of thousands of full-table steps).
+
+Acceleration: `--config.acceleration.method=` symmetry | geometry | grokfast_ema | grokfast_ma.
+"""
+
+import ml_collections
+
+from llmjax.config_base import base_config, model_config, select_preset
+
+
+def _common(config):
+  # vocab_size and max_len are set from the task at run time.
+  config.model = model_config(vocab_size=1, d_model=128, n_layers=1, n_heads=4, d_ff=512,
+                              activation="relu", norm="none", positions="learned", max_len=4,
+                              init_std=0.02)
+  config.num_seeds = 4
+  config.task = ml_collections.ConfigDict({
+      "family": "algebraic", "op": "x+y", "modulus": 59, "graph": "lattice7x7",
+      "grid": "grid2d", "train_fraction": 0.5, "symmetry_seed": 0,
+  })
+  config.optim.update(name="adamw", lr=1e-3, b1=0.9, b2=0.98, weight_decay=1.0,
+                      schedule="constant", warmup_steps=10, clip_norm=0.0,
+                      decay_norms_and_biases=False)
+  config.train.update(steps=3000, eval_every=50, checkpoint_every=1000)
+  config.acceleration = ml_collections.ConfigDict({
+      "method": "none", "symmetry_weight": 1.0,
+      "geometry": {"nuclear": 0.0, "entropy": 0.1, "lipschitz": 1.0},
+      "grokfast_alpha": 0.98, "grokfast_ema_lambda": 2.0,
+      "grokfast_window": 100, "grokfast_ma_lambda": 5.0,
+  })
+  config.analysis = ml_collections.ConfigDict({"violation_threshold": 0.1})
+
+
+def _cpu(config):
+  pass
+
+
+def _paper_algebraic(config):
+  config.task.update(family="algebraic", op="x+y", modulus=113, train_fraction=0.3)
+  config.optim.weight_decay = 1.0
+  config.train.update(steps=40_000, eval_every=200, checkpoint_every=5000)
+
+
+def _paper_graph(config):
+  config.task.update(family="graph", graph="lattice7x7", train_fraction=0.8)
+  config.optim.weight_decay = 3.0
+  config.train.update(steps=40_000, eval_every=200, checkpoint_every=5000)
+
+
+def _paper_comparison(config):
+  config.task.update(family="comparison", grid="grid2d", train_fraction=0.2)
+  config.optim.weight_decay = 1.0
+  config.train.update(steps=40_000, eval_every=200, checkpoint_every=5000)
+
+
+PRESETS = {"cpu": _cpu, "paper_algebraic": _paper_algebraic, "paper_graph": _paper_graph,
+           "paper_comparison": _paper_comparison}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  config = base_config(experiment="grokking")
+  _common(config)
+  select_preset(preset, PRESETS, default="cpu")(config)
+  return config

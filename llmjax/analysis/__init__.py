@@ -1,0 +1,1 @@
+"""Probes shared by experiments: symmetry violation, embedding geometry, stage detection."""

@@ -1,0 +1,118 @@
+"""Plots of a grokking run: curves with the three stages shaded, violation, effective
+dimension, PCA of the embeddings at the end of each stage, and the Fourier spectrum."""
+
+import os
+
+import numpy as np
+
+from llmjax import runio
+from llmjax.analysis import geometry
+from llmjax.plotting import plt, save_figure
+
+STAGE_COLOURS = (("memorization", "#f4cccc"), ("symmetry acquisition", "#fff2cc"),
+                 ("geometric organization", "#d9ead3"))
+
+
+class EmbeddingSnapshots:
+  """Seed 0's entity embeddings at every evaluation, kept beside the checkpoints so that a
+  resumed run can still draw the PCA at each stage boundary."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.steps: list[int] = []
+    self.embeddings: list[np.ndarray] = []
+    if os.path.exists(path):
+      with np.load(path) as saved:
+        self.steps = saved["steps"].tolist()
+        self.embeddings = list(saved["embeddings"])
+
+  def keep_through(self, step: int) -> None:
+    kept = [(s, e) for s, e in zip(self.steps, self.embeddings) if s <= step]
+    self.steps = [s for s, _ in kept]
+    self.embeddings = [e for _, e in kept]
+
+  def add(self, step: int, embedding: np.ndarray) -> None:
+    self.steps.append(int(step))
+    self.embeddings.append(np.asarray(embedding, np.float32))
+
+  def at(self, step: int) -> np.ndarray:
+    """The snapshot at the last evaluation at or before `step`."""
+    index = max(i for i, s in enumerate(self.steps) if s <= step)
+    return self.embeddings[index]
+
+  def save(self) -> None:
+    if runio.is_writer() and self.steps:
+      tmp = f"{self.path}.tmp{os.getpid()}.npz"
+      np.savez(tmp, steps=np.asarray(self.steps), embeddings=np.stack(self.embeddings))
+      os.replace(tmp, self.path)
+
+
+def _shade(ax, found: dict, last_step: int) -> None:
+  bounds = [0, found["step_memorized"], found["step_symmetry"], found["step_organized"]]
+  for (label, colour), start, end in zip(STAGE_COLOURS, bounds, bounds[1:]):
+    if start is not None and end is not None and end > start:
+      ax.axvspan(start, min(end, last_step), color=colour, alpha=0.6, label=label, lw=0)
+
+
+def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
+  """accuracy.png, loss.png, violation.png, effective_dimension.png (seed 0 bold, others thin)."""
+  if not runio.is_writer():
+    return
+  curve0, found0 = per_seed[0]
+  last = curve0[-1]["step"]
+  panels = [
+      ("accuracy", (("train_accuracy", "train"), ("test_accuracy", "test")), False),
+      ("loss", (("train_loss", "train"), ("test_loss", "test")), True),
+      ("violation", (("violation", "violation"),), True),
+      ("effective_dimension", (("effective_dimension", "effective dimension"),), False),
+  ]
+  for name, series, logy in panels:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _shade(ax, found0, last)
+    for i, (curve, _) in enumerate(per_seed):
+      steps = [r["step"] for r in curve]
+      for (key, label), colour in zip(series, ("tab:blue", "tab:orange")):
+        ax.plot(steps, [max(r[key], 1e-8) if logy else r[key] for r in curve], color=colour,
+                lw=1.8 if i == 0 else 0.6, alpha=1.0 if i == 0 else 0.4,
+                label=f"{label} (seed 0)" if i == 0 else None)
+    if name == "violation":
+      ax.axhline(threshold, color="k", ls="--", lw=1, label="threshold")
+    for key, marker in (("step_generalized", "generalized"),):
+      if found0[key] is not None:
+        ax.axvline(found0[key], color="tab:green", ls=":", lw=1.2, label=marker)
+    ax.set(xlabel="step", ylabel=name.replace("_", " "), title=f"{name.replace('_', ' ')} "
+           "(shaded: stages of seed 0)")
+    if logy:
+      ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, os.path.join(plot_dir, f"{name}.png"))
+
+
+def stage_pca(path: str, snapshots: EmbeddingSnapshots, found: dict, task) -> None:
+  """First two principal components of seed 0's entity embeddings at the end of each stage."""
+  if not runio.is_writer() or not snapshots.steps:
+    return
+  moments = [("end of memorization", found["step_memorized"]),
+             ("end of symmetry acquisition", found["step_symmetry"]),
+             ("end of organization", found["step_organized"]), ("final", snapshots.steps[-1])]
+  moments = [(label, step) for label, step in moments if step is not None]
+  fig, axes = plt.subplots(1, len(moments), figsize=(4 * len(moments), 4), squeeze=False)
+  colour = np.arange(len(task.entity_tokens))
+  for ax, (label, step) in zip(axes[0], moments):
+    xy = geometry.pca(snapshots.at(step), 2)
+    ax.scatter(xy[:, 0], xy[:, 1], c=colour, cmap="viridis", s=14)
+    ax.set(title=f"{label} (step {step})", xticks=[], yticks=[])
+  fig.suptitle(f"{task.name}: PCA of entity embeddings (colour = token order)")
+  save_figure(fig, path)
+
+
+def fourier(path: str, power: np.ndarray, keys: list[int]) -> None:
+  if not runio.is_writer():
+    return
+  fig, ax = plt.subplots(figsize=(7, 3.5))
+  freqs = np.arange(1, len(power))
+  ax.bar(freqs, power[1:], color=["tab:red" if k in keys else "tab:gray" for k in freqs])
+  ax.set(xlabel="frequency k", ylabel="share of embedding power",
+         title=f"Fourier spectrum of the embeddings (key frequencies {keys})")
+  save_figure(fig, path)

@@ -1,0 +1,52 @@
+"""Grokfast (Lee et al. 2024) as optax gradient transformations: amplify the slow component of
+the gradient before the optimizer sees it.
+
+  EMA: h <- alpha h + (1 - alpha) g;   g' = g + lamb h           (paper: alpha 0.98, lamb 2.0)
+  MA:  h  = mean of the last `window` gradients; g' = g + lamb h  (paper: window 100, lamb 5.0),
+       applied once the window is full (before that, g' = g)
+
+Chain before the optimizer: `optax.chain(grokfast_ema(), optax.adamw(...))`.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class EmaState(NamedTuple):
+  ema: optax.Updates
+
+
+def grokfast_ema(alpha: float = 0.98, lamb: float = 2.0) -> optax.GradientTransformation:
+  def init(params):
+    return EmaState(ema=jax.tree.map(jnp.zeros_like, params))
+
+  def update(grads, state, params=None):
+    del params
+    ema = jax.tree.map(lambda h, g: alpha * h + (1.0 - alpha) * g, state.ema, grads)
+    return jax.tree.map(lambda g, h: g + lamb * h, grads, ema), EmaState(ema=ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+class MaState(NamedTuple):
+  window: optax.Updates  # [window, *shape] ring buffer per leaf
+  count: jax.Array
+
+
+def grokfast_ma(window: int = 100, lamb: float = 5.0) -> optax.GradientTransformation:
+  def init(params):
+    return MaState(window=jax.tree.map(lambda p: jnp.zeros((window, *p.shape), p.dtype), params),
+                   count=jnp.zeros((), jnp.int32))
+
+  def update(grads, state, params=None):
+    del params
+    slot = state.count % window
+    buffer = jax.tree.map(lambda b, g: b.at[slot].set(g), state.window, grads)
+    full = state.count + 1 >= window
+    out = jax.tree.map(lambda g, b: g + jnp.where(full, lamb * b.mean(axis=0), 0.0), grads, buffer)
+    return out, MaState(window=buffer, count=state.count + 1)
+
+  return optax.GradientTransformation(init, update)
