@@ -2,10 +2,16 @@
 
 Presets (select with `--config configs/grokking.py:PRESET`):
 
-cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model, 4 seeds at once.
+cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model (d_model 128,
+  4 heads, d_mlp 512, ReLU, no LayerNorm) with AdamW lr 3e-3, betas (0.9, 0.98), weight decay 1,
+  full batch, 1,200 steps, 4 seeds vmapped in one compiled step.
   python -m llmjax.main --config configs/grokking.py --workdir runs/grok
-  Runtime: TBD on 2 CPU cores.
-  Expected: TBD
+  Runtime: 2 min 11 s on 2 CPU cores (measured 2026-11-28).
+  Expected: all 4 seeds memorize by step 100 and generalize (test accuracy >= 0.99) at steps
+  450-900 (median 700); the violation falls below 10% of its peak 50-100 steps before
+  generalization in every seed (median step_symmetry 625); final test accuracy 1.0; the
+  embeddings organize onto circles of a few key frequencies (plots/pca_stages.png,
+  plots/fourier.png).
 
 paper_algebraic — x+y mod 113, train fraction 0.3, weight decay 1 (change `task.op` for the other
   operations: x-y, (x+y)^2, (x+y)^3, x*y, x+xy+y, x/y).
@@ -27,22 +33,24 @@ def _common(config):
   # vocab_size and max_len are set from the task at run time.
   config.model = model_config(vocab_size=1, d_model=128, n_layers=1, n_heads=4, d_ff=512,
                               activation="relu", norm="none", positions="learned", max_len=4,
-                              init_std=0.02)
+                              init_std=128 ** -0.5)  # 1/sqrt(d_model), as in Nanda et al.
   config.num_seeds = 4
   config.task = ml_collections.ConfigDict({
       "family": "algebraic", "op": "x+y", "modulus": 59, "graph": "lattice7x7",
       "grid": "grid2d", "train_fraction": 0.5, "symmetry_seed": 0,
   })
-  config.optim.update(name="adamw", lr=1e-3, b1=0.9, b2=0.98, weight_decay=1.0,
+  config.optim.update(name="adamw", lr=3e-3, b1=0.9, b2=0.98, weight_decay=1.0,
                       schedule="constant", warmup_steps=10, clip_norm=0.0,
                       decay_norms_and_biases=False)
-  config.train.update(steps=3000, eval_every=50, checkpoint_every=1000)
+  config.train.update(steps=1200, eval_every=50, checkpoint_every=400)
   config.acceleration = ml_collections.ConfigDict({
       "method": "none", "symmetry_weight": 1.0,
       "geometry": {"nuclear": 0.0, "entropy": 0.1, "lipschitz": 1.0},
       "grokfast_alpha": 0.98, "grokfast_ema_lambda": 2.0,
       "grokfast_window": 100, "grokfast_ma_lambda": 5.0,
   })
+  # Symmetry is "acquired" when, after memorization, the violation falls below this fraction of
+  # its peak since memorization (llmjax/analysis/stages.py).
   config.analysis = ml_collections.ConfigDict({"violation_threshold": 0.1})
 
 

@@ -75,8 +75,9 @@ def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
         ax.plot(steps, [max(r[key], 1e-8) if logy else r[key] for r in curve], color=colour,
                 lw=1.8 if i == 0 else 0.6, alpha=1.0 if i == 0 else 0.4,
                 label=f"{label} (seed 0)" if i == 0 else None)
-    if name == "violation":
-      ax.axhline(threshold, color="k", ls="--", lw=1, label="threshold")
+    if name == "violation" and found0["step_symmetry"] is not None:
+      ax.axvline(found0["step_symmetry"], color="k", ls="--", lw=1,
+                 label=f"below {threshold:g} x peak")
     for key, marker in (("step_generalized", "generalized"),):
       if found0[key] is not None:
         ax.axvline(found0[key], color="tab:green", ls=":", lw=1.2, label=marker)

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from llmjax.analysis import geometry, stages
+
+
+def test_effective_dimension_counts_components_above_one_percent():
+  rng = np.random.default_rng(0)
+  basis = np.linalg.qr(rng.normal(size=(16, 16)))[0]
+  scales = np.array([10.0, 5.0, 3.0, 0.05])  # the last one holds < 1% of the variance
+  coords = rng.normal(size=(200, 4)) * scales
+  emb = coords @ basis[:4]
+  assert int(geometry.effective_dimension(emb)) == 3
+  assert np.isclose(float(geometry.explained_variance(emb).sum()), 1.0)
+
+
+def test_fourier_finds_the_planted_frequencies():
+  p, rng = 31, np.random.default_rng(1)
+  x = np.arange(p)[:, None]
+  emb = np.concatenate([np.cos(2 * np.pi * 4 * x / p), np.sin(2 * np.pi * 4 * x / p),
+                        np.cos(2 * np.pi * 11 * x / p)], axis=1) @ rng.normal(size=(3, 8))
+  emb += 0.01 * rng.normal(size=emb.shape)
+  power = geometry.fourier_power(emb)
+  assert geometry.key_frequencies(power) == [4, 11]
+  assert np.isclose(power[1:].sum(), 1.0)
+
+
+def test_restricted_and_excluded_loss_of_a_fourier_model():
+  p, k = 13, 3
+  x, y, c = np.meshgrid(np.arange(p), np.arange(p), np.arange(p), indexing="ij")
+  logits = 8.0 * np.cos(2 * np.pi * k * (x + y - c) / p)  # peaks at c = x + y
+  targets = (np.arange(p)[:, None] + np.arange(p)[None, :]) % p
+  restricted, excluded = geometry.restricted_and_excluded_loss(logits, targets, [k])
+  full_loss = -np.mean(np.take_along_axis(
+      logits - np.log(np.exp(logits).sum(-1, keepdims=True)), targets[..., None], -1))
+  assert restricted == pytest.approx(full_loss, rel=1e-5)  # all of the signal is at frequency k
+  assert excluded == pytest.approx(np.log(p), rel=1e-5)  # nothing left: uniform
+
+
+def test_stage_detection_rules():
+  steps = np.arange(0, 1100, 100)
+  train = [0.1, 0.5, 0.995, 1, 1, 1, 1, 1, 1, 1, 1]
+  test = [0.0, 0.0, 0.1, 0.1, 0.3, 0.7, 0.995, 1, 1, 1, 1]
+  violation = [0.001, 0.5, 0.9, 0.7, 0.3, 0.08, 0.01, 0.01, 0.01, 0.01, 0.01]
+  dims = [30, 30, 28, 25, 20, 12, 8, 5, 4, 4, 4]
+  found = stages.detect_stages(steps, train, test, violation, dims, threshold=0.1)
+  # Violation is low at step 0 too, but only the crossing after memorization counts.
+  assert found == {"step_memorized": 200, "step_symmetry": 500, "step_generalized": 600,
+                   "step_organized": 800}
+  never = stages.detect_stages(steps, [0.5] * 11, [0.0] * 11, [1.0] * 11, [5] * 11, 0.1)
+  assert never["step_memorized"] is None and never["step_symmetry"] is None
+  assert never["step_organized"] == 0
