@@ -86,11 +86,6 @@ class Parallel:
     """Leading (batch) axis split over data and fsdp, the rest replicated."""
     return self.sharding(PartitionSpec(BATCH_AXES, *([None] * (ndim - 1))))
 
-  def logical_shardings(self, boxed_tree) -> Any:
-    """NamedShardings for a tree of `nn.LogicallyPartitioned` leaves (e.g. from eval_shape)."""
-    specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, self.mesh, self.rules)
-
   @contextlib.contextmanager
   def context(self):
     """Enter while tracing model code so `with_logical_constraint` sees the mesh and rules."""

@@ -97,3 +97,16 @@ def test_checkpoint_of_another_model_is_rejected_by_name(finished_run):
       "error: checkpoint parameter 'params/layer_0/mlp/down/kernel' has shape (192, 64); the "
       "configured model expects (96, 64)")
   assert (finished_run / "config.json").read_text() == before
+
+
+def test_malformed_data_row_exits_2_naming_file_and_line(tmp_path, capsys):
+  good = tmp_path / "dev.jsonl"
+  good.write_text('{"text": "fine"}\n')
+  bad = tmp_path / "train.jsonl"
+  bad.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": broken}\n')
+  code = main.main(["--config", "configs/pretrain.py:tiny", "--workdir", str(tmp_path / "w"),
+                    "--config.data.corpus=jsonl", f"--config.data.path={bad}",
+                    f"--config.data.eval_path={good}"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2
+  assert err.startswith(f"error: {bad}:3: malformed row") and "\n" not in err, err

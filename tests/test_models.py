@@ -139,3 +139,10 @@ def test_last_positions_readout_equals_full_forward(family):
   last = model.apply({"params": params}, tokens, last_positions=2)
   assert last.shape == (3, 2, 50)
   np.testing.assert_allclose(last, full[:, -2:], atol=1e-5)
+
+
+def test_llama_1b_preset_has_the_published_parameter_count():
+  from llmjax.main import load_config_file
+  config = load_config_file("configs/pretrain.py:llama_1b")
+  model = ModelConfig.from_dict(config.model.to_dict())
+  assert model.num_params() == 1_235_814_400  # Llama 3.2 1B

@@ -61,7 +61,7 @@ def read_text(path: os.PathLike, unit: str = "paragraph") -> Iterator[str]:
     with open(path, encoding="utf-8") as f:
       text = f.read()
   except UnicodeDecodeError as e:
-    line = text_line_of_offset(path, e.start)
+    line = _line_of_offset(path, e.start)
     raise DataError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
   if unit == "file":
     chunks = [text]
@@ -74,6 +74,6 @@ def read_text(path: os.PathLike, unit: str = "paragraph") -> Iterator[str]:
       yield chunk.strip("\n")
 
 
-def text_line_of_offset(path: os.PathLike, offset: int) -> int:
+def _line_of_offset(path: os.PathLike, offset: int) -> int:
   with open(path, "rb") as f:
     return f.read(offset).count(b"\n") + 1

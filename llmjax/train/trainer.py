@@ -166,7 +166,7 @@ class Trainer:
     eval_device = [self.to_device(b) for b in eval_batches]
     writer = runio.MetricsWriter(workdir, keep_through_step=start)
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    flops_per_step = self.model_config.flops_per_token(cfg.seq_len) * tokens_per_step
+    flops_per_token = self.model_config.flops_per_token(cfg.seq_len)
     peak = peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
     stop_at = cfg.steps if not cfg.stop_after_steps else min(cfg.steps,
                                                              start + cfg.stop_after_steps)
@@ -181,9 +181,9 @@ class Trainer:
           state, metrics = self.train_step(state, self.to_device(next(train_iter)))
           step += 1
           progress.update(1)
-          interrupted = sigterm.is_set() or step == stop_at < cfg.steps
+          stopping_early = sigterm.is_set() or (step == stop_at and stop_at < cfg.steps)
           log_now = step % cfg.log_every == 0 or step == stop_at
-          save_now = step % cfg.checkpoint_every == 0 or step == cfg.steps or interrupted
+          save_now = step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping_early
           if log_now or save_now:
             host = jax.device_get(metrics)
             if not math.isfinite(float(host["loss"])):
@@ -196,7 +196,7 @@ class Trainer:
               tokens_per_s = tokens_per_step * (step - tick_step) / max(elapsed, 1e-9)
               host.update(tokens_per_s=tokens_per_s,
                           step_time_s=elapsed / max(step - tick_step, 1),
-                          mfu=tokens_per_s / tokens_per_step * flops_per_step / peak)
+                          mfu=tokens_per_s * flops_per_token / peak)
               writer.write(step, "train", host)
               progress.set_postfix(loss=f"{float(host['loss']):.4f}",
                                    tok_s=f"{tokens_per_s:,.0f}")
@@ -207,7 +207,7 @@ class Trainer:
           if save_now:
             checkpointer.save(step, state, data_iter)
             last_good_checkpoint = step
-          if interrupted:
+          if stopping_early:
             result["stopped_early"] = True
             break
           if log_now:  # restart the clock after eval and saving, which are not step time
