@@ -2,10 +2,12 @@
 
 Presets (select with `--config configs/pretrain.py:PRESET`):
 
-tiny (default) — a 0.2M-parameter Llama-style model on the procedural corpus; needs no data.
+tiny (default) — a 0.13M-parameter Llama-style model (GQA 4/2) on the procedural corpus; needs
+  no data.
   python -m llmjax.main --config configs/pretrain.py:tiny --workdir runs/tiny
-  Runtime: about 40 s on 2 CPU cores (15 s of it compilation).
-  Expected: eval loss falls from 5.6 (uniform over 259 bytes) to about 1.1 nats/byte by step 300.
+  Runtime: about 25 s on 2 CPU cores (measured 2026-11-28), about 40,000 tokens/s.
+  Expected: eval loss falls from 5.6 (uniform over 259 bytes) to 0.49 nats/byte, next-byte
+  accuracy 0.80, by step 300.
 
 gsm8k_tiny — a byte-level model on the questions and answers of ../shared/data/gsm8k.
   python -m llmjax.main --config configs/pretrain.py:gsm8k_tiny --workdir runs/gsm8k

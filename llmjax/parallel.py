@@ -32,6 +32,9 @@ DEFAULT_RULES = (
     ("mlp", "tensor"),
     ("length", None),
     ("head_dim", None),
+    # The residual stream is split over the batch only; splitting its features over fsdp too
+    # (as the 'embed' axis of parameters is) would make every layer regather them.
+    ("activation_embed", None),
 )
 
 

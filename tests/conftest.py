@@ -3,8 +3,10 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -38,3 +40,20 @@ def tiny_args(workdir, *overrides):
 
 def read_jsonl(path):
   return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+
+
+def sigterm_after_metrics(args, workdir, min_rows: int, timeout: float = 240):
+  """Starts `python -m llmjax.main ARGS`, sends SIGTERM once workdir/metrics.jsonl has
+  `min_rows` rows, and returns the finished process (with .returncode and .stderr)."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  process = subprocess.Popen([sys.executable, "-m", "llmjax.main", *args], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = pathlib.Path(workdir) / "metrics.jsonl"
+  deadline = time.time() + timeout
+  while time.time() < deadline and not (metrics.exists() and
+                                        len(read_jsonl(metrics)) >= min_rows):
+    assert process.poll() is None, process.communicate()[1]
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  _, process.stderr = process.communicate(timeout=120)
+  return process

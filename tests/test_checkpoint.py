@@ -1,16 +1,11 @@
 """Exact resume, SIGTERM saves, and checkpoint/model compatibility checks."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import pytest
 
-from conftest import REPO, read_jsonl, run_cli, tiny_args
+from conftest import read_jsonl, run_cli, sigterm_after_metrics, tiny_args
 from llmjax.errors import CheckpointMismatchError
 from llmjax.train.checkpoint import check_compatible
 
@@ -36,20 +31,10 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  process = subprocess.Popen(
-      [sys.executable, "-m", "llmjax.main", *tiny_args(tmp_path, "--config.train.steps=100000",
-                                                         "--config.train.log_every=1",
-                                                         "--config.train.checkpoint_every=100000")],
-      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  metrics = tmp_path / "metrics.jsonl"
-  deadline = time.time() + 240
-  while time.time() < deadline and not (metrics.exists() and len(read_jsonl(metrics)) >= 3):
-    assert process.poll() is None, process.communicate()[1]
-    time.sleep(0.2)
-  process.send_signal(signal.SIGTERM)
-  _, stderr = process.communicate(timeout=120)
-  assert process.returncode == 0, stderr
+  process = sigterm_after_metrics(
+      tiny_args(tmp_path, "--config.train.steps=100000", "--config.train.log_every=1",
+                "--config.train.checkpoint_every=100000"), tmp_path, min_rows=3)
+  assert process.returncode == 0, process.stderr
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["stopped_early"] is True and summary["steps"] >= 3
   saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]

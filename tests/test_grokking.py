@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import read_jsonl, run_cli
+from conftest import read_jsonl, run_cli, sigterm_after_metrics
 from llmjax import main
 
 TINY = ("--config.task.modulus=11", "--config.num_seeds=2", "--config.train.steps=60",
@@ -62,3 +62,13 @@ def test_other_families_run(tmp_path, family, extra):
 def test_unknown_method_is_a_user_error(tmp_path, capsys):
   assert main.main(grok_args(tmp_path, "--config.acceleration.method=magic")) == 2
   assert "acceleration.method = 'magic'" in capsys.readouterr().err
+
+
+def test_sigterm_checkpoints_and_exits_0(tmp_path):
+  process = sigterm_after_metrics(grok_args(tmp_path, "--config.train.steps=1000000",
+                                            "--config.num_seeds=1"), tmp_path, min_rows=2)
+  assert process.returncode == 0, process.stderr
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["stopped_early"] is True and 20 <= summary["steps"] < 1000000
+  saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert summary["steps"] in saved

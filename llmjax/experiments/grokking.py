@@ -33,7 +33,7 @@ import tqdm
 
 from llmjax import runio
 from llmjax.analysis import geometry, stages, symmetry
-from llmjax.errors import UserError
+from llmjax.errors import TrainingDivergedError, UserError
 from llmjax.experiments import grokking_plots
 from llmjax.models import Decoder, ModelConfig
 from llmjax.tasks.algorithmic import Task, make_task
@@ -41,6 +41,7 @@ from llmjax.train.checkpoint import Checkpointer
 from llmjax.train.grokfast import grokfast_ema, grokfast_ma
 from llmjax.train.multiseed import MultiSeedTrainer
 from llmjax.train.optim import build_optimizer
+from llmjax.train.preemption import SigtermFlag
 
 METHODS = ("none", "symmetry", "geometry", "grokfast_ema", "grokfast_ma")
 
@@ -141,9 +142,9 @@ def run(config, workdir: str) -> dict:
   model_values = config.model.to_dict()
   model_values.update(vocab_size=task.vocab_size, max_len=task.inputs_NxT.shape[1])
   model = Decoder(ModelConfig.from_dict(model_values))
-  seeds = [config.seed + i for i in range(config.num_seeds)]
   if config.num_seeds < 1:
     raise UserError(f"num_seeds = {config.num_seeds}: expected at least 1")
+  seeds = [config.seed + i for i in range(config.num_seeds)]
   splits = [task.split(seed, config.task.train_fraction) for seed in seeds]
   train_mask = np.zeros((len(seeds), task.size), np.float32)
   for i, (train_rows, _) in enumerate(splits):
@@ -182,33 +183,43 @@ def run(config, workdir: str) -> dict:
 
   progress = tqdm.tqdm(total=train.steps, initial=start, file=sys.stderr, dynamic_ncols=True,
                        disable=not (runio.is_writer() and train.progress), desc="grokking")
-  try:
-    if start == 0:
-      evaluate_and_log(0)
-    step = start
-    while step < train.steps:
-      chunk = min(train.eval_every - step % train.eval_every, train.steps - step)
-      state, _ = trainer.train(state, shared, per_seed, chunk)
-      step += chunk
-      metrics = evaluate_and_log(step)
-      if not np.all(np.isfinite(metrics["train_loss"])):
-        raise UserError(f"loss is not finite at step {step}; lower optim.lr")
-      progress.update(chunk)
-      progress.set_postfix(train_acc=f"{np.median(metrics['train_accuracy']):.3f}",
-                           test_acc=f"{np.median(metrics['test_accuracy']):.3f}",
-                           violation=f"{np.median(metrics['violation']):.3g}")
-      if step % train.checkpoint_every == 0 or step == train.steps:
-        checkpointer.save(step, state)
-        snapshots.save()
-  finally:
-    progress.close()
-    writer.close()
-    checkpointer.close()
+  stopped_early, last_good_checkpoint = False, latest
+  with SigtermFlag() as sigterm:
+    try:
+      if start == 0:
+        evaluate_and_log(0)
+      step = start
+      while step < train.steps:
+        chunk = min(train.eval_every - step % train.eval_every, train.steps - step)
+        state, _ = trainer.train(state, shared, per_seed, chunk)
+        step += chunk
+        metrics = evaluate_and_log(step)
+        if not np.all(np.isfinite(metrics["train_loss"])):
+          raise TrainingDivergedError(
+              f"loss is not finite at step {step}; training stopped. The last good checkpoint "
+              f"(step {last_good_checkpoint}) is kept in {checkpointer.directory}")
+        progress.update(chunk)
+        progress.set_postfix(train_acc=f"{np.median(metrics['train_accuracy']):.3f}",
+                             test_acc=f"{np.median(metrics['test_accuracy']):.3f}",
+                             violation=f"{np.median(metrics['violation']):.3g}")
+        stopped_early = sigterm.is_set() and step < train.steps
+        if step % train.checkpoint_every == 0 or step == train.steps or stopped_early:
+          checkpointer.save(step, state)
+          snapshots.save()
+          last_good_checkpoint = step
+        if stopped_early:
+          break
+    finally:
+      progress.close()
+      writer.close()
+      checkpointer.close()
 
-  return summarise(config, workdir, task, model, state, snapshots, splits)
+  summary = summarise(config, workdir, task, model, state, snapshots)
+  summary["stopped_early"] = stopped_early
+  return summary
 
 
-def summarise(config, workdir, task, model, state, snapshots, splits) -> dict:
+def summarise(config, workdir, task, model, state, snapshots) -> dict:
   """Stage detection per seed, geometry at the end, plots; returns the flat summary."""
   rows = runio.read_metrics(workdir, "eval")
   num_seeds = config.num_seeds

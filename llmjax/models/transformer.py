@@ -35,7 +35,7 @@ class Block(nn.Module):
     x_BxLxD = x_BxMxD[:, -L:] + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
     h_BxLxD = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxLxD), deterministic)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
-    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "activation_embed"))
     self.sow("intermediates", "residual", x_BxLxD)
     return x_BxLxD
 
@@ -79,7 +79,7 @@ class Decoder(nn.Module):
                              cfg.weight_dtype)
       x_BxLxD = x_BxLxD + table_PxD[positions_BxL].astype(cfg.compute_dtype)
     x_BxLxD = nn.Dropout(cfg.dropout)(x_BxLxD, deterministic=deterministic)
-    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "embed"))
+    x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "activation_embed"))
 
     for i in range(cfg.n_layers):
       last_layer = i == cfg.n_layers - 1

@@ -6,7 +6,6 @@ A batch is a dict of [B, L] arrays: inputs, targets, loss_mask, segment_ids, pos
 """
 
 import math
-import signal
 import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -26,6 +25,7 @@ from llmjax.train.checkpoint import Checkpointer
 from llmjax.train.flops import peak_flops_per_device
 from llmjax.train.losses import cross_entropy
 from llmjax.train.optim import build_optimizer
+from llmjax.train.preemption import SigtermFlag
 from llmjax.train.state import TrainState, make_state_initializer
 
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
@@ -174,7 +174,7 @@ class Trainer:
     progress = tqdm.tqdm(total=cfg.steps, initial=start, file=sys.stderr, dynamic_ncols=True,
                          disable=not (runio.is_writer() and cfg.progress), desc="train")
     last_good_checkpoint = latest
-    with _SigtermFlag() as sigterm:
+    with SigtermFlag() as sigterm:
       try:
         step, tick, tick_step = start, time.perf_counter(), start
         while step < stop_at:
@@ -219,23 +219,3 @@ class Trainer:
     result.update(step=step, state=state)
     return result
 
-
-class _SigtermFlag:
-  """While active, SIGTERM sets a flag (checked after each step) instead of killing."""
-
-  def __init__(self):
-    self._set = False
-
-  def is_set(self) -> bool:
-    return self._set
-
-  def _handler(self, signum, frame):
-    self._set = True
-
-  def __enter__(self):
-    self._previous = signal.signal(signal.SIGTERM, self._handler)
-    return self
-
-  def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous)
-    return False
