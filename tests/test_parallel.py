@@ -74,6 +74,6 @@ def test_eight_devices_train_like_one(tmp_path):
   summary_1 = json.loads((tmp_path / "one" / "summary.json").read_text())
   summary_8 = json.loads((tmp_path / "eight" / "summary.json").read_text())
   assert summary_8["devices"] == 8
-  relative = abs(summary_1["final_eval_loss"] - summary_8["final_eval_loss"]) / \
-      summary_1["final_eval_loss"]
-  assert relative < 1e-4, (summary_1["final_eval_loss"], summary_8["final_eval_loss"])
+  for key in ("final_train_loss", "final_eval_loss"):
+    relative = abs(summary_1[key] - summary_8[key]) / summary_1[key]
+    assert relative < 1e-4, (key, summary_1[key], summary_8[key])

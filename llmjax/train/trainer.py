@@ -148,6 +148,9 @@ class Trainer:
           resume: bool = True) -> dict[str, Any]:
     """Runs (or resumes) training to `train.steps`; returns the final metrics.
 
+    Each 'train' row of metrics.jsonl averages loss, accuracy and grad norm over the steps since
+    the previous row (learning_rate is the current one); 'eval' rows cover `eval_batches`.
+
     Writes metrics.jsonl and tensorboard/ (process 0) and checkpoints/ (all processes) under
     `workdir`. SIGTERM or `train.stop_after_steps` saves a checkpoint and returns early with
     'stopped_early' set; a NaN/inf loss raises TrainingDivergedError and keeps the last good
@@ -177,18 +180,21 @@ class Trainer:
     with SigtermFlag() as sigterm:
       try:
         step, tick, tick_step = start, time.perf_counter(), start
+        window = None  # metrics summed on device since the last log, averaged when logged
         while step < stop_at:
           state, metrics = self.train_step(state, self.to_device(next(train_iter)))
+          window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
           step += 1
           progress.update(1)
           stopping_early = sigterm.is_set() or (step == stop_at and stop_at < cfg.steps)
           log_now = step % cfg.log_every == 0 or step == stop_at
           save_now = step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping_early
           if log_now or save_now:
-            host = jax.device_get(metrics)
-            if not math.isfinite(float(host["loss"])):
+            host = {k: float(v) / (step - tick_step) for k, v in jax.device_get(window).items()}
+            host["learning_rate"] = float(metrics["learning_rate"])  # the current one
+            if not math.isfinite(host["loss"]):
               raise TrainingDivergedError(
-                  f"loss is {float(host['loss'])} at step {step}; training stopped. The last "
+                  f"loss is {host['loss']} at step {step}; training stopped. The last "
                   f"good checkpoint (step {last_good_checkpoint}) is kept in "
                   f"{checkpointer.directory}")
             if log_now:
@@ -198,7 +204,7 @@ class Trainer:
                           step_time_s=elapsed / max(step - tick_step, 1),
                           mfu=tokens_per_s * flops_per_token / peak)
               writer.write(step, "train", host)
-              progress.set_postfix(loss=f"{float(host['loss']):.4f}",
+              progress.set_postfix(loss=f"{host['loss']:.4f}",
                                    tok_s=f"{tokens_per_s:,.0f}")
               result["train"] = host
           if eval_device and (step % cfg.eval_every == 0 or step == stop_at):
@@ -211,7 +217,7 @@ class Trainer:
             result["stopped_early"] = True
             break
           if log_now:  # restart the clock after eval and saving, which are not step time
-            tick, tick_step = time.perf_counter(), step
+            tick, tick_step, window = time.perf_counter(), step, None
       finally:
         progress.close()
         writer.close()
