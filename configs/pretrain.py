@@ -21,6 +21,7 @@ llama_1b — a Llama-3.2-1B-shaped model (1.24B parameters, GQA 32/8, rope 5e5, 
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from llmjax.config_base import base_config, model_config, select_preset
 
@@ -31,6 +32,9 @@ def _data(**values) -> ml_collections.ConfigDict:
       "text_field": "text", "prompt_field": "", "text_unit": "paragraph",
       "tokenizer": "byte", "mask_prompt": False, "cache_dir": "",
       "max_chunks_per_document": 256,
+      # Data shards (default: one per process). Fix it to get the same batches, and so the same
+      # losses, on any number of processes that divides it.
+      "num_shards": config_dict.placeholder(int),
   })
   data.update(values)
   return data

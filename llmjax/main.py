@@ -1,5 +1,8 @@
 """Command line: python -m llmjax.main --config configs/NAME.py[:PRESET] --workdir DIR
-                                        [--config.KEY=VALUE ...]
+                                        [--config.KEY=VALUE ...] [multi-process flags]
+
+Multi-process flags (see llmjax/distributed.py): --distributed (JAX cluster auto-detection),
+or --coordinator_address HOST:PORT --num_processes N --process_id I, and --local_device_ids.
 
 Loads the config, applies the overrides (typed by the config's own values), runs the experiment
 named by `config.experiment`, and writes the run contract: DIR/config.json before the run,
@@ -16,7 +19,7 @@ from typing import Sequence
 from absl import flags
 from ml_collections import config_dict, config_flags
 
-from llmjax import runio
+from llmjax import distributed, runio
 from llmjax.errors import UserError
 
 USAGE = ("usage: python -m llmjax.main --config configs/NAME.py[:PRESET] --workdir DIR "
@@ -50,8 +53,8 @@ def config_keys(config, prefix: str = "") -> list[str]:
   return keys
 
 
-def parse_args(argv: Sequence[str]) -> tuple[config_dict.ConfigDict, str]:
-  """Returns (config with overrides applied, workdir)."""
+def parse_args(argv: Sequence[str]):
+  """Returns (config with overrides applied, workdir, DistributedOptions)."""
   args, spec = [], None
   rest = list(argv)
   while rest:
@@ -83,6 +86,14 @@ def parse_args(argv: Sequence[str]) -> tuple[config_dict.ConfigDict, str]:
         "config", config, flag_values=flag_values, lock_config=True,
         sys_argv=["llmjax"] + args)
     flags.DEFINE_string("workdir", None, "output directory of the run", flag_values=flag_values)
+    flags.DEFINE_bool("distributed", False, "initialise jax.distributed by cluster "
+                      "auto-detection", flag_values=flag_values)
+    flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "number of processes", flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "this process's index", flag_values=flag_values)
+    flags.DEFINE_string("local_device_ids", None, "comma-separated local accelerator ids",
+                        flag_values=flag_values)
     flag_values(["llmjax"] + args)
   except flags.IllegalFlagValueError as e:
     raise UserError(f"bad config value: {str(e).splitlines()[0]}") from None
@@ -92,13 +103,18 @@ def parse_args(argv: Sequence[str]) -> tuple[config_dict.ConfigDict, str]:
     raise UserError(str(e).splitlines()[0]) from None
   if not flag_values.workdir:
     raise UserError(f"--workdir is required; {USAGE}")
-  return config_holder.value, flag_values.workdir
+  distributed_options = distributed.options_from(
+      {name: flag_values[name].value for name in ("distributed", "coordinator_address",
+                                                  "num_processes", "process_id",
+                                                  "local_device_ids")})
+  return config_holder.value, flag_values.workdir, distributed_options
 
 
 def run(argv: Sequence[str]) -> dict:
   """Parses `argv`, runs the experiment, writes config.json and summary.json; returns the
   summary. Raises UserError for user mistakes."""
-  config, workdir = parse_args(argv)
+  config, workdir, distributed_options = parse_args(argv)
+  distributed.initialize(distributed_options)  # before anything touches a device
   from llmjax.experiments import get_experiment  # after parsing: keeps `--help`-speed errors
   experiment = get_experiment(config.experiment)
   os.makedirs(workdir, exist_ok=True)

@@ -164,3 +164,23 @@ def test_gsm8k_corpus_reads_questions_and_answers(tmp_path):
   assert (len(corpus["train"]), len(corpus["validation"])) == (7473, 1319)
   row = corpus["validation"][0]
   assert row["prompt"] and b"####" in row["text"]
+
+
+def test_global_batch_is_the_same_for_any_number_of_processes():
+  source = rows(list(procedural_documents(300, seed=2)))
+
+  def batches(index, count):
+    shard = grain.sharding.ShardOptions(shard_index=index, shard_count=count)
+    return take(lm_batches(source, ByteTokenizer(), 32, 8, seed=5, num_shards=4,
+                           shard_options=shard), 3)
+
+  single = batches(0, 1)
+  halves = [batches(0, 2), batches(1, 2)]
+  for step in range(3):
+    assert single[step]["inputs"].shape == (8, 32) and halves[0][step]["inputs"].shape == (4, 32)
+    for key in single[step]:
+      np.testing.assert_array_equal(
+          single[step][key], np.concatenate([halves[0][step][key], halves[1][step][key]]))
+  with pytest.raises(UserError, match="data.num_shards = 3: expected a multiple of the 2"):
+    lm_batches(source, ByteTokenizer(), 32, 6, seed=0, num_shards=3,
+               shard_options=grain.sharding.ShardOptions(shard_index=0, shard_count=2))

@@ -1,13 +1,18 @@
 """grain pipelines that turn a corpus into packed language-model batches.
 
   source rows {'prompt', 'text'}
-    -> this process's shard (ShardByJaxProcess)   every process reads only its own rows
-    -> shuffle(seed), repeat                      reshuffled every epoch
-    -> tokenize: bos + prompt + text + eos        prompt tokens get loss weight 0 if asked
-    -> split into chunks of at most L + 1 tokens  long documents are split, never truncated
-    -> first-fit packing into rows of L + 1       several documents per row, with segment ids
-    -> batch(B / process_count)
-    -> shift into model inputs/targets
+    -> G data shards; this process runs its own    every process reads only its own rows
+       (ShardByJaxProcess picks them)
+    -> per shard: shuffle(seed), repeat            reshuffled every epoch
+       tokenize: bos + prompt + text + eos         prompt tokens get loss weight 0 if asked
+       split into chunks of at most L + 1 tokens   long documents are split, never truncated
+       first-fit packing into rows of L + 1        several documents per row, with segment ids
+       batch(B / G)
+    -> the process's shards side by side, shifted into model inputs/targets
+
+The global batch is the G shard batches in shard order, whatever the number of processes P
+(G must be a multiple of P): a run on 1 process and one on G processes see the same batches, so
+their losses agree. G defaults to the number of processes.
 
 The iterator is a grain DatasetIterator: its position is saved in every checkpoint, so a
 resumed run sees exactly the batches the interrupted one would have.
@@ -71,34 +76,52 @@ def _to_model_batch(packed):
 def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, global_batch: int,
                seed: int, train: bool = True, mask_prompt: bool = False,
                max_chunks_per_document: int = 256, packing_bins: int | None = None,
+               num_shards: int | None = None,
                shard_options: grain.sharding.ShardOptions | None = None) -> grain.IterDataset:
   """Packed LM batches from a random-access source of {'prompt', 'text'} rows.
 
   Args:
     source: e.g. a TFDS data source from `build_corpus`.
     seq_len: L, the model's context; rows hold L + 1 tokens before shifting.
-    global_batch: B over all processes; each process yields B / process_count rows.
+    global_batch: B over all processes; each process yields B / P rows.
     train: shuffle and repeat forever; otherwise one ordered pass (for evaluation).
+    num_shards: G data shards (default: the number of processes P); a multiple of P.
+    shard_options: which process this is (default: ShardByJaxProcess).
   Returns:
-    A grain IterDataset of dicts of [B_local, L] int32 arrays.
+    A grain IterDataset of dicts of [B / P, L] int32 arrays.
   """
-  shard = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
-  if global_batch % shard.shard_count:
-    raise UserError(f"batch size {global_batch} does not split over {shard.shard_count} "
-                    "processes")
-  if len(source) < shard.shard_count:
-    raise UserError(f"the corpus has {len(source)} rows, fewer than {shard.shard_count} "
-                    "processes")
-  local_batch = global_batch // shard.shard_count
-  ds = grain.MapDataset.source(source)[shard.shard_index::shard.shard_count]
+  process = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  num_shards = num_shards or process.shard_count
+  if num_shards % process.shard_count:
+    raise UserError(f"data.num_shards = {num_shards}: expected a multiple of the "
+                    f"{process.shard_count} processes")
+  if global_batch % num_shards:
+    raise UserError(f"batch size {global_batch} does not split over {num_shards} data shards")
+  if len(source) < num_shards:
+    raise UserError(f"the corpus has {len(source)} rows, fewer than {num_shards} data shards")
+  per_process = num_shards // process.shard_count
+  first = process.shard_index * per_process
+  shards = [_shard_batches(source, shard, num_shards, tokenizer, seq_len,
+                           global_batch // num_shards, seed, train, mask_prompt,
+                           max_chunks_per_document, packing_bins)
+            for shard in range(first, first + per_process)]
+  zipped = grain.experimental.ZipIterDataset(shards)
+  return zipped.map(lambda parts: _to_model_batch(
+      {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}))
+
+
+def _shard_batches(source, shard, num_shards, tokenizer, seq_len, batch, seed, train,
+                   mask_prompt, max_chunks_per_document, packing_bins) -> grain.IterDataset:
+  """Packed [batch, L + 1] rows from every num_shards-th row of the source."""
+  ds = grain.MapDataset.source(source)[shard::num_shards]
   if train:
     ds = ds.shuffle(seed=seed).repeat(None)
   ds = ds.map(_Tokenize(tokenizer, mask_prompt)).to_iter_dataset()
   ds = grain.experimental.FlatMapIterDataset(ds, _Chunk(seq_len + 1, max_chunks_per_document))
   ds = grain.experimental.FirstFitPackIterDataset(
       ds, length_struct={"tokens": seq_len + 1, "loss_mask": seq_len + 1},
-      num_packing_bins=packing_bins or max(2 * local_batch, 16), seed=seed, shuffle_bins=train)
-  return ds.batch(local_batch, drop_remainder=True).map(_to_model_batch)
+      num_packing_bins=packing_bins or max(2 * batch, 16), seed=seed, shuffle_bins=train)
+  return ds.batch(batch, drop_remainder=True)
 
 
 def take(dataset: grain.IterDataset, n: int) -> list[dict[str, np.ndarray]]:

@@ -29,7 +29,8 @@ def run(config, workdir: str) -> dict:
   def batches(split, train):
     return lm_batches(corpus[split], tokenizer, config.train.seq_len, config.train.batch_size,
                       seed=config.seed, train=train, mask_prompt=config.data.mask_prompt,
-                      max_chunks_per_document=config.data.max_chunks_per_document)
+                      max_chunks_per_document=config.data.max_chunks_per_document,
+                      num_shards=config.data.num_shards)
 
   eval_batches = take(batches("validation", train=False), config.train.eval_batches)
   if not eval_batches:

@@ -1,0 +1,82 @@
+"""Multi-process runs on 127.0.0.1: the same losses as one process, and resuming."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import REPO, read_jsonl, run_cli, tiny_args
+from llmjax.distributed import options_from
+from llmjax.errors import UserError
+
+LAUNCH = str(REPO / "launch" / "local_multiprocess.sh")
+RUN = ("--config.train.steps=20", "--config.train.log_every=5", "--config.train.eval_every=10",
+       "--config.train.checkpoint_every=10", "--config.data.num_shards=2")
+
+
+def launch(num_processes, devices, args, timeout=300):
+  return subprocess.run([LAUNCH, str(num_processes), "--devices-per-process", str(devices),
+                         "--", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout, env=dict(os.environ))
+
+
+def losses(workdir):
+  return [(r["step"], r["split"], r["loss"]) for r in read_jsonl(workdir / "metrics.jsonl")]
+
+
+def assert_same_losses(a, b):
+  assert [(s, split) for s, split, _ in a] == [(s, split) for s, split, _ in b]
+  for (_, _, x), (_, _, y) in zip(a, b):
+    assert abs(x - y) <= 1e-4 * abs(x), (a, b)
+
+
+@pytest.fixture(scope="module")
+def single_process_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("single")
+  result = run_cli(tiny_args(workdir, *RUN), devices=4)
+  assert result.returncode == 0, result.stderr
+  return workdir
+
+
+def test_two_processes_match_one(tmp_path, single_process_run):
+  result = launch(2, 2, tiny_args(tmp_path, *RUN))
+  assert result.returncode == 0, result.stderr
+  assert json.loads((tmp_path / "summary.json").read_text())["devices"] == 4
+  assert_same_losses(losses(tmp_path), losses(single_process_run))
+  assert (tmp_path / "logs" / "process_1.log").exists()  # only process 0 writes the run files
+
+
+def test_multi_process_stop_and_resume(tmp_path, single_process_run):
+  first = launch(2, 2, tiny_args(tmp_path, *RUN, "--config.train.stop_after_steps=10"))
+  assert first.returncode == 0, first.stderr
+  assert json.loads((tmp_path / "summary.json").read_text())["stopped_early"] is True
+  second = launch(2, 2, tiny_args(tmp_path, *RUN))
+  assert second.returncode == 0, second.stderr
+  assert json.loads((tmp_path / "summary.json").read_text())["resumed_from_step"] == 10
+  assert_same_losses(losses(tmp_path), losses(single_process_run))
+
+
+def test_options_need_all_three_or_none():
+  assert not options_from({}).requested
+  assert options_from({"distributed": True}).requested
+  options = options_from({}, environ={"LLMJAX_COORDINATOR_ADDRESS": "127.0.0.1:1",
+                                      "LLMJAX_NUM_PROCESSES": "2", "LLMJAX_PROCESS_ID": "1"})
+  assert (options.num_processes, options.process_id) == (2, 1)
+  with pytest.raises(UserError, match="--process_id is missing"):
+    options_from({"coordinator_address": "h:1", "num_processes": 2})
+  with pytest.raises(UserError, match="process_id = 2: expected 0 <= process_id"):
+    options_from({"coordinator_address": "h:1", "num_processes": 2, "process_id": 2})
+
+
+def test_launcher_rejects_bad_input_and_dry_runs():
+  assert subprocess.run(["bash", "-n", LAUNCH]).returncode == 0
+  bad = subprocess.run([LAUNCH, "two", "--", "--workdir", "w"], capture_output=True, text=True)
+  assert bad.returncode == 2 and "N = 'two': expected a positive integer" in bad.stderr
+  dry = subprocess.run([LAUNCH, "3", "--port", "1234", "--dry-run", "--", "--workdir", "w"],
+                       capture_output=True, text=True)
+  assert dry.returncode == 0
+  lines = dry.stdout.strip().splitlines()
+  assert len(lines) == 3
+  assert all("LLMJAX_COORDINATOR_ADDRESS=127.0.0.1:1234" in line for line in lines)
+  assert [f"LLMJAX_PROCESS_ID={i}" in lines[i] for i in range(3)] == [True] * 3
