@@ -80,3 +80,36 @@ def test_launcher_rejects_bad_input_and_dry_runs():
   assert len(lines) == 3
   assert all("LLMJAX_COORDINATOR_ADDRESS=127.0.0.1:1234" in line for line in lines)
   assert [f"LLMJAX_PROCESS_ID={i}" in lines[i] for i in range(3)] == [True] * 3
+
+
+def _script(name, *args, **env):
+  return subprocess.run(["bash", str(REPO / "launch" / name), *args], capture_output=True,
+                        text=True, env={**os.environ, **env})
+
+
+def test_tpu_pod_script_dry_run_and_missing_variables():
+  assert subprocess.run(["bash", "-n", str(REPO / "launch" / "tpu_pod.sh")]).returncode == 0
+  missing = _script("tpu_pod.sh", "--dry-run", "--", "--workdir", "gs://b/r")
+  assert missing.returncode == 2 and "$TPU_NAME is not set" in missing.stderr
+  dry = _script("tpu_pod.sh", "--create", "--dry-run", "--", "--config",
+                "configs/pretrain.py:llama_1b", "--workdir", "gs://b/r", TPU_NAME="pod",
+                ZONE="us-central2-b", ACCELERATOR_TYPE="v4-32", REPO_URL="https://h/llmjax.git")
+  assert dry.returncode == 0, dry.stderr
+  create, ssh = dry.stdout.strip().split("\n", 1)
+  assert create.startswith("gcloud compute tpus tpu-vm create pod --zone us-central2-b")
+  assert "--accelerator-type v4-32" in create
+  assert ssh.startswith("gcloud compute tpus tpu-vm ssh pod --zone us-central2-b --worker=all")
+  assert "python -m llmjax.main --distributed --config configs/pretrain.py:llama_1b" in ssh
+
+
+def test_slurm_script_dry_run_per_node_and_per_gpu():
+  assert subprocess.run(["bash", "-n", str(REPO / "launch" / "slurm_gpu.sbatch")]).returncode == 0
+  missing = _script("slurm_gpu.sbatch", "--workdir", "w", DRY_RUN="1", GPUS_PER_NODE="",
+                    SLURM_GPUS_ON_NODE="")
+  assert missing.returncode == 2 and "set GPUS_PER_NODE" in missing.stderr
+  per_node = _script("slurm_gpu.sbatch", "--workdir", "w", DRY_RUN="1", GPUS_PER_NODE="4")
+  assert per_node.stdout.startswith("srun --ntasks-per-node=1 bash -c")
+  assert "--local_device_ids=0\\,1\\,2\\,3" in per_node.stdout
+  per_gpu = _script("slurm_gpu.sbatch", "--workdir", "w", DRY_RUN="1", GPUS_PER_NODE="8",
+                    PER_GPU="1")
+  assert per_gpu.stdout.startswith("srun --ntasks-per-node=8 --gpus-per-task=1")
