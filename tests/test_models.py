@@ -146,3 +146,16 @@ def test_llama_1b_preset_has_the_published_parameter_count():
   config = load_config_file("configs/pretrain.py:llama_1b")
   model = ModelConfig.from_dict(config.model.to_dict())
   assert model.num_params() == 1_235_814_400  # Llama 3.2 1B
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "mistral"])
+def test_dot_product_attention_matches_einsum(family):
+  _, einsum_model, params = make(**FAMILIES[family])
+  _, fused_model, _ = make(**FAMILIES[family], attention_impl="dot_product")
+  tokens = jax.random.randint(jax.random.PRNGKey(11), (2, 12), 0, 50)
+  segments = jnp.array([[0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2], [1] * 12])  # padding + packing
+  positions = jnp.array([[0, 0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4], list(range(12))])
+  expected = einsum_model.apply({"params": params}, tokens, positions, segments)
+  got = fused_model.apply({"params": params}, tokens, positions, segments)
+  real = segments > 0  # padded query rows attend to nothing; their outputs are not used
+  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(expected)[real], atol=2e-5)

@@ -23,6 +23,7 @@ from llmjax.errors import UserError
 ACTIVATIONS = ("swiglu", "geglu", "gelu", "gelu_exact", "relu", "silu")
 NORMS = ("rmsnorm", "layernorm", "layernorm_nonparam", "none")
 POSITIONS = ("rope", "learned", "none")
+ATTENTION_IMPLS = ("einsum", "dot_product")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -50,6 +51,10 @@ class ModelConfig:
   sliding_window: int | None = None  # Mistral-style local attention span, in tokens
   dropout: float = 0.0
   init_std: float = 0.02
+  # einsum: explicit einsum + softmax (exposes attention probabilities to probes);
+  # dot_product: jax.nn.dot_product_attention, which picks cuDNN flash attention on GPUs where
+  # it supports the mask, and XLA elsewhere (no dropout on attention probabilities there).
+  attention_impl: str = "einsum"
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
 
@@ -65,6 +70,7 @@ class ModelConfig:
     check(self.norm in NORMS, "norm", f"one of {NORMS}")
     check(self.positions in POSITIONS, "positions", f"one of {POSITIONS}")
     check(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
+    check(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
     check(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")
     check(self.num_kv_heads > 0 and self.n_heads % self.num_kv_heads == 0, "n_kv_heads",
           f"a divisor of n_heads={self.n_heads}")

@@ -132,7 +132,18 @@ class Attention(nn.Module):
       k_BxMxVxK = apply_rope(k_BxMxVxK, positions_BxM, cfg.rope_theta)
     q_BxLxHxK = nn.with_logical_constraint(q_BxLxHxK, ("batch", "length", "heads", "head_dim"))
 
-    B = x_BxMxD.shape[0]
+    if cfg.attention_impl == "dot_product":
+      out_BxLxHxK = jax.nn.dot_product_attention(
+          q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask=mask_Bx1xLxM, scale=K ** -0.5)
+    else:
+      out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM,
+                                           deterministic)
+    return EinsumDense(cfg, "blhk,hkd->bld", (H, K, D), ("heads", "head_dim", "embed"),
+                       cfg.out_bias, 1, name="out")(out_BxLxHxK)
+
+  def _einsum_attention(self, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM, deterministic):
+    cfg = self.config
+    (B, L, H, K), V = q_BxLxHxK.shape, k_BxMxVxK.shape[2]
     q_BxLxVxGxK = q_BxLxHxK.reshape(B, L, V, H // V, K) * (K ** -0.5)
     logits_BxVxGxLxM = jnp.einsum("blvgk,bmvk->bvglm", q_BxLxVxGxK, k_BxMxVxK,
                                   preferred_element_type=jnp.float32)
@@ -142,9 +153,7 @@ class Attention(nn.Module):
     probs_BxVxGxLxM = nn.Dropout(cfg.dropout)(probs_BxVxGxLxM, deterministic=deterministic)
     out_BxLxVxGxK = jnp.einsum("bvglm,bmvk->blvgk", probs_BxVxGxLxM.astype(cfg.compute_dtype),
                                v_BxMxVxK)
-    out_BxLxHxK = out_BxLxVxGxK.reshape(B, L, H, K)
-    return EinsumDense(cfg, "blhk,hkd->bld", (H, K, D), ("heads", "head_dim", "embed"),
-                       cfg.out_bias, 1, name="out")(out_BxLxHxK)
+    return out_BxLxVxGxK.reshape(B, L, H, K)
 
 
 _ACTIVATION_FNS = {
