@@ -35,6 +35,7 @@ DEFAULT_RULES = (
     # The residual stream is split over the batch only; splitting its features over fsdp too
     # (as the 'embed' axis of parameters is) would make every layer regather them.
     ("activation_embed", None),
+    ("layers", None),  # the stacked axis of scanned layers
 )
 
 

@@ -159,3 +159,34 @@ def test_dot_product_attention_matches_einsum(family):
   got = fused_model.apply({"params": params}, tokens, positions, segments)
   real = segments > 0  # padded query rows attend to nothing; their outputs are not used
   np.testing.assert_allclose(np.asarray(got)[real], np.asarray(expected)[real], atol=2e-5)
+
+
+def _stack_layers(params, n_layers):
+  """Unrolled per-layer parameters -> the scanned layout params['layers']['block']."""
+  layers = [params[f"layer_{i}"] for i in range(n_layers)]
+  rest = {k: v for k, v in params.items() if not k.startswith("layer_")}
+  return {**rest, "layers": {"block": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}}
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "dots_saveable"])
+def test_scanned_and_rematerialised_layers_compute_the_same(remat):
+  config, model, params = make(n_kv_heads=2, n_layers=3)
+  _, scanned, scanned_params = make(n_kv_heads=2, n_layers=3, scan_layers=True, remat=remat)
+  stacked = _stack_layers(params, 3)
+  assert jax.tree.structure(stacked) == jax.tree.structure(scanned_params)
+  tokens = jax.random.randint(jax.random.PRNGKey(12), (2, 12), 0, 50)
+
+  def loss(model, p):
+    return jnp.mean(model.apply({"params": p}, tokens) ** 2)
+
+  np.testing.assert_allclose(loss(scanned, stacked), loss(model, params), rtol=1e-5)
+  grads, scanned_grads = jax.grad(loss, 1)(model, params), jax.grad(loss, 1)(scanned, stacked)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               _stack_layers(grads, 3), scanned_grads)
+  last = scanned.apply({"params": stacked}, tokens, last_positions=1)
+  np.testing.assert_allclose(last[:, 0], model.apply({"params": params}, tokens)[:, -1],
+                             atol=1e-5)
+  _, state = scanned.apply({"params": stacked}, tokens, mutable=["intermediates"])
+  probes = collect_probes(state["intermediates"], 3)
+  assert probes["residual"].shape == (3, 2, 12, 32)
+  assert probes["attn_probs"].shape == (3, 2, 4, 12, 12)

@@ -24,6 +24,7 @@ ACTIVATIONS = ("swiglu", "geglu", "gelu", "gelu_exact", "relu", "silu")
 NORMS = ("rmsnorm", "layernorm", "layernorm_nonparam", "none")
 POSITIONS = ("rope", "learned", "none")
 ATTENTION_IMPLS = ("einsum", "dot_product")
+REMAT = ("none", "full", "dots_saveable")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -55,6 +56,12 @@ class ModelConfig:
   # dot_product: jax.nn.dot_product_attention, which picks cuDNN flash attention on GPUs where
   # it supports the mask, and XLA elsewhere (no dropout on attention probabilities there).
   attention_impl: str = "einsum"
+  # Rematerialisation per layer: none (keep activations), full (recompute the layer in the
+  # backward pass), dots_saveable (keep matmul outputs, recompute the rest).
+  remat: str = "none"
+  # One scanned layer instead of n_layers unrolled copies: compile time independent of depth.
+  # Parameters then carry a leading 'layers' axis under params['layers'].
+  scan_layers: bool = False
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
 
@@ -71,6 +78,7 @@ class ModelConfig:
     check(self.positions in POSITIONS, "positions", f"one of {POSITIONS}")
     check(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
     check(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
+    check(self.remat in REMAT, "remat", f"one of {REMAT}")
     check(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")
     check(self.num_kv_heads > 0 and self.n_heads % self.num_kv_heads == 0, "n_kv_heads",
           f"a divisor of n_heads={self.n_heads}")

@@ -13,6 +13,7 @@ When 'intermediates' is not mutable, `sow` does nothing and they cost nothing.
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from llmjax.models.config import ModelConfig
@@ -38,6 +39,29 @@ class Block(nn.Module):
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "activation_embed"))
     self.sow("intermediates", "residual", x_BxLxD)
     return x_BxLxD
+
+
+_REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                   "dots_saveable": jax.checkpoint_policies.dots_saveable}
+
+
+def _block_class(config: ModelConfig):
+  if config.remat == "none":
+    return Block
+  # static_argnums counts the module itself as argument 0: `deterministic` is argument 4.
+  return nn.remat(Block, policy=_REMAT_POLICIES[config.remat], static_argnums=(4,))
+
+
+class _ScanStep(nn.Module):
+  """One layer as a scan step: the residual stream is the carry."""
+
+  config: ModelConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxL):
+    block = _block_class(self.config)(self.config, name="block")
+    return block(x_BxLxD, positions_BxL, mask_Bx1xLxL, self.deterministic), None
 
 
 class Decoder(nn.Module):
@@ -81,11 +105,23 @@ class Decoder(nn.Module):
     x_BxLxD = nn.Dropout(cfg.dropout)(x_BxLxD, deterministic=deterministic)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "activation_embed"))
 
-    for i in range(cfg.n_layers):
-      last_layer = i == cfg.n_layers - 1
-      layer_mask = mask_Bx1xLxL[:, :, -last_positions:] if last_layer and last_positions else (
-          mask_Bx1xLxL)
-      x_BxLxD = Block(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, layer_mask, deterministic)
+    if cfg.scan_layers:
+      layers = nn.scan(_ScanStep, variable_axes={"params": 0, "intermediates": 0},
+                       split_rngs={"params": True, "dropout": True},
+                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
+                       metadata_params={nn.PARTITION_NAME: "layers"})
+      x_BxLxD, _ = layers(cfg, deterministic, name="layers")(x_BxLxD, positions_BxL,
+                                                             mask_Bx1xLxL)
+      if last_positions:  # every scanned layer has the same shape, so slice afterwards
+        x_BxLxD = x_BxLxD[:, -last_positions:]
+    else:
+      block_class = _block_class(cfg)
+      for i in range(cfg.n_layers):
+        last_layer = i == cfg.n_layers - 1
+        layer_mask = (mask_Bx1xLxL[:, :, -last_positions:] if last_layer and last_positions
+                      else mask_Bx1xLxL)
+        x_BxLxD = block_class(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, layer_mask,
+                                                      deterministic)
     x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
 
     if cfg.tie_embeddings:
@@ -110,11 +146,13 @@ def collect_probes(intermediates: dict[str, Any], n_layers: int) -> dict[str, jn
   """
   probes = {}
   for name, where in (("residual", ()), ("ffn_hidden", ("mlp",)), ("attn_probs", ("attn",))):
-    per_layer = []
-    for i in range(n_layers):
-      node = intermediates[f"layer_{i}"]
-      for key in where:
-        node = node[key]
-      per_layer.append(node[name][0])
-    probes[name] = jnp.stack(per_layer)
+    if "layers" in intermediates:  # scanned: already stacked along the layer axis
+      nodes = [intermediates["layers"]["block"]]
+    else:
+      nodes = [intermediates[f"layer_{i}"] for i in range(n_layers)]
+    for key in where:
+      nodes = [node[key] for node in nodes]
+    stacked = [node[name][0] for node in nodes]
+    probes[name] = stacked[0] if len(stacked) == 1 and "layers" in intermediates else (
+        jnp.stack(stacked))
   return probes
