@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from llmjax.errors import UserError
-from llmjax.tasks.algorithmic import (ALGEBRAIC, GRAPHS, GRIDS, algebraic_task, comparison_task,
+from llmjax.tasks.algorithmic import (ALGEBRAIC, GRIDS, algebraic_task, comparison_task,
                                       graph_task)
 
 

@@ -8,7 +8,7 @@ A batch is a dict of [B, L] arrays: inputs, targets, loss_mask, segment_ids, pos
 import math
 import sys
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
