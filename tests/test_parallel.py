@@ -37,7 +37,8 @@ state = trainer.init_state(0)
 spec = lambda x: [list(a) if isinstance(a, tuple) else a for a in x.sharding.spec]
 attn = state.params["layer_0"]["attn"]
 print(json.dumps({"query": spec(attn["query"]["kernel"]),
-                  "adam_mu_query": spec(state.opt_state[1][0].mu["layer_0"]["attn"]["query"]["kernel"]),
+                  "adam_mu_query": spec(
+                      state.opt_state[1][0].mu["layer_0"]["attn"]["query"]["kernel"]),
                   "up": spec(state.params["layer_0"]["mlp"]["up"]["kernel"]),
                   "embed": spec(state.params["embed"]["embedding"]),
                   "shard_shape": attn["query"]["kernel"].addressable_shards[0].data.shape}))

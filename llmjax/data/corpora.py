@@ -71,7 +71,8 @@ def make_corpus(data_config) -> dict:
       return lambda: ((str(r[data_config.prompt_field]) if data_config.prompt_field else "",
                        str(r[data_config.text_field]))
                       for r in readers.read_jsonl(path, required=fields))
-    name = f"{kind}_{_safe(data_config.path)}_{_fingerprint(data_config.path, data_config.eval_path)}"
+    fingerprint = _fingerprint(data_config.path, data_config.eval_path)
+    name = f"{kind}_{_safe(data_config.path)}_{fingerprint}"
     return build_corpus(name, {"train": rows(data_config.path),
                                "validation": rows(data_config.eval_path)}, cache)
 
