@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 
 import pytest
@@ -15,10 +16,16 @@ RUN = ("--config.train.steps=20", "--config.train.log_every=5", "--config.train.
        "--config.train.checkpoint_every=10", "--config.data.num_shards=2")
 
 
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
 def launch(num_processes, devices, args, timeout=300):
   return subprocess.run([LAUNCH, str(num_processes), "--devices-per-process", str(devices),
-                         "--", *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout, env=dict(os.environ))
+                         "--port", str(free_port()), "--", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
 
 def losses(workdir):
