@@ -190,3 +190,18 @@ def test_scanned_and_rematerialised_layers_compute_the_same(remat):
   probes = collect_probes(state["intermediates"], 3)
   assert probes["residual"].shape == (3, 2, 12, 32)
   assert probes["attn_probs"].shape == (3, 2, 4, 12, 12)
+
+
+def test_folded_first_layer_projections_equal_the_plain_ones():
+  # norm='none' without dropout folds layer 0's projections into the embedding tables; a
+  # dropout rate (inactive when deterministic) keeps the plain path, with the same parameters.
+  _, folded, params = make(**FAMILIES["grokking"])
+  _, plain, _ = make(**FAMILIES["grokking"], dropout=0.1)
+  tokens = jax.random.randint(jax.random.PRNGKey(13), (4, 12), 0, 50)
+  for last in (None, 1):
+    np.testing.assert_allclose(folded.apply({"params": params}, tokens, last_positions=last),
+                               plain.apply({"params": params}, tokens, last_positions=last),
+                               atol=1e-5)
+  grad = lambda m: jax.grad(lambda p: jnp.mean(m.apply({"params": p}, tokens) ** 2))(params)  # noqa
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grad(folded),
+               grad(plain))

@@ -113,18 +113,34 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True):
+  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True,
+               folded_input=None):
     """Queries are the last L of the M positions (L = M unless the mask has fewer rows): a
-    model read out only at its last positions skips the other queries in its last layer."""
+    model read out only at its last positions skips the other queries in its last layer.
+
+    `folded_input` = (token table [T, D], position table [P, D] or None, tokens [B, M],
+    positions [B, M]) says that x is exactly table[tokens] + position_table[positions]. The
+    projections are then applied to the tables and gathered, T + P rows instead of B * M: the
+    same linear map, regrouped (Decoder passes it only when nothing lies between the embedding
+    and the first projections).
+    """
     cfg = self.config
     D, H, V, K = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.head_dim
     L = mask_Bx1xLxM.shape[2]
 
-    def project(name, heads, head_axis, x):
-      return EinsumDense(cfg, "bld,dhk->blhk", (D, heads, K), ("embed", head_axis, "head_dim"),
-                         cfg.qkv_bias, 2, name=name)(x)
+    def project(name, heads, head_axis, x_BxNxD, last=None):
+      dense = EinsumDense(cfg, "bld,dhk->blhk", (D, heads, K), ("embed", head_axis, "head_dim"),
+                          cfg.qkv_bias, 2, name=name)
+      if folded_input is None:
+        return dense(x_BxNxD)
+      table_TxD, position_table_PxD, tokens_BxM, positions_BxM = folded_input
+      rows = slice(-last, None) if last else slice(None)
+      out = dense(table_TxD[None])[0][tokens_BxM[:, rows]]
+      if position_table_PxD is not None:
+        out = out + dense(position_table_PxD[None])[0][positions_BxM[:, rows]]
+      return out
 
-    q_BxLxHxK = project("query", H, "heads", x_BxMxD[:, -L:])
+    q_BxLxHxK = project("query", H, "heads", x_BxMxD[:, -L:], last=L)
     k_BxMxVxK = project("key", V, "kv_heads", x_BxMxD)
     v_BxMxVxK = project("value", V, "kv_heads", x_BxMxD)
     if cfg.positions == "rope":

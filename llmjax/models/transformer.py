@@ -26,13 +26,14 @@ class Block(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True):
+  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True,
+               folded_input=None):
     """Returns the residual stream at the last L positions (L = M unless the mask has fewer
-    query rows)."""
+    query rows). `folded_input`: see Attention."""
     cfg = self.config
     L = mask_Bx1xLxM.shape[2]
     h_BxLxD = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x_BxMxD), positions_BxM,
-                                          mask_Bx1xLxM, deterministic)
+                                          mask_Bx1xLxM, deterministic, folded_input)
     x_BxLxD = x_BxMxD[:, -L:] + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
     h_BxLxD = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxLxD), deterministic)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
@@ -96,6 +97,7 @@ class Decoder(nn.Module):
                      embedding_init=nn.with_logical_partitioning(
                          nn.initializers.normal(stddev=cfg.init_std), ("vocab", "embed")))
     x_BxLxD = embed(tokens_BxL)
+    table_PxD = None
     if cfg.positions == "learned":
       table_init = nn.with_logical_partitioning(nn.initializers.normal(stddev=cfg.init_std),
                                                 (None, "embed"))
@@ -116,12 +118,18 @@ class Decoder(nn.Module):
         x_BxLxD = x_BxLxD[:, -last_positions:]
     else:
       block_class = _block_class(cfg)
+      # With nothing between the embedding sum and the first projections (no norm, no
+      # dropout, no bias), layer 0 projects the embedding tables and gathers: for small
+      # vocabularies (algorithmic tasks) that removes most of the first layer's QKV work.
+      foldable = cfg.norm == "none" and cfg.dropout == 0.0 and not cfg.qkv_bias
+      folded_input = (embed.embedding, table_PxD, tokens_BxL, positions_BxL) if foldable else None
       for i in range(cfg.n_layers):
         last_layer = i == cfg.n_layers - 1
         layer_mask = (mask_Bx1xLxL[:, :, -last_positions:] if last_layer and last_positions
                       else mask_Bx1xLxL)
         x_BxLxD = block_class(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, layer_mask,
-                                                      deterministic)
+                                                      deterministic,
+                                                      folded_input if i == 0 else None)
     x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
 
     if cfg.tie_embeddings:
