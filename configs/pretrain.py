@@ -9,10 +9,12 @@ tiny (default) — a 0.13M-parameter Llama-style model (GQA 4/2) on the procedur
   Expected: eval loss falls from 5.6 (uniform over 259 bytes) to 0.49 nats/byte, next-byte
   accuracy 0.80, by step 300.
 
-gsm8k_tiny — a byte-level model on the questions and answers of ../shared/data/gsm8k.
+gsm8k_tiny — a 0.66M-parameter byte-level model on the questions and answers of
+  ../shared/data/gsm8k (train split for training, test split for evaluation).
   python -m llmjax.main --config configs/pretrain.py:gsm8k_tiny --workdir runs/gsm8k
-  Runtime: about 2.5 minutes on 2 CPU cores.
-  Expected: eval loss about 1.5 nats/byte after 400 steps.
+  Runtime: about 2.5 minutes on 2 CPU cores (measured 2026-11-28, first run, which also builds
+  the corpus), about 12,700 tokens/s.
+  Expected: eval loss 1.73 nats/byte, next-byte accuracy 0.49, after 400 steps.
 
 llama_1b — a Llama-3.2-1B-shaped model (1.24B parameters, GQA 32/8, rope 5e5, tied embeddings,
   bf16 compute) for accelerators; point `data.corpus`/`data.path` at real text and use a
