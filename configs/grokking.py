@@ -16,11 +16,16 @@ cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model 
 
 paper_algebraic — x+y mod 113, train fraction 0.3, weight decay 1 (change `task.op` for the other
   operations: x-y, (x+y)^2, (x+y)^3, x*y, x+xy+y, x/y).
+  python -m llmjax.main --config configs/grokking.py:paper_algebraic --workdir runs/paper_alg
 paper_graph — graph metric completion on the 2-D 7x7 lattice, train fraction 0.8, weight decay 3
   (`task.graph`: lattice7x7, lattice7x7x7, cycle64, path64, cylinder7x7, hypercube7).
+  python -m llmjax.main --config configs/grokking.py:paper_graph --workdir runs/paper_graph
 paper_comparison — comparison on the 7x7 grid, train fraction 0.2, weight decay 1
   (`task.grid`: grid2d, grid3d).
-  The paper_* presets are accelerator-sized (tens of thousands of full-table steps).
+  python -m llmjax.main --config configs/grokking.py:paper_comparison --workdir runs/paper_cmp
+  The paper_* presets are accelerator-sized (40,000 full-table steps, 4 seeds). Runtime and
+  results: not measured yet (no accelerator was available); the paper reports that each
+  family generalizes (test accuracy >= 0.99) in these settings.
 
 Acceleration: `--config.acceleration.method=` symmetry | geometry | grokfast_ema | grokfast_ma.
 """
