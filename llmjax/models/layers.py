@@ -8,6 +8,8 @@ mesh rules in the config decide where each lands. Probes read intermediates thro
 is a no-op unless the caller makes the 'intermediates' collection mutable.
 """
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -80,29 +82,36 @@ def attention_mask(segment_ids_BxL, positions_BxL, sliding_window: int | None = 
   return mask_BxLxM[:, None]
 
 
-class EinsumDense(nn.Module):
-  """A projection `einsum(equation, x, kernel) + bias` with logically named kernel axes.
+class Projection(nn.Module):
+  """y = x . kernel + bias, contracting the trailing `contract_ndim` axes of x with the leading
+  axes of a kernel whose every axis has a logical name (e.g. [D, H, K] -> ('embed', 'heads',
+  'head_dim')).
 
-  (flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks per-axis
-  logical partitioning of multi-axis kernels such as [D, H, K].)
+  Computed as one 2-D matmul over flattened axes: XLA:CPU runs the backward pass of a 3-D
+  einsum such as 'bli,io->blo' about 2x slower than the same product on [B*L, I] (measured).
+  (flax's DenseGeneral initialises a flat kernel and reshapes it, which loses per-axis logical
+  partitioning.)
   """
 
   config: ModelConfig
-  equation: str
   kernel_shape: tuple[int, ...]
   kernel_axes: tuple[str, ...]
+  contract_ndim: int
   use_bias: bool
-  bias_ndim: int  # the trailing kernel axes that the bias spans
 
   @nn.compact
   def __call__(self, x):
     cfg = self.config
     kernel = self.param("kernel", _init(cfg, self.kernel_axes), self.kernel_shape,
                         cfg.weight_dtype)
-    y = jnp.einsum(self.equation, x.astype(cfg.compute_dtype), kernel.astype(cfg.compute_dtype))
+    n = self.contract_ndim
+    batch_shape, in_shape = x.shape[:-n], x.shape[-n:]
+    out_shape = self.kernel_shape[n:]
+    y = (x.astype(cfg.compute_dtype).reshape(-1, math.prod(in_shape))
+         @ kernel.astype(cfg.compute_dtype).reshape(math.prod(in_shape), math.prod(out_shape)))
+    y = y.reshape(*batch_shape, *out_shape)
     if self.use_bias:
-      bias = self.param("bias", _zeros(self.kernel_axes[-self.bias_ndim:]),
-                        self.kernel_shape[-self.bias_ndim:], cfg.weight_dtype)
+      bias = self.param("bias", _zeros(self.kernel_axes[n:]), out_shape, cfg.weight_dtype)
       y = y + bias.astype(cfg.compute_dtype)
     return y
 
@@ -129,8 +138,8 @@ class Attention(nn.Module):
     L = mask_Bx1xLxM.shape[2]
 
     def project(name, heads, head_axis, x_BxNxD, last=None):
-      dense = EinsumDense(cfg, "bld,dhk->blhk", (D, heads, K), ("embed", head_axis, "head_dim"),
-                          cfg.qkv_bias, 2, name=name)
+      dense = Projection(cfg, (D, heads, K), ("embed", head_axis, "head_dim"), 1,
+                         cfg.qkv_bias, name=name)
       if folded_input is None:
         return dense(x_BxNxD)
       table_TxD, position_table_PxD, tokens_BxM, positions_BxM = folded_input
@@ -154,22 +163,26 @@ class Attention(nn.Module):
     else:
       out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM,
                                            deterministic)
-    return EinsumDense(cfg, "blhk,hkd->bld", (H, K, D), ("heads", "head_dim", "embed"),
-                       cfg.out_bias, 1, name="out")(out_BxLxHxK)
+    return Projection(cfg, (H, K, D), ("heads", "head_dim", "embed"), 2, cfg.out_bias,
+                      name="out")(out_BxLxHxK)
 
   def _einsum_attention(self, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM, deterministic):
     cfg = self.config
     (B, L, H, K), V = q_BxLxHxK.shape, k_BxMxVxK.shape[2]
-    q_BxLxVxGxK = q_BxLxHxK.reshape(B, L, V, H // V, K) * (K ** -0.5)
-    logits_BxVxGxLxM = jnp.einsum("blvgk,bmvk->bvglm", q_BxLxVxGxK, k_BxMxVxK,
+    # Heads-major operands ([B, V, G, L, K]): XLA:CPU runs these batched matmuls 2x faster
+    # than the same einsums over sequence-major operands (measured, L = 256).
+    q_BxVxGxLxK = (q_BxLxHxK.reshape(B, L, V, H // V, K) * (K ** -0.5)).transpose(0, 2, 3, 1, 4)
+    k_BxVxMxK = k_BxMxVxK.transpose(0, 2, 1, 3)
+    v_BxVxMxK = v_BxMxVxK.transpose(0, 2, 1, 3)
+    logits_BxVxGxLxM = jnp.einsum("bvglk,bvmk->bvglm", q_BxVxGxLxK, k_BxVxMxK,
                                   preferred_element_type=jnp.float32)
     logits_BxVxGxLxM = jnp.where(mask_Bx1xLxM[:, :, None], logits_BxVxGxLxM, _NEG_INF)
     probs_BxVxGxLxM = jax.nn.softmax(logits_BxVxGxLxM, axis=-1)
     self.sow("intermediates", "attn_probs", probs_BxVxGxLxM.reshape(B, H, L, -1))
     probs_BxVxGxLxM = nn.Dropout(cfg.dropout)(probs_BxVxGxLxM, deterministic=deterministic)
-    out_BxLxVxGxK = jnp.einsum("bvglm,bmvk->blvgk", probs_BxVxGxLxM.astype(cfg.compute_dtype),
-                               v_BxMxVxK)
-    return out_BxLxVxGxK.reshape(B, L, H, K)
+    out_BxVxGxLxK = jnp.einsum("bvglm,bvmk->bvglk", probs_BxVxGxLxM.astype(cfg.compute_dtype),
+                               v_BxVxMxK)
+    return out_BxVxGxLxK.transpose(0, 3, 1, 2, 4).reshape(B, L, H, K)
 
 
 _ACTIVATION_FNS = {
@@ -190,8 +203,7 @@ class Mlp(nn.Module):
     cfg = self.config
 
     def dense(name, in_features, out_features, axes):
-      return EinsumDense(cfg, "bli,io->blo", (in_features, out_features), axes, cfg.mlp_bias, 1,
-                         name=name)
+      return Projection(cfg, (in_features, out_features), axes, 1, cfg.mlp_bias, name=name)
 
     act = _ACTIVATION_FNS[cfg.activation]
     if cfg.gated:  # Llama convention: down(act(gate(x)) * up(x))

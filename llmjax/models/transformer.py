@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from llmjax.models.config import ModelConfig
-from llmjax.models.layers import Attention, Mlp, Norm, attention_mask
+from llmjax.models.layers import Attention, Mlp, Norm, Projection, attention_mask
 
 
 class Block(nn.Module):
@@ -132,14 +132,13 @@ class Decoder(nn.Module):
                                                       folded_input if i == 0 else None)
     x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
 
-    if cfg.tie_embeddings:
-      logits_BxLxV = embed.attend(x_BxLxD)
+    if cfg.tie_embeddings:  # as a 2-D matmul, for the reason given in layers.Projection
+      B, N, D = x_BxLxD.shape
+      table_VxD = embed.embedding.astype(cfg.compute_dtype)
+      logits_BxLxV = (x_BxLxD.reshape(B * N, D) @ table_VxD.T).reshape(B, N, cfg.vocab_size)
     else:
-      logits_BxLxV = nn.Dense(
-          cfg.vocab_size, use_bias=False, name="unembed", dtype=cfg.compute_dtype,
-          param_dtype=cfg.weight_dtype,
-          kernel_init=nn.with_logical_partitioning(
-              nn.initializers.normal(stddev=cfg.init_std), ("embed", "vocab")))(x_BxLxD)
+      logits_BxLxV = Projection(cfg, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), 1,
+                                False, name="unembed")(x_BxLxD)
     return nn.with_logical_constraint(logits_BxLxV, ("batch", "length", "vocab"))
 
 
