@@ -6,13 +6,12 @@ cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model 
   4 heads, d_mlp 512, ReLU, no LayerNorm) with AdamW lr 3e-3, betas (0.9, 0.98), weight decay 1,
   full batch, 1,200 steps, 4 seeds vmapped in one compiled step.
   python -m llmjax.main --config configs/grokking.py --workdir runs/grok
-  Runtime: about 1 min 40 s on 2 CPU cores (measured 2026-11-28; the README's command,
-  install included, 2 min 10 s).
+  Runtime: about 1 min 35 s on 2 CPU cores (measured 2026-11-28).
   Expected: all 4 seeds memorize by step 100 and generalize (test accuracy >= 0.99) at steps
-  750, 800, 450, 650 (median 700); the violation falls below 10% of its post-memorization peak
-  50-100 steps earlier in every seed (median step_symmetry 625); final test accuracy 1.0; the
-  embeddings organize onto circles of a few key frequencies (plots/pca_stages.png,
-  plots/fourier.png).
+  850, 800, 450, 700 (median 750); the violation falls below 10% of its post-memorization peak
+  50-150 steps earlier in every seed (steps 750, 700, 400, 550; median 625); final test
+  accuracy 1.0; the embeddings organize onto circles of a few key frequencies
+  (plots/pca_stages.png, plots/fourier.png).
 
 paper_algebraic — x+y mod 113, train fraction 0.3, weight decay 1 (change `task.op` for the other
   operations: x-y, (x+y)^2, (x+y)^3, x*y, x+xy+y, x/y).
