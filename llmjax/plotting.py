@@ -1,7 +1,6 @@
 """Plots of a run's curves, written atomically under workdir/plots/."""
 
 import os
-import pathlib
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -13,12 +12,9 @@ from llmjax import runio  # noqa: E402
 
 
 def save_figure(fig, path: os.PathLike) -> None:
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-  fig.savefig(tmp, dpi=120, bbox_inches="tight")
+  with runio.atomic_output(path) as tmp:
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def plot_curves(path: os.PathLike, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],

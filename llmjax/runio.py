@@ -4,25 +4,45 @@ Only process 0 writes them (checkpoints are written collectively elsewhere). Who
 written to a temporary name and renamed, so a crash never leaves one half-written.
 """
 
+import contextlib
 import json
 import math
 import os
 import pathlib
+import sys
 from typing import Any, Mapping
 
 import jax
+import tqdm
 
 
 def is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def atomic_write_text(path: os.PathLike, text: str) -> None:
+@contextlib.contextmanager
+def atomic_output(path: os.PathLike):
+  """Yields a temporary path beside `path` (same suffix) and renames it onto `path` when the
+  block succeeds, so readers never see a half-written file."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: os.PathLike, text: str) -> None:
+  with atomic_output(path) as tmp:
+    tmp.write_text(text)
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str) -> tqdm.tqdm:
+  """Progress (step, ETA, postfix metrics) on stderr, from process 0 only."""
+  return tqdm.tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True,
+                   disable=not (is_writer() and enabled), desc=desc)
 
 
 def _jsonable(value: Any) -> Any:

@@ -92,11 +92,14 @@ def violation_summary(logits_NxV, task) -> dict[str, jax.Array]:
   for name, values in per_instance.items():
     summary[f"violation_{name}"] = values.mean()
     summary[f"violation_{name}_max"] = values.max()
-  summary["violation"] = jnp.mean(jnp.stack([v.mean() for v in per_instance.values()]))
+  summary["violation"] = _mean_over_identities(per_instance)
   return summary
 
 
 def violation_loss(logits_NxV, task):
   """The symmetry-prompting regulariser: mean violation over identities (differentiable)."""
-  per_instance = instance_violations(logits_NxV, task)
+  return _mean_over_identities(instance_violations(logits_NxV, task))
+
+
+def _mean_over_identities(per_instance: dict[str, jax.Array]) -> jax.Array:
   return jnp.mean(jnp.stack([v.mean() for v in per_instance.values()]))

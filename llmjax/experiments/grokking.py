@@ -22,14 +22,12 @@ Method, in the paper's order:
 """
 
 import os
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from llmjax import runio
 from llmjax.analysis import geometry, stages, symmetry
@@ -181,8 +179,7 @@ def run(config, workdir: str) -> dict:
     snapshots.add(step, emb)
     return metrics
 
-  progress = tqdm.tqdm(total=train.steps, initial=start, file=sys.stderr, dynamic_ncols=True,
-                       disable=not (runio.is_writer() and train.progress), desc="grokking")
+  progress = runio.progress_bar(train.steps, start, train.progress, "grokking")
   stopped_early, last_good_checkpoint = False, latest
   with SigtermFlag() as sigterm:
     try:

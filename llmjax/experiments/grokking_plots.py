@@ -42,9 +42,8 @@ class EmbeddingSnapshots:
 
   def save(self) -> None:
     if runio.is_writer() and self.steps:
-      tmp = f"{self.path}.tmp{os.getpid()}.npz"
-      np.savez(tmp, steps=np.asarray(self.steps), embeddings=np.stack(self.embeddings))
-      os.replace(tmp, self.path)
+      with runio.atomic_output(self.path) as tmp:
+        np.savez(tmp, steps=np.asarray(self.steps), embeddings=np.stack(self.embeddings))
 
 
 def _shade(ax, found: dict, last_step: int) -> None:

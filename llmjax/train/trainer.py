@@ -6,7 +6,6 @@ A batch is a dict of [B, L] arrays: inputs, targets, loss_mask, segment_ids, pos
 """
 
 import math
-import sys
 import time
 from typing import Any, Iterator, Sequence
 
@@ -15,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from llmjax import runio
 from llmjax.errors import TrainingDivergedError, UserError
@@ -174,8 +172,7 @@ class Trainer:
     stop_at = cfg.steps if not cfg.stop_after_steps else min(cfg.steps,
                                                              start + cfg.stop_after_steps)
     result = {"resumed_from_step": start, "stopped_early": False}
-    progress = tqdm.tqdm(total=cfg.steps, initial=start, file=sys.stderr, dynamic_ncols=True,
-                         disable=not (runio.is_writer() and cfg.progress), desc="train")
+    progress = runio.progress_bar(cfg.steps, start, cfg.progress, "train")
     last_good_checkpoint = latest
     with SigtermFlag() as sigterm:
       try:
