@@ -15,7 +15,8 @@ from llmjax.errors import UserError
 from llmjax.models.config import ModelConfig
 from llmjax.parallel import DEFAULT_RULES
 
-_OPTIONAL_MODEL_FIELDS = {"n_kv_heads": int, "d_head": int, "sliding_window": int}
+_OPTIONAL_MODEL_FIELDS = {"n_kv_heads": int, "d_head": int, "sliding_window": int,
+                          "clip_qkv": float, "rope_llama3_scaling": tuple}
 
 
 def model_config(**values) -> ml_collections.ConfigDict:

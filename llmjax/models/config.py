@@ -23,6 +23,7 @@ from llmjax.errors import UserError
 ACTIVATIONS = ("swiglu", "geglu", "gelu", "gelu_exact", "relu", "silu")
 NORMS = ("rmsnorm", "layernorm", "layernorm_nonparam", "none")
 POSITIONS = ("rope", "learned", "none")
+NORM_POSITIONS = ("pre", "post")
 ATTENTION_IMPLS = ("einsum", "dot_product")
 REMAT = ("none", "full", "dots_saveable")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -50,6 +51,13 @@ class ModelConfig:
   out_bias: bool = False
   mlp_bias: bool = False
   sliding_window: int | None = None  # Mistral-style local attention span, in tokens
+  # Llama 3 rope frequency scaling: (factor, low_freq_factor, high_freq_factor,
+  # original_max_position_embeddings), as in Llama 3.1/3.2 checkpoints; None: plain rope.
+  rope_llama3_scaling: tuple[float, float, float, int] | None = None
+  clip_qkv: float | None = None  # OLMo: clamp q, k, v to [-clip_qkv, clip_qkv]
+  # pre: x + f(norm(x)) (GPT-2, Llama); post: x + norm(f(x)) (OLMo-2, which also sets qk_norm).
+  norm_position: str = "pre"
+  qk_norm: bool = False  # RMS-normalise q and k over all heads before rope (OLMo-2)
   dropout: float = 0.0
   init_std: float = 0.02
   # einsum: explicit einsum + softmax (exposes attention probabilities to probes);
@@ -66,6 +74,8 @@ class ModelConfig:
   param_dtype: str = "float32"
 
   def __post_init__(self):
+    if self.rope_llama3_scaling is not None:  # JSON and ConfigDicts hand it over as a list
+      object.__setattr__(self, "rope_llama3_scaling", tuple(self.rope_llama3_scaling))
     def check(ok, what, expected):
       if not ok:
         raise UserError(f"model.{what} = {getattr(self, what)!r}: expected {expected}")
@@ -75,6 +85,11 @@ class ModelConfig:
             "a positive integer")
     check(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}")
     check(self.norm in NORMS, "norm", f"one of {NORMS}")
+    check(self.norm_position in NORM_POSITIONS, "norm_position", f"one of {NORM_POSITIONS}")
+    check(self.rope_llama3_scaling is None or len(self.rope_llama3_scaling) == 4,
+          "rope_llama3_scaling", "None or (factor, low_freq_factor, high_freq_factor, "
+          "original_max_position_embeddings)")
+    check(self.clip_qkv is None or self.clip_qkv > 0, "clip_qkv", "None or a positive number")
     check(self.positions in POSITIONS, "positions", f"one of {POSITIONS}")
     check(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
     check(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
@@ -124,6 +139,7 @@ class ModelConfig:
     attn += (h + 2 * kv) * k * self.qkv_bias + d * self.out_bias
     mlp = d * f * (3 if self.gated else 2) + (f * (2 if self.gated else 1) + d) * self.mlp_bias
     norm_size = {"rmsnorm": d, "layernorm": 2 * d, "layernorm_nonparam": 0, "none": 0}[self.norm]
+    attn += (h + kv) * k * self.qk_norm
     per_layer = attn + mlp + 2 * norm_size
     total = self.n_layers * per_layer + norm_size
     if include_embeddings:

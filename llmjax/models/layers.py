@@ -29,9 +29,14 @@ def _zeros(axes: tuple[str, ...]):
 
 
 class Norm(nn.Module):
-  """RMSNorm, LayerNorm (with or without its affine parameters) or identity, computed in f32."""
+  """RMSNorm, LayerNorm (with or without its affine parameters) or identity, computed in f32.
+
+  `features_axis` is the logical name of the normalised axis (None for q/k norms over all heads,
+  whose width is n_heads * head_dim).
+  """
 
   config: ModelConfig
+  features_axis: str | None = "embed"
 
   @nn.compact
   def __call__(self, x_BxLxD):
@@ -44,18 +49,36 @@ class Norm(nn.Module):
     else:
       centred = x - jnp.mean(x, axis=-1, keepdims=True)
       y = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
+    axes = (self.features_axis,)
     if kind in ("rmsnorm", "layernorm"):
-      ones = nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",))
+      ones = nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
       y = y * self.param("scale", ones, (x.shape[-1],), self.config.weight_dtype)
     if kind == "layernorm":
-      y = y + self.param("bias", _zeros(("embed",)), (x.shape[-1],), self.config.weight_dtype)
+      y = y + self.param("bias", _zeros(axes), (x.shape[-1],), self.config.weight_dtype)
     return y.astype(self.config.compute_dtype)
 
 
-def apply_rope(x_BxLxHxK, positions_BxL, theta: float):
+def rope_frequencies(head_dim: int, theta: float, llama3_scaling=None):
+  """Inverse frequencies [K/2] of rotary embeddings, optionally with Llama 3's scaling: long
+  wavelengths slowed by `factor`, short ones kept, a smooth blend in between."""
+  half = head_dim // 2
+  inv_freq_K2 = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+  if llama3_scaling is None:
+    return inv_freq_K2
+  factor, low_freq_factor, high_freq_factor, original_len = llama3_scaling
+  wavelen_K2 = 2 * math.pi / inv_freq_K2
+  low_freq_wavelen, high_freq_wavelen = original_len / low_freq_factor, original_len / high_freq_factor
+  scaled_K2 = jnp.where(wavelen_K2 > low_freq_wavelen, inv_freq_K2 / factor, inv_freq_K2)
+  smooth_K2 = (original_len / wavelen_K2 - low_freq_factor) / (high_freq_factor - low_freq_factor)
+  blended_K2 = (1 - smooth_K2) * scaled_K2 / factor + smooth_K2 * scaled_K2
+  medium_K2 = (wavelen_K2 >= high_freq_wavelen) & (wavelen_K2 <= low_freq_wavelen)
+  return jnp.where(medium_K2, blended_K2, scaled_K2)
+
+
+def apply_rope(x_BxLxHxK, positions_BxL, theta: float, llama3_scaling=None):
   """Rotary embedding in the rotate-half layout used by Llama-family checkpoints."""
   half = x_BxLxHxK.shape[-1] // 2
-  inv_freq_K2 = 1.0 / theta ** (jnp.arange(half, dtype=jnp.float32) / half)
+  inv_freq_K2 = rope_frequencies(2 * half, theta, llama3_scaling)
   angles_BxLxK2 = positions_BxL[..., None].astype(jnp.float32) * inv_freq_K2
   sin_BxLx1xK2 = jnp.sin(angles_BxLxK2)[:, :, None, :]
   cos_BxLx1xK2 = jnp.cos(angles_BxLxK2)[:, :, None, :]
@@ -72,12 +95,24 @@ def attention_mask(segment_ids_BxL, positions_BxL, sliding_window: int | None = 
   Segment id 0 marks padding; packed sequences number their documents 1, 2, ... Causality is
   decided by position order within a row, so left-padded and packed rows are both right.
   """
-  q_seg_BxLx1, k_seg_Bx1xM = segment_ids_BxL[:, :, None], segment_ids_BxL[:, None, :]
-  idx = jnp.arange(segment_ids_BxL.shape[1])
-  causal_LxM = idx[:, None] >= idx[None, :]
+  return cached_attention_mask(segment_ids_BxL, positions_BxL, segment_ids_BxL, positions_BxL,
+                               0, sliding_window)
+
+
+def cached_attention_mask(q_segment_ids_BxL, q_positions_BxL, k_segment_ids_BxM,
+                          k_positions_BxM, q_offset, sliding_window: int | None = None):
+  """Boolean [B, 1, L, M] mask of L queries occupying slots q_offset.. q_offset+L-1 of a row of
+  M key slots (a KV cache; q_offset = 0 and M = L without one): a query sees the keys of its own
+  segment in slots up to its own, never empty or padding slots (segment 0), and with a sliding
+  window only keys fewer than `sliding_window` positions back.
+  """
+  q_slot_L = q_offset + jnp.arange(q_segment_ids_BxL.shape[1])
+  k_slot_M = jnp.arange(k_segment_ids_BxM.shape[1])
+  causal_LxM = q_slot_L[:, None] >= k_slot_M[None, :]
+  q_seg_BxLx1, k_seg_Bx1xM = q_segment_ids_BxL[:, :, None], k_segment_ids_BxM[:, None, :]
   mask_BxLxM = (q_seg_BxLx1 == k_seg_Bx1xM) & (k_seg_Bx1xM != 0) & causal_LxM
   if sliding_window is not None:
-    distance_BxLxM = positions_BxL[:, :, None] - positions_BxL[:, None, :]
+    distance_BxLxM = q_positions_BxL[:, :, None] - k_positions_BxM[:, None, :]
     mask_BxLxM &= distance_BxLxM < sliding_window
   return mask_BxLxM[:, None]
 
@@ -122,10 +157,14 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True,
-               folded_input=None):
+  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxC, deterministic: bool = True,
+               folded_input=None, cache_index=None):
     """Queries are the last L of the M positions (L = M unless the mask has fewer rows): a
     model read out only at its last positions skips the other queries in its last layer.
+
+    With `cache_index` (decoding), the keys and values of the M new positions are written into
+    the 'cache' collection at slots cache_index.. and the queries attend over all C cache slots
+    (the mask is [B, 1, L, C]); at initialisation the cache takes the input's shape [B, C, ...].
 
     `folded_input` = (token table [T, D], position table [P, D] or None, tokens [B, M],
     positions [B, M]) says that x is exactly table[tokens] + position_table[positions]. The
@@ -135,7 +174,8 @@ class Attention(nn.Module):
     """
     cfg = self.config
     D, H, V, K = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.head_dim
-    L = mask_Bx1xLxM.shape[2]
+    B, M = x_BxMxD.shape[:2]
+    L = mask_Bx1xLxC.shape[2]
 
     def project(name, heads, head_axis, x_BxNxD, last=None):
       dense = Projection(cfg, (D, heads, K), ("embed", head_axis, "head_dim"), 1,
@@ -152,19 +192,46 @@ class Attention(nn.Module):
     q_BxLxHxK = project("query", H, "heads", x_BxMxD[:, -L:], last=L)
     k_BxMxVxK = project("key", V, "kv_heads", x_BxMxD)
     v_BxMxVxK = project("value", V, "kv_heads", x_BxMxD)
+    if cfg.qk_norm:  # over all heads at once, as OLMo-2 does
+      q_BxLxHxK = Norm(cfg, None, name="query_norm")(q_BxLxHxK.reshape(B, L, H * K)).reshape(
+          B, L, H, K)
+      k_BxMxVxK = Norm(cfg, None, name="key_norm")(k_BxMxVxK.reshape(B, M, V * K)).reshape(
+          B, M, V, K)
+    if cfg.clip_qkv is not None:
+      q_BxLxHxK, k_BxMxVxK, v_BxMxVxK = (jnp.clip(t, -cfg.clip_qkv, cfg.clip_qkv)
+                                         for t in (q_BxLxHxK, k_BxMxVxK, v_BxMxVxK))
     if cfg.positions == "rope":
-      q_BxLxHxK = apply_rope(q_BxLxHxK, positions_BxM[:, -L:], cfg.rope_theta)
-      k_BxMxVxK = apply_rope(k_BxMxVxK, positions_BxM, cfg.rope_theta)
+      q_BxLxHxK = apply_rope(q_BxLxHxK, positions_BxM[:, -L:], cfg.rope_theta,
+                             cfg.rope_llama3_scaling)
+      k_BxMxVxK = apply_rope(k_BxMxVxK, positions_BxM, cfg.rope_theta, cfg.rope_llama3_scaling)
     q_BxLxHxK = nn.with_logical_constraint(q_BxLxHxK, ("batch", "length", "heads", "head_dim"))
 
-    if cfg.attention_impl == "dot_product":
+    if cache_index is not None:
+      k_BxCxVxK, v_BxCxVxK = self._update_cache(k_BxMxVxK, v_BxMxVxK, cache_index)
+      out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxCxVxK, v_BxCxVxK, mask_Bx1xLxC,
+                                           deterministic)
+    elif cfg.attention_impl == "dot_product":
       out_BxLxHxK = jax.nn.dot_product_attention(
-          q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask=mask_Bx1xLxM, scale=K ** -0.5)
+          q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask=mask_Bx1xLxC, scale=K ** -0.5)
     else:
-      out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM,
+      out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxC,
                                            deterministic)
     return Projection(cfg, (H, K, D), ("heads", "head_dim", "embed"), 2, cfg.out_bias,
                       name="out")(out_BxLxHxK)
+
+  def _update_cache(self, k_BxMxVxK, v_BxMxVxK, cache_index):
+    """Writes the new keys/values at slots cache_index.. and returns the whole cache."""
+    # At init the input has the cache's full shape, so the variables are created with it.
+    cached_k = self.variable("cache", "cached_key", jnp.zeros, k_BxMxVxK.shape, k_BxMxVxK.dtype)
+    cached_v = self.variable("cache", "cached_value", jnp.zeros, v_BxMxVxK.shape, v_BxMxVxK.dtype)
+    if self.is_initializing():
+      return k_BxMxVxK, v_BxMxVxK
+    start = (0, cache_index, 0, 0)
+    cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k_BxMxVxK, start)
+    cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v_BxMxVxK, start)
+    names = ("batch", "length", "kv_heads", "head_dim")
+    return (nn.with_logical_constraint(cached_k.value, names),
+            nn.with_logical_constraint(cached_v.value, names))
 
   def _einsum_attention(self, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM, deterministic):
     cfg = self.config

@@ -17,25 +17,31 @@ import jax
 import jax.numpy as jnp
 
 from llmjax.models.config import ModelConfig
-from llmjax.models.layers import Attention, Mlp, Norm, Projection, attention_mask
+from llmjax.models.layers import (Attention, Mlp, Norm, Projection, attention_mask,
+                                  cached_attention_mask)
 
 
 class Block(nn.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Residual block. Pre-norm: x + attn(norm(x)), then x + mlp(norm(x)); post-norm (OLMo-2):
+  x + norm(attn(x)), then x + norm(mlp(x))."""
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxM, deterministic: bool = True,
-               folded_input=None):
+  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxC, deterministic: bool = True,
+               folded_input=None, cache_index=None):
     """Returns the residual stream at the last L positions (L = M unless the mask has fewer
-    query rows). `folded_input`: see Attention."""
+    query rows). `folded_input`, `cache_index`: see Attention."""
     cfg = self.config
-    L = mask_Bx1xLxM.shape[2]
-    h_BxLxD = Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x_BxMxD), positions_BxM,
-                                          mask_Bx1xLxM, deterministic, folded_input)
+    L = mask_Bx1xLxC.shape[2]
+    pre = cfg.norm_position == "pre"
+    attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
+    h_BxLxD = Attention(cfg, name="attn")(attn_norm(x_BxMxD) if pre else x_BxMxD, positions_BxM,
+                                          mask_Bx1xLxC, deterministic, folded_input, cache_index)
+    h_BxLxD = h_BxLxD if pre else attn_norm(h_BxLxD)
     x_BxLxD = x_BxMxD[:, -L:] + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
-    h_BxLxD = Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxLxD), deterministic)
+    h_BxLxD = Mlp(cfg, name="mlp")(mlp_norm(x_BxLxD) if pre else x_BxLxD, deterministic)
+    h_BxLxD = h_BxLxD if pre else mlp_norm(h_BxLxD)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "activation_embed"))
     self.sow("intermediates", "residual", x_BxLxD)
@@ -60,9 +66,10 @@ class _ScanStep(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxL):
+  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxC, cache_index):
     block = _block_class(self.config)(self.config, name="block")
-    return block(x_BxLxD, positions_BxL, mask_Bx1xLxL, self.deterministic), None
+    return block(x_BxLxD, positions_BxL, mask_Bx1xLxC, self.deterministic, None,
+                 cache_index), None
 
 
 class Decoder(nn.Module):
@@ -75,6 +82,10 @@ class Decoder(nn.Module):
     deterministic: False enables dropout (needs a 'dropout' rng).
     last_positions: if given, compute logits only for the last n positions; the last layer then
       runs its queries and MLP on those positions alone (the readout of algorithmic tasks).
+    decode: use and update the KV cache in the 'cache' collection (make it mutable): the L
+      tokens fill the next L cache slots (a whole prompt, or one token per decode step) and
+      attend to everything cached before them. `init(..., decode=True)` with tokens of shape
+      [B, C] creates a cache of C slots (see llmjax.infer.cache).
   Returns:
     logits_BxLxV (or _BxnxV) in the compute dtype.
   """
@@ -83,14 +94,19 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None,
-               deterministic: bool = True, last_positions: int | None = None):
+               deterministic: bool = True, last_positions: int | None = None,
+               decode: bool = False):
     cfg = self.config
     B, L = tokens_BxL.shape
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
     if segment_ids_BxL is None:
       segment_ids_BxL = jnp.ones((B, L), jnp.int32)
-    mask_Bx1xLxL = attention_mask(segment_ids_BxL, positions_BxL, cfg.sliding_window)
+    if decode:
+      mask_Bx1xLxL, cache_index = self._cached_mask(segment_ids_BxL, positions_BxL)
+    else:
+      mask_Bx1xLxL = attention_mask(segment_ids_BxL, positions_BxL, cfg.sliding_window)
+      cache_index = None
 
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed", dtype=cfg.compute_dtype,
                      param_dtype=cfg.weight_dtype,
@@ -108,12 +124,12 @@ class Decoder(nn.Module):
     x_BxLxD = nn.with_logical_constraint(x_BxLxD, ("batch", "length", "activation_embed"))
 
     if cfg.scan_layers:
-      layers = nn.scan(_ScanStep, variable_axes={"params": 0, "intermediates": 0},
+      layers = nn.scan(_ScanStep, variable_axes={"params": 0, "intermediates": 0, "cache": 0},
                        split_rngs={"params": True, "dropout": True},
-                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
-                       metadata_params={nn.PARTITION_NAME: "layers"})
+                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                       length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
       x_BxLxD, _ = layers(cfg, deterministic, name="layers")(x_BxLxD, positions_BxL,
-                                                             mask_Bx1xLxL)
+                                                             mask_Bx1xLxL, cache_index)
       if last_positions:  # every scanned layer has the same shape, so slice afterwards
         x_BxLxD = x_BxLxD[:, -last_positions:]
     else:
@@ -121,7 +137,8 @@ class Decoder(nn.Module):
       # With nothing between the embedding sum and the first projections (no norm, no
       # dropout, no bias), layer 0 projects the embedding tables and gathers: for small
       # vocabularies (algorithmic tasks) that removes most of the first layer's QKV work.
-      foldable = cfg.norm == "none" and cfg.dropout == 0.0 and not cfg.qkv_bias
+      foldable = (cfg.norm == "none" or cfg.norm_position == "post") and (
+          cfg.dropout == 0.0 and not cfg.qkv_bias)
       folded_input = (embed.embedding, table_PxD, tokens_BxL, positions_BxL) if foldable else None
       for i in range(cfg.n_layers):
         last_layer = i == cfg.n_layers - 1
@@ -129,7 +146,8 @@ class Decoder(nn.Module):
                       else mask_Bx1xLxL)
         x_BxLxD = block_class(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, layer_mask,
                                                       deterministic,
-                                                      folded_input if i == 0 else None)
+                                                      folded_input if i == 0 else None,
+                                                      cache_index)
     x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
 
     if cfg.tie_embeddings:  # as a 2-D matmul, for the reason given in layers.Projection
@@ -140,6 +158,21 @@ class Decoder(nn.Module):
       logits_BxLxV = Projection(cfg, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), 1,
                                 False, name="unembed")(x_BxLxD)
     return nn.with_logical_constraint(logits_BxLxV, ("batch", "length", "vocab"))
+
+  def _cached_mask(self, segment_ids_BxL, positions_BxL):
+    """Appends the new tokens' segment ids and positions to the cache; returns their mask over
+    all cache slots and the first slot they occupy."""
+    index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+    segments = self.variable("cache", "segment_ids", jnp.zeros, segment_ids_BxL.shape, jnp.int32)
+    positions = self.variable("cache", "positions", jnp.zeros, positions_BxL.shape, jnp.int32)
+    start = index.value
+    if not self.is_initializing():
+      segments.value = jax.lax.dynamic_update_slice(segments.value, segment_ids_BxL, (0, start))
+      positions.value = jax.lax.dynamic_update_slice(positions.value, positions_BxL, (0, start))
+      index.value = start + segment_ids_BxL.shape[1]
+    mask = cached_attention_mask(segment_ids_BxL, positions_BxL, segments.value, positions.value,
+                                 start, self.config.sliding_window)
+    return mask, start
 
 
 def collect_probes(intermediates: dict[str, Any], n_layers: int) -> dict[str, jnp.ndarray]:

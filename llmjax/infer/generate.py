@@ -1,0 +1,219 @@
+"""Batched generation with a preallocated KV cache: one prefill, then a compiled decode loop.
+
+Padding: prompts are LEFT-padded to a common length P (a multiple of `length_bucket`), and every
+row carries its own positions (0 at its first real token) and segment ids (0 on padding), so a
+padded row computes exactly what it would alone: padding slots are never attended to, and rope
+or learned positions start at each row's first token. All rows then write their new tokens into
+the same cache slot each step. The compiled program is cached per (batch, P, max_new_tokens,
+sampling settings): one compile per bucket, not per call.
+
+Sampling: see llmjax.infer.sampling. Row r of prompt i (n samples each) draws with
+fold_in(fold_in(PRNGKey(seed), i * n + r), step): results do not depend on the batch size or on
+which other prompts share the batch.
+
+Stopping: a row stops at the first token in `stop_token_ids` (the tokenizer's EOS ids by
+default; the token is kept in `tokens` but not in `text`); the loop ends when every row has
+stopped or after max_new_tokens. Stop strings are applied to the decoded text afterwards: the
+completion is cut before the first one and its tokens after the token that completed it.
+"""
+
+import dataclasses
+import math
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llmjax.errors import UserError
+from llmjax.infer.cache import init_cache, left_padded_inputs
+from llmjax.infer.sampling import SamplingParams, next_tokens
+from llmjax.models import Decoder, ModelConfig
+from llmjax.parallel import Parallel
+from llmjax.runio import progress_bar
+
+
+@dataclasses.dataclass
+class Completion:
+  """One generated continuation."""
+
+  tokens: list[int]
+  logprobs: list[float]  # per token, under the model (temperature 1, unfiltered)
+  finish_reason: str  # 'stop' (stop token or string) or 'length' (max_new_tokens reached)
+  text: str | None = None
+
+  @property
+  def logprob(self) -> float:
+    return float(sum(self.logprobs))
+
+
+class Generator:
+  """Generates from a decoder's params (already placed in their shardings).
+
+  Args:
+    model_config: the decoder's config.
+    params: its parameters.
+    parallel: the mesh the params live on (batch rows are split over data/fsdp, heads over
+      tensor); default one over all devices.
+    batch_size: rows per compiled batch (rounded up to a multiple of the batch axes' size).
+    length_bucket: prompt lengths are padded up to a multiple of this.
+    pad_id: token id written into padding (never attended to).
+  """
+
+  def __init__(self, model_config: ModelConfig, params, parallel: Parallel | None = None,
+               batch_size: int = 16, length_bucket: int = 64, pad_id: int = 0):
+    self.config = model_config
+    self.params = params
+    self.parallel = parallel or Parallel.from_config({"data": -1})
+    multiple = self.parallel.batch_size_multiple
+    self.batch_size = -(-batch_size // multiple) * multiple
+    self.length_bucket = length_bucket
+    self.pad_id = pad_id
+    self.model = Decoder(model_config)
+    self._compiled = {}
+
+  def _loop(self, batch: int, prompt_len: int, params: SamplingParams, num_stop: int):
+    key = (batch, prompt_len, params, num_stop)
+    if key not in self._compiled:
+      self._compiled[key] = self._build_loop(batch, prompt_len, params)
+    return self._compiled[key]
+
+  def _build_loop(self, B: int, P: int, sampling: SamplingParams):
+    model, T, V = self.model, sampling.max_new_tokens, self.config.vocab_size
+
+    def run(params, tokens_BxP, mask_BxP, row_keys_B, stop_ids_S):
+      positions_BxP, segments_BxP = left_padded_inputs(mask_BxP)
+      cache = init_cache(model, B, P + T)
+      logits_Bx1xV, variables = model.apply(
+          {"params": params, "cache": cache}, tokens_BxP, positions_BxP, segments_BxP,
+          decode=True, last_positions=1, mutable=["cache"])
+      rows_B = jnp.arange(B)
+      seen_BxV = jnp.zeros((B, V), bool).at[rows_B[:, None], tokens_BxP].max(mask_BxP > 0)
+      lengths_B = mask_BxP.sum(axis=1)
+
+      def cond(carry):
+        step, done_B = carry[0], carry[4]
+        return (step < T) & ~jnp.all(done_B)
+
+      def body(carry):
+        step, cache, logits_BxV, seen_BxV, done_B, tokens_BxT, logprobs_BxT, stopped_at_B = carry
+        keys_B = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys_B, step)
+        token_B, logprob_B = next_tokens(logits_BxV, seen_BxV, keys_B, sampling)
+        token_B = jnp.where(done_B, self.pad_id, token_B)
+        tokens_BxT = tokens_BxT.at[:, step].set(token_B)
+        logprobs_BxT = logprobs_BxT.at[:, step].set(jnp.where(done_B, 0.0, logprob_B))
+        stops_B = jnp.isin(token_B, stop_ids_S) & ~done_B
+        stopped_at_B = jnp.where(stops_B, step + 1, stopped_at_B)
+        done_B = done_B | stops_B
+        seen_BxV = seen_BxV.at[rows_B, token_B].set(True)
+        logits_Bx1xV, variables = model.apply(
+            {"params": params, "cache": cache}, token_B[:, None], (lengths_B + step)[:, None],
+            jnp.ones((B, 1), jnp.int32), decode=True, mutable=["cache"])
+        return (step + 1, variables["cache"], logits_Bx1xV[:, 0], seen_BxV, done_B, tokens_BxT,
+                logprobs_BxT, stopped_at_B)
+
+      carry = (jnp.zeros((), jnp.int32), variables["cache"], logits_Bx1xV[:, 0], seen_BxV,
+               jnp.zeros((B,), bool), jnp.full((B, T), self.pad_id, jnp.int32),
+               jnp.zeros((B, T), jnp.float32), jnp.zeros((B,), jnp.int32))
+      carry = jax.lax.while_loop(cond, body, carry)
+      return carry[5], carry[6], carry[7]
+
+    batch_sharding = self.parallel.batch_sharding(2)
+    jitted = jax.jit(run, in_shardings=(None, batch_sharding, batch_sharding,
+                                        self.parallel.batch_sharding(1), None))
+
+    def call(*args):
+      with self.parallel.context():
+        return jitted(*args)
+
+    return call
+
+  def generate_ids(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
+                   seed: int = 0, stop_token_ids: Sequence[int] = (),
+                   show_progress: bool = False) -> list[list[Completion]]:
+    """Generates `sampling.n` completions for each prompt (lists of token ids).
+
+    Returns:
+      One list of `sampling.n` Completions per prompt, in prompt order (text unset).
+    """
+    for i, prompt in enumerate(prompts):
+      if len(prompt) == 0:
+        raise UserError(f"prompt {i} is empty: generation needs at least one token (e.g. BOS)")
+    rows = [(i, r) for i in range(len(prompts)) for r in range(sampling.n)]
+    # Similar lengths share a batch: less padding, fewer buckets.
+    rows.sort(key=lambda row: len(prompts[row[0]]))
+    stop_ids = jnp.asarray(sorted(set(int(t) for t in stop_token_ids)) or [-1], jnp.int32)
+    base_key = jax.random.PRNGKey(seed)
+    results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+    B = self.batch_size
+    bar = progress_bar(len(rows), 0, show_progress, "generate")
+    for start in range(0, len(rows), B):
+      chunk = rows[start:start + B]
+      longest = max(len(prompts[i]) for i, _ in chunk)
+      P = math.ceil(longest / self.length_bucket) * self.length_bucket
+      self._check_length(longest, sampling.max_new_tokens)
+      tokens = np.full((B, P), self.pad_id, np.int32)
+      mask = np.zeros((B, P), np.int32)
+      mask[len(chunk):, -1] = 1  # filler rows: one token, so no row is all padding
+      row_ids = np.zeros((B,), np.int32)
+      for b, (i, r) in enumerate(chunk):
+        prompt = np.asarray(prompts[i], np.int32)
+        tokens[b, P - len(prompt):], mask[b, P - len(prompt):] = prompt, 1
+        row_ids[b] = i * sampling.n + r
+      row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids)
+      out_tokens, out_logprobs, stopped_at = jax.device_get(
+          self._loop(B, P, sampling, len(stop_ids))(self.params, tokens, mask, row_keys,
+                                                    stop_ids))
+      for b, (i, r) in enumerate(chunk):
+        n = int(stopped_at[b]) or sampling.max_new_tokens
+        results[i][r] = Completion(tokens=out_tokens[b, :n].tolist(),
+                                   logprobs=out_logprobs[b, :n].tolist(),
+                                   finish_reason="stop" if stopped_at[b] else "length")
+      bar.update(len(chunk))
+    bar.close()
+    return results
+
+  def _check_length(self, longest: int, max_new: int) -> None:
+    cfg = self.config
+    if cfg.positions == "learned" and longest + max_new > cfg.max_len:
+      raise UserError(f"a prompt of {longest} tokens + max_new_tokens={max_new} exceeds the "
+                      f"model's {cfg.max_len} learned positions")
+
+
+def generate_text(generator: Generator, tokenizer, prompts: Sequence[Sequence[int]],
+                  sampling: SamplingParams, seed: int = 0, stop_token_ids: Sequence[int] = (),
+                  stop_strings: Sequence[str] = (), show_progress: bool = False):
+  """`Generator.generate_ids`, then decoded text with stop strings applied.
+
+  Returns:
+    (completions per prompt, seconds spent generating).
+  """
+  stop_token_ids = set(stop_token_ids)
+  started = time.perf_counter()
+  results = generator.generate_ids(prompts, sampling, seed, sorted(stop_token_ids),
+                                   show_progress)
+  seconds = time.perf_counter() - started
+  for completions in results:
+    for completion in completions:
+      _finish_text(completion, tokenizer, stop_token_ids, stop_strings)
+  return results, seconds
+
+
+def _finish_text(completion: Completion, tokenizer, stop_token_ids, stop_strings) -> None:
+  tokens = completion.tokens
+  if completion.finish_reason == "stop" and tokens and tokens[-1] in stop_token_ids:
+    completion.text = tokenizer.decode(tokens[:-1])
+    return
+  text = tokenizer.decode(tokens)
+  cuts = [text.find(s) for s in stop_strings if s and s in text]
+  if not cuts:
+    completion.text = text
+    return
+  completion.text = text[:min(cuts)]
+  # Keep the tokens up to the one that completed the stop string.
+  for k in range(1, len(tokens) + 1):
+    if any(s and s in tokenizer.decode(tokens[:k]) for s in stop_strings):
+      completion.tokens, completion.logprobs = tokens[:k], completion.logprobs[:k]
+      break
+  completion.finish_reason = "stop"
