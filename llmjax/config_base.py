@@ -72,3 +72,22 @@ def select_preset(preset: str | None, presets: Mapping[str, Callable], default: 
   if name not in presets:
     raise UserError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
   return presets[name]
+
+
+def inference_config(experiment: str) -> ml_collections.ConfigDict:
+  """Defaults of the inference experiments (`generate`, `score`): a checkpoint, a JSONL of
+  requests and the batching of the compiled programs."""
+  config = ml_collections.ConfigDict()
+  config.experiment = experiment
+  config.seed = 0
+  # hf:DIR, an llmjax run directory (latest checkpoint) or RUN/checkpoints/STEP.
+  config.checkpoint = ""
+  config.prompts = ""  # JSONL: `prompt` (or chat `messages`), optional `id`
+  config.tokenizer = ""  # '' = the checkpoint's own; else byte | spm:PATH.model | hf:DIR
+  config.dtype = ""  # '' = the checkpoint's (HF); float32 | bfloat16 to override
+  config.chat = False  # render each prompt as a user message through the chat template
+  config.batch_size = 16
+  config.length_bucket = 64  # prompt lengths round up to a multiple of this (one compile each)
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  config.sharding_rules = [list(rule) for rule in DEFAULT_RULES]
+  return config

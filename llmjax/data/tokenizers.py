@@ -35,6 +35,19 @@ class Tokenizer:
   def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
     return [self.bos_id] * add_bos + self._encode(text) + [self.eos_id] * add_eos
 
+  def encode_prompt(self, text: str) -> list[int]:
+    """A generation prompt as the model saw documents in training: BOS, then the text."""
+    return self.encode(text, add_bos=True)
+
+  @property
+  def stop_ids(self) -> list[int]:
+    """Token ids that end a generation."""
+    return [self.eos_id]
+
+  def encode_chat(self, messages, add_generation_prompt: bool = True) -> list[int]:
+    raise UserError("chat prompts need a tokenizer with a chat template (a Hugging Face "
+                    "tokenizer directory); this one has none")
+
   def batch_encode(self, texts: Sequence[str], max_len: int | None = None,
                    padding_side: str = "right", add_bos: bool = False,
                    add_eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +108,24 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
-  """'byte', or 'spm:PATH' / a path ending in .model for sentencepiece."""
+  """'byte'; 'spm:PATH' or a path ending in .model for sentencepiece; 'hf:DIR' or a directory
+  with tokenizer.json for a Hugging Face tokenizer (a directory with only a sentencepiece
+  tokenizer.model loads that)."""
   if spec == "byte":
     return ByteTokenizer()
+  if spec.startswith("hf:") or os.path.isdir(spec):
+    directory = spec[len("hf:"):] if spec.startswith("hf:") else spec
+    if os.path.isfile(os.path.join(directory, "tokenizer.json")):
+      from llmjax.interop.hf_tokenizer import HFTokenizer
+      return HFTokenizer(directory)
+    if os.path.isfile(os.path.join(directory, "tokenizer.model")):
+      return SentencePieceTokenizer(os.path.join(directory, "tokenizer.model"))
+    raise UserError(f"tokenizer = {spec!r}: the directory has no tokenizer.json or "
+                    "tokenizer.model")
   path = spec[len("spm:"):] if spec.startswith("spm:") else spec
   if path.endswith(".model"):
     return SentencePieceTokenizer(path)
-  raise UserError(f"tokenizer = {spec!r}: expected 'byte' or 'spm:PATH.model'")
+  raise UserError(f"tokenizer = {spec!r}: expected 'byte', 'spm:PATH.model' or 'hf:DIR'")
 
 
 def train_sentencepiece(inputs: Sequence[os.PathLike], model_prefix: os.PathLike,

@@ -10,6 +10,8 @@ from llmjax.errors import UserError
 EXPERIMENTS = {
     "lm_pretrain": "llmjax.experiments.lm_pretrain",
     "grokking": "llmjax.experiments.grokking",
+    "generate": "llmjax.experiments.generate",
+    "score": "llmjax.experiments.score",
 }
 
 

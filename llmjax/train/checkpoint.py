@@ -85,6 +85,30 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
+  def restore_params(self, step: int, abstract_params: Any) -> Any:
+    """Restores only `params` of a train-state checkpoint (the optimizer state stays on disk).
+
+    Args:
+      step: a step in `all_steps()`.
+      abstract_params: jax.ShapeDtypeStruct pytree with shardings, shaped like the params.
+    """
+    if step not in self.all_steps():
+      raise UserError(f"checkpoint step {step} not found in {self.directory}; "
+                      f"available: {self.all_steps()}")
+    metadata = self._manager.item_metadata(step)["state"]
+    saved = getattr(metadata, "tree", metadata)
+    if not isinstance(saved, dict) or "params" not in saved:
+      raise UserError(f"checkpoint {self.directory}/{step} holds no 'params' (not a train state "
+                      "of llmjax.train)")
+    check_compatible(saved["params"], abstract_params)
+    target = {"params": abstract_params}
+    restored = ocp.PyTreeCheckpointer().restore(
+        os.path.join(self.directory, str(step), "state"),
+        args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True))
+    return restored["params"]
+
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
