@@ -67,7 +67,8 @@ def rope_frequencies(head_dim: int, theta: float, llama3_scaling=None):
     return inv_freq_K2
   factor, low_freq_factor, high_freq_factor, original_len = llama3_scaling
   wavelen_K2 = 2 * math.pi / inv_freq_K2
-  low_freq_wavelen, high_freq_wavelen = original_len / low_freq_factor, original_len / high_freq_factor
+  low_freq_wavelen = original_len / low_freq_factor
+  high_freq_wavelen = original_len / high_freq_factor
   scaled_K2 = jnp.where(wavelen_K2 > low_freq_wavelen, inv_freq_K2 / factor, inv_freq_K2)
   smooth_K2 = (original_len / wavelen_K2 - low_freq_factor) / (high_freq_factor - low_freq_factor)
   blended_K2 = (1 - smooth_K2) * scaled_K2 / factor + smooth_K2 * scaled_K2

@@ -1,0 +1,151 @@
+"""KV-cache generation, sampling and scoring against the uncached decoder."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from llmjax.data.tokenizers import ByteTokenizer
+from llmjax.errors import UserError
+from llmjax.infer import Generator, SamplingParams, Scorer, generate_text
+from llmjax.infer.sampling import filter_logits
+from llmjax.models import Decoder, ModelConfig
+
+BASE = ModelConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
+                   max_len=48)
+VARIANTS = {
+    "llama": {},
+    "scanned": {"scan_layers": True},
+    "gpt2": {"positions": "learned", "norm": "layernorm", "activation": "gelu",
+             "tie_embeddings": True, "qkv_bias": True, "out_bias": True, "mlp_bias": True},
+    "sliding_window": {"sliding_window": 3},
+    "olmo2": {"norm_position": "post", "qk_norm": True, "clip_qkv": 0.5},
+}
+PROMPTS = [[1, 5, 7], [1, 9, 3, 4, 8, 11, 2, 6, 6, 9], [3]]
+
+
+def _model(**changes):
+  cfg = dataclasses.replace(BASE, **changes)
+  params = Decoder(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  # Larger weights than the init: sharp distributions, so greedy choices are not near-ties.
+  return cfg, jax.tree.map(lambda x: x * 4 if x.ndim > 1 else x, params)
+
+
+def _greedy_without_cache(cfg, params, prompt, steps):
+  """Recomputes the whole row each step; the row is right-padded to a fixed length (causal
+  attention: later padding cannot change earlier logits), so it compiles once."""
+  forward = jax.jit(Decoder(cfg).apply)
+  tokens, logprobs = list(prompt), []
+  for _ in range(steps):
+    row = np.zeros((1, 24), np.int32)
+    row[0, :len(tokens)] = tokens
+    logits = forward({"params": params}, row)[0, len(tokens) - 1]
+    token = int(jnp.argmax(logits))
+    logprobs.append(float(jax.nn.log_softmax(logits)[token]))
+    tokens.append(token)
+  return tokens[len(prompt):], logprobs
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cached_greedy_generation_equals_the_full_forward_per_prompt(variant):
+  """Left-padded rows in one batch, decoded through the cache, pick what each prompt alone
+  picks with full recomputation; scoring the completions gives the same log-probs."""
+  cfg, params = _model(**VARIANTS[variant])
+  out = Generator(cfg, params, batch_size=4, length_bucket=8).generate_ids(
+      PROMPTS, SamplingParams(max_new_tokens=6))
+  scores = Scorer(cfg, params, batch_size=4, length_bucket=8).score_ids(
+      [(p, c[0].tokens) for p, c in zip(PROMPTS, out)])
+  for prompt, completions, score in zip(PROMPTS, out, scores):
+    tokens, logprobs = _greedy_without_cache(cfg, params, prompt, 6)
+    assert completions[0].tokens == tokens
+    np.testing.assert_allclose(completions[0].logprobs, logprobs, atol=2e-5)
+    np.testing.assert_allclose(score.token_logprobs, logprobs, atol=2e-5)
+    assert completions[0].finish_reason == "length"
+
+
+@pytest.fixture(scope="module")
+def llama():
+  return _model()
+
+
+def test_row_seeds_make_samples_independent_of_batching(llama):
+  cfg, params = llama
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=8, n=3)
+  batched = Generator(cfg, params, batch_size=8, length_bucket=8).generate_ids(PROMPTS, sampling,
+                                                                              seed=7)
+  one_by_one = Generator(cfg, params, batch_size=1, length_bucket=16).generate_ids(
+      PROMPTS, sampling, seed=7)
+  assert [[c.tokens for c in cs] for cs in batched] == [[c.tokens for c in cs]
+                                                         for cs in one_by_one]
+  # Three samples of a prompt are three different draws, and another seed draws differently.
+  assert len({tuple(c.tokens) for c in batched[1]}) > 1
+  other_seed = Generator(cfg, params, batch_size=8, length_bucket=8).generate_ids(
+      PROMPTS, sampling, seed=8)
+  assert [[c.tokens for c in cs] for cs in other_seed] != [[c.tokens for c in cs]
+                                                           for cs in batched]
+
+
+@pytest.mark.parametrize("filtering", [{"top_k": 1}, {"top_p": 1e-6}, {"min_p": 0.999}])
+def test_filters_that_leave_one_token_sample_greedily(llama, filtering):
+  cfg, params = llama
+  generator = Generator(cfg, params, batch_size=4, length_bucket=8)
+  greedy = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=5))
+  sampled = generator.generate_ids(
+      PROMPTS, SamplingParams(temperature=1.5, max_new_tokens=5, **filtering), seed=3)
+  assert [c[0].tokens for c in sampled] == [c[0].tokens for c in greedy]
+
+
+def test_filter_logits_keeps_the_expected_sets():
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  kept = lambda **kw: (np.isfinite(filter_logits(logits, SamplingParams(temperature=1.0, **kw)))
+                       [0].tolist())
+  assert kept(top_k=2) == [True, True, False, False]
+  assert kept(top_p=0.8) == [True, True, False, False]  # 0.5 + 0.3 reaches 0.8
+  assert kept(top_p=0.81) == [True, True, True, False]
+  assert kept(min_p=0.5) == [True, True, False, False]  # p >= 0.25
+
+
+def test_stop_tokens_and_stop_strings(llama):
+  cfg, params = llama
+  generator = Generator(cfg, params, batch_size=4, length_bucket=8)
+  free = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=8))
+  stop_token = free[0][0].tokens[3]
+  first = free[0][0].tokens.index(stop_token)
+  stopped = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=8),
+                                   stop_token_ids=[stop_token])
+  assert stopped[0][0].tokens == free[0][0].tokens[:first + 1]
+  assert stopped[0][0].finish_reason == "stop"
+
+  tokenizer = ByteTokenizer()  # ids >= 3 decode to bytes
+  text = tokenizer.decode(free[1][0].tokens)
+  stop = text[2:4]
+  results, _ = generate_text(generator, tokenizer, PROMPTS, SamplingParams(max_new_tokens=8),
+                             stop_strings=[stop])
+  completion = results[1][0]
+  assert completion.text == text[:text.find(stop)]
+  assert completion.finish_reason == "stop"
+  assert stop in tokenizer.decode(completion.tokens)
+  assert stop not in tokenizer.decode(completion.tokens[:-1])
+
+
+def test_repetition_penalty_discourages_seen_tokens(llama):
+  cfg, params = llama
+  generator = Generator(cfg, params, batch_size=4, length_bucket=8)
+  plain = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=12))
+  penalised = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=12,
+                                                             repetition_penalty=100.0))
+  repeats = lambda results: sum(len(c[0].tokens) - len(set(c[0].tokens)) for c in results)
+  assert repeats(penalised) < repeats(plain)
+
+
+def test_bad_requests_are_user_errors(llama):
+  cfg, params = llama
+  with pytest.raises(UserError, match="prompt 1 is empty"):
+    Generator(cfg, params).generate_ids([[1], []], SamplingParams())
+  with pytest.raises(UserError, match="sampling.top_p"):
+    SamplingParams(top_p=0.0)
+  learned, learned_params = _model(**VARIANTS["gpt2"])
+  with pytest.raises(UserError, match="learned positions"):
+    Generator(learned, learned_params).generate_ids([[1] * 40], SamplingParams(max_new_tokens=9))
