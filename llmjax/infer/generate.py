@@ -89,7 +89,10 @@ class Generator:
           {"params": params, "cache": cache}, tokens_BxP, positions_BxP, segments_BxP,
           decode=True, last_positions=1, mutable=["cache"])
       rows_B = jnp.arange(B)
-      seen_BxV = jnp.zeros((B, V), bool).at[rows_B[:, None], tokens_BxP].max(mask_BxP > 0)
+      # Tokens present in each row, for the repetition penalty only (else a dummy).
+      track_seen = sampling.repetition_penalty != 1.0
+      seen_BxV = (jnp.zeros((B, V), bool).at[rows_B[:, None], tokens_BxP].max(mask_BxP > 0)
+                  if track_seen else jnp.zeros((B, 1), bool))
       lengths_B = mask_BxP.sum(axis=1)
 
       def cond(carry):
@@ -106,7 +109,8 @@ class Generator:
         stops_B = jnp.isin(token_B, stop_ids_S) & ~done_B
         stopped_at_B = jnp.where(stops_B, step + 1, stopped_at_B)
         done_B = done_B | stops_B
-        seen_BxV = seen_BxV.at[rows_B, token_B].set(True)
+        if track_seen:
+          seen_BxV = seen_BxV.at[rows_B, token_B].set(True)
         logits_Bx1xV, variables = model.apply(
             {"params": params, "cache": cache}, token_B[:, None], (lengths_B + step)[:, None],
             jnp.ones((B, 1), jnp.int32), decode=True, mutable=["cache"])
