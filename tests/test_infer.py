@@ -148,4 +148,4 @@ def test_bad_requests_are_user_errors(llama):
     SamplingParams(top_p=0.0)
   learned, learned_params = _model(**VARIANTS["gpt2"])
   with pytest.raises(UserError, match="learned positions"):
-    Generator(learned, learned_params).generate_ids([[1] * 40], SamplingParams(max_new_tokens=9))
+    Generator(learned, learned_params).generate_ids([[1] * 40], SamplingParams(max_new_tokens=10))

@@ -18,7 +18,7 @@ The iterator is a grain DatasetIterator: its position is saved in every checkpoi
 resumed run sees exactly the batches the interrupted one would have.
 """
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import grain
 import numpy as np
@@ -134,3 +134,27 @@ def take(dataset: grain.IterDataset, n: int) -> list[dict[str, np.ndarray]]:
     if len(batches) == n:
       break
   return batches
+
+
+def row_batches(rows: np.ndarray, global_batch: int, seed: int,
+                to_batch: Callable[[np.ndarray], dict[str, np.ndarray]],
+                shard_options: grain.sharding.ShardOptions | None = None) -> grain.IterDataset:
+  """Shuffled epochs of fixed-length rows (e.g. synthetic task examples), forever.
+
+  The global batch is the same on any number of processes; each process gets its contiguous
+  share of it. The iterator is checkpointable (resumes mid-epoch).
+
+  Args:
+    rows: [R, ...] examples.
+    global_batch: B over all processes (a multiple of the process count).
+    to_batch: [B / P, ...] rows -> the model batch dict.
+  """
+  process = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  if global_batch % process.shard_count:
+    raise UserError(f"batch size {global_batch} does not split over {process.shard_count} "
+                    "processes")
+  share = global_batch // process.shard_count
+  first = process.shard_index * share
+  ds = grain.MapDataset.source(rows).shuffle(seed=seed).repeat(None)
+  ds = ds.batch(global_batch, drop_remainder=True)
+  return ds.map(lambda batch: to_batch(np.asarray(batch)[first:first + share])).to_iter_dataset()

@@ -10,6 +10,7 @@ from llmjax.errors import UserError
 EXPERIMENTS = {
     "lm_pretrain": "llmjax.experiments.lm_pretrain",
     "grokking": "llmjax.experiments.grokking",
+    "coverage": "llmjax.experiments.coverage",
     "generate": "llmjax.experiments.generate",
     "score": "llmjax.experiments.score",
 }

@@ -180,7 +180,8 @@ class Generator:
 
   def _check_length(self, longest: int, max_new: int) -> None:
     cfg = self.config
-    if cfg.positions == "learned" and longest + max_new > cfg.max_len:
+    # The last new token is never fed back, so it needs no position of its own.
+    if cfg.positions == "learned" and longest + max_new - 1 > cfg.max_len:
       raise UserError(f"a prompt of {longest} tokens + max_new_tokens={max_new} exceeds the "
                       f"model's {cfg.max_len} learned positions")
 
