@@ -108,6 +108,7 @@ def k_coverage(train_inputs: np.ndarray, full_targets: np.ndarray, k: int) -> np
   all_targets = full_targets.reshape(-1)
   train_ids = np.ravel_multi_index(tuple(train_inputs.T), full_targets.shape)
   train_targets = all_targets[train_ids]
+  num_target_values = int(all_targets.max()) + 1
 
   hub_rows, hub_cols, next_hub = [], [], size
   for subset in nontrivial_subsets(n):
@@ -117,7 +118,7 @@ def k_coverage(train_inputs: np.ndarray, full_targets: np.ndarray, k: int) -> np
                                N ** len(subset), N ** len(rest), k)
     # One hub per (fragment class, context, target): inputs sharing it are connected.
     keys = ((classes[_ids(all_inputs[:, subset], N)].astype(np.int64) * N ** len(rest)
-             + _ids(all_inputs[:, rest], N)) * N + all_targets)
+             + _ids(all_inputs[:, rest], N)) * num_target_values + all_targets)
     _, hubs = np.unique(keys, return_inverse=True)
     hub_rows.append(np.arange(size))
     hub_cols.append(hubs + next_hub)
