@@ -1,6 +1,7 @@
 """KV-cache generation, sampling and scoring against the uncached decoder."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -149,3 +150,38 @@ def test_bad_requests_are_user_errors(llama):
   learned, learned_params = _model(**VARIANTS["gpt2"])
   with pytest.raises(UserError, match="learned positions"):
     Generator(learned, learned_params).generate_ids([[1] * 40], SamplingParams(max_new_tokens=10))
+
+
+def test_generate_and_score_clis_on_an_llmjax_run_agree(tmp_path):
+  """A few pretraining steps, then `generate` from the run directory and `score` of what it
+  generated from the checkpoint step: the two log-probabilities are the same numbers."""
+  from tests.conftest import read_jsonl, run_cli, tiny_args
+  run = tmp_path / "run"
+  result = run_cli(tiny_args(run, "--config.train.steps=20", "--config.train.eval_every=20",
+                             "--config.train.checkpoint_every=20"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  prompts = tmp_path / "prompts.jsonl"
+  prompts.write_text('{"prompt": "The cat", "id": 7}\n{"prompt": "A"}\n')
+  result = run_cli(["--config", "configs/generate.py", "--workdir", str(tmp_path / "gen"),
+                    f"--config.checkpoint={run}", f"--config.prompts={prompts}",
+                    "--config.sampling.max_new_tokens=12", "--config.sampling.n=2",
+                    "--config.sampling.temperature=0.7", "--config.sampling.top_k=20"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  generations = read_jsonl(tmp_path / "gen" / "generations.jsonl")
+  assert [(g["id"], g["sample"]) for g in generations] == [(7, 0), (7, 1), (1, 0), (1, 1)]
+  # Completions whose text re-encodes to the same tokens: no EOS, ASCII bytes only.
+  kept = [g for g in generations if g["finish_reason"] == "length"
+          and all(3 + 32 <= t < 3 + 127 for t in g["tokens"])]
+  assert kept
+  rows = tmp_path / "rows.jsonl"
+  rows.write_text("".join(json.dumps({"prompt": g["prompt"], "completion": g["completion"]})
+                          + "\n" for g in kept))
+  result = run_cli(["--config", "configs/score.py", "--workdir", str(tmp_path / "score"),
+                    f"--config.checkpoint={run}/checkpoints/20", f"--config.prompts={rows}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  scores = read_jsonl(tmp_path / "score" / "scores.jsonl")
+  for generated, scored in zip(kept, scores):
+    np.testing.assert_allclose(scored["token_logprobs"], generated["token_logprobs"], atol=1e-4)
+  summary = json.loads((tmp_path / "gen" / "summary.json").read_text())
+  assert summary["completions"] == 4 and summary["tokens_generated"] == sum(
+      len(g["tokens"]) for g in generations)

@@ -84,7 +84,8 @@ class ByteTokenizer(Tokenizer):
     return [b + self._OFFSET for b in text.encode("utf-8")]
 
   def decode(self, ids: Sequence[int]) -> str:
-    data = bytes(int(i) - self._OFFSET for i in ids if int(i) >= self._OFFSET)
+    # Specials and ids past the vocabulary (a model's padded embedding rows) decode to nothing.
+    data = bytes(int(i) - self._OFFSET for i in ids if self._OFFSET <= int(i) < self.vocab_size)
     return data.decode("utf-8", errors="replace")
 
 
@@ -104,7 +105,7 @@ class SentencePieceTokenizer(Tokenizer):
     return list(self._sp.encode(text))
 
   def decode(self, ids: Sequence[int]) -> str:
-    return self._sp.decode([int(i) for i in ids])
+    return self._sp.decode([int(i) for i in ids if 0 <= int(i) < self.vocab_size])
 
 
 def load_tokenizer(spec: str) -> Tokenizer:

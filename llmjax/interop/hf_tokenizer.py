@@ -92,7 +92,8 @@ class HFTokenizer(Tokenizer):
     return self._tok.encode(text, add_special_tokens=True).ids
 
   def decode(self, ids: Sequence[int]) -> str:
-    return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)
+    return self._tok.decode([int(i) for i in ids if 0 <= int(i) < self.vocab_size],
+                            skip_special_tokens=True)
 
   def apply_chat_template(self, messages: list[dict[str, Any]],
                           add_generation_prompt: bool = True) -> str:
