@@ -77,14 +77,14 @@ def _parallel_two_hop(config):
 def _sweep(config):
   _paper(config)
   config.mode = "sweep"
-  config.sweep.update(n_tokens=[20, 30, 40, 50])
+  config.sweep.update(n_tokens=(20, 30, 40, 50))
 
 
 def _sweep_cpu(config):
   _cpu(config)
   config.mode = "sweep"
   config.train.update(steps=2000)
-  config.sweep.update(n_tokens=[8, 10, 12, 14])
+  config.sweep.update(n_tokens=(8, 10, 12, 14))
 
 
 PRESETS = {"cpu": _cpu, "paper": _paper, "path_ambiguity": _path_ambiguity, "cot": _cot,
@@ -104,8 +104,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   })
   config.coverage = ml_collections.ConfigDict({"k": 1, "max_k": 5})
   config.sweep = ml_collections.ConfigDict({
-      "n_tokens": [8, 10, 12, 14], "target_accuracy": 0.8,
-      "train_fractions": [0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 0.9],
+      "n_tokens": (8, 10, 12, 14), "target_accuracy": 0.8,
+      "train_fractions": (0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 0.9),
   })
   config.eval_batch_size = 512
   config.optim.schedule = "constant"

@@ -123,3 +123,46 @@ def test_coverage_experiment_end_to_end(tmp_path):
   train_rows = read_jsonl(workdir / "data" / "train.jsonl")
   assert len(train_rows) == summary["num_train"] and "covered" not in train_rows[0]
   assert (workdir / "plots" / "accuracy_vs_coverage.png").exists()
+
+
+def test_chain_of_thought_on_the_path_ambiguous_task_end_to_end(tmp_path):
+  """CoT rows (inputs, bridge, target) train, and evaluation generates the bridge before the
+  answer; the path-ambiguous types are reported."""
+  workdir = tmp_path / "run"
+  result = run_cli(["--config", "configs/coverage.py", "--workdir", str(workdir),
+                    "--config.train.progress=False", "--config.task.kind=path_ambiguous",
+                    "--config.task.cot=True", "--config.task.n_tokens=5",
+                    "--config.task.num_test=40", "--config.train.steps=30",
+                    "--config.train.batch_size=32", "--config.train.eval_every=30",
+                    "--config.model.d_model=32", "--config.model.n_layers=1",
+                    "--config.model.d_ff=64", "--config.coverage.max_k=1",
+                    "--config.coverage.k=1"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["cot"] and set(summary["by_k"]) == {"k1"}
+  row = read_jsonl(workdir / "data" / "train.jsonl")[0]
+  task = compositional.make_task("path_ambiguous", 5, summary["num_train"], num_test=40)
+  assert row["bridges"] == task.splits["train"].bridges[0].tolist()
+  assert all(0 <= summary["accuracy"][name] <= 1 for name in summary["accuracy"])
+
+
+def test_sweep_finds_data_required_and_fits_the_exponent(tmp_path):
+  """With a target every run reaches, the smallest training set of each N is the first tried,
+  and the exponent is fitted on them."""
+  workdir = tmp_path / "sweep"
+  result = run_cli(["--config", "configs/coverage.py:sweep_cpu", "--workdir", str(workdir),
+                    "--config.train.progress=False", "--config.sweep.n_tokens=(5, 7)",
+                    "--config.sweep.train_fractions=(0.5, 0.9)",
+                    "--config.sweep.target_accuracy=0.0", "--config.task.num_test=30",
+                    "--config.train.steps=5", "--config.train.batch_size=16",
+                    "--config.model.d_model=32", "--config.model.n_layers=1",
+                    "--config.model.d_ff=64"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  expected = {str(n): int(0.5 * compositional.max_train_size("two_hop", n, 0.7))
+              for n in (5, 7)}
+  assert summary["data_required"] == expected
+  assert len(summary["runs"]) == 2 and summary["not_reached"] == []
+  fit = fit_power_law([5, 7], list(expected.values()))
+  assert summary["fit"]["alpha"] == pytest.approx(fit["alpha"])
+  assert (workdir / "plots" / "data_vs_n.png").exists()
