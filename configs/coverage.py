@@ -9,6 +9,10 @@ cpu (default) — two-hop task over N = 20 tokens, 70% of each function's domain
   chance with probability 1/20, and 1-equivalence then merges nearly all fragments: the
   1-coverage of this training set is almost the whole domain).
   python -m llmjax.main --config configs/coverage.py --workdir runs/coverage
+  Runtime: about 1 min 50 s on 2 CPU cores (measured 2026-11-29).
+  Expected: both_seen accuracy 0.99, unseen types 0.07-0.14 (chance 0.05); pooled over the test
+  types, accuracy 0.95 inside the 3-coverage vs 0.10 outside (summary.json `covered_accuracy`,
+  `uncovered_accuracy`; `by_k` for k = 1..5).
 paper — two-hop over N = 50, the paper's GPT-2 (8 layers, 12 heads, d_model 768), lr 8e-4,
   weight decay 0.1, constant schedule with warmup (accelerator-sized).
 path_ambiguity / cot — the paper task (N = 50) with the path-ambiguous graph
@@ -16,7 +20,10 @@ path_ambiguity / cot — the paper task (N = 50) with the path-ambiguous graph
   emitted before the answer).
 three_hop / parallel_two_hop — the other graphs, N = 12, CPU-sized.
 sweep — data required for two-hop generalization vs N (N = 20 .. 50), exponent fit
-  (accelerator-sized). sweep_cpu: the same at N = 8 .. 14 on CPU.
+  (accelerator-sized). sweep_cpu: the same at N = 8 .. 14 on CPU (up to 28 trainings of
+  2,000 steps: most of an hour on 2 cores).
+The paper-sized presets (paper, path_ambiguity, cot, sweep) and three_hop/parallel_two_hop have
+not been run to completion yet: no runtime or result is claimed for them.
 
 Outputs: W/summary.json (accuracy per test type, covered vs uncovered accuracy at
 `coverage.k`, coverage fraction per test type, and `by_k` for k = 1..max_k), W/data/*.jsonl

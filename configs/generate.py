@@ -11,6 +11,11 @@ Writes W/generations.jsonl (id, sample, prompt, completion, tokens, logprob, tok
 finish_reason) and W/summary.json (tokens generated, seconds incl. compilation, tokens/s).
 Sampling: temperature 0 is greedy; top_k 0, top_p 1, min_p 0 and repetition_penalty 1 are off;
 `stop` is a tuple of strings, `stop_token_ids` adds to the tokenizer's EOS ids.
+Runtime: model loading plus about 1.5 s of compilation per (batch, prompt-length bucket); then,
+for example, 2,800 tokens/s at batch 16 for a 4-layer d_model-256 Llama with a 32k vocabulary
+on 2 CPU cores (benchmarks/decode_throughput.py, measured 2026-11-29).
+Expected: greedy completions identical to transformers' `generate` for the supported families
+(tests/test_interop.py).
 """
 
 import ml_collections

@@ -2,9 +2,10 @@
 W/generations.jsonl, throughput in the summary."""
 
 import collections
+import os
 
-from llmjax.experiments.inference_io import (encode_prompt, load_for_inference, output_path,
-                                             read_requests, write_jsonl)
+from llmjax.experiments.inference_io import (encode_prompt, load_for_inference, read_requests,
+                                             write_jsonl)
 from llmjax.infer import Generator, SamplingParams, generate_text
 
 
@@ -38,7 +39,7 @@ def run(config, workdir: str) -> dict:
                "tokens": c.tokens, "logprob": c.logprob, "token_logprobs": c.logprobs,
                "finish_reason": c.finish_reason}
 
-  write_jsonl(output_path(workdir, "generations.jsonl"), records())
+  write_jsonl(os.path.join(workdir, "generations.jsonl"), records())
   generated = sum(len(c.tokens) for cs in results for c in cs)
   reasons = collections.Counter(c.finish_reason for cs in results for c in cs)
   return {"model": loaded.source, "prompts": len(rows),

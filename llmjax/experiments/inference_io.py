@@ -2,7 +2,6 @@
 reading request rows, writing JSONL results atomically."""
 
 import json
-import os
 from typing import Any, Iterable
 
 from llmjax import runio
@@ -60,7 +59,3 @@ def write_jsonl(path: str, rows: Iterable[dict[str, Any]]) -> None:
   with runio.atomic_output(path) as tmp, open(tmp, "w") as f:
     for row in rows:
       f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def output_path(workdir: str, name: str) -> str:
-  return os.path.join(workdir, name)

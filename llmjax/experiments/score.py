@@ -1,10 +1,11 @@
 """Log-probabilities of given completions (experiment `score`): W/scores.jsonl holds, per row,
 the completion's total and per-token log-probs under its prompt."""
 
+import os
 import time
 
-from llmjax.experiments.inference_io import (encode_prompt, load_for_inference, output_path,
-                                             read_requests, write_jsonl)
+from llmjax.experiments.inference_io import (encode_prompt, load_for_inference, read_requests,
+                                             write_jsonl)
 from llmjax.infer import Scorer
 
 
@@ -19,7 +20,7 @@ def run(config, workdir: str) -> dict:
   started = time.perf_counter()
   scores = scorer.score_ids(pairs, show_progress=True)
   seconds = time.perf_counter() - started
-  write_jsonl(output_path(workdir, "scores.jsonl"), (
+  write_jsonl(os.path.join(workdir, "scores.jsonl"), (
       {"id": row["id"], "prompt": row.get("prompt", row.get("messages")),
        "completion": row["completion"], "logprob": s.logprob, "num_tokens": len(pair[1]),
        "token_logprobs": s.token_logprobs}

@@ -9,6 +9,7 @@ Export writes `model.safetensors` (or numbered shards plus `model.safetensors.in
 larger than `max_shard_bytes`) and a config.json that transformers loads.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -93,8 +94,6 @@ def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None 
   Returns:
     (ModelConfig, params placed in their shardings, family name).
   """
-  import dataclasses
-
   from safetensors import safe_open
 
   hf = read_hf_config(directory)

@@ -22,7 +22,6 @@ Everything is a deterministic function of the seed.
 """
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -183,17 +182,8 @@ def lm_batch(rows: np.ndarray, num_inputs: int) -> dict[str, np.ndarray]:
                                        (B, length - 1)).copy()}
 
 
-def chance_accuracy(n_tokens: int) -> float:
-  return 1.0 / n_tokens
-
-
 def max_train_size(kind: str, n_tokens: int, seen_fraction: float) -> int:
   """Roughly how many inputs compose seen entries (for sizing sweeps)."""
   num_inputs, functions = GRAPHS[kind]
   return int(n_tokens ** num_inputs * seen_fraction ** len(functions))
 
-
-def describe(task: CompositionalTask) -> dict[str, int]:
-  return {name: len(s) for name, s in task.splits.items()} | {
-      "seen_entries_" + f"f{j + 1}": int(s.sum()) for j, s in enumerate(task.seen)} | {
-      "domain": math.prod(task.tables[0].shape[:1]) ** task.num_inputs}
