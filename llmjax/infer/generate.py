@@ -73,8 +73,8 @@ class Generator:
     self.model = Decoder(model_config)
     self._compiled = {}
 
-  def _loop(self, batch: int, prompt_len: int, params: SamplingParams, num_stop: int):
-    key = (batch, prompt_len, params, num_stop)
+  def _loop(self, batch: int, prompt_len: int, params: SamplingParams):
+    key = (batch, prompt_len, params)
     if key not in self._compiled:
       self._compiled[key] = self._build_loop(batch, prompt_len, params)
     return self._compiled[key]
@@ -82,7 +82,7 @@ class Generator:
   def _build_loop(self, B: int, P: int, sampling: SamplingParams):
     model, T, V = self.model, sampling.max_new_tokens, self.config.vocab_size
 
-    def run(params, tokens_BxP, mask_BxP, row_keys_B, stop_ids_S):
+    def run(params, tokens_BxP, mask_BxP, row_keys_B, stop_ids_S, active_B):
       positions_BxP, segments_BxP = left_padded_inputs(mask_BxP)
       cache = init_cache(model, B, P + T)
       logits_Bx1xV, variables = model.apply(
@@ -118,14 +118,15 @@ class Generator:
                 logprobs_BxT, stopped_at_B)
 
       carry = (jnp.zeros((), jnp.int32), variables["cache"], logits_Bx1xV[:, 0], seen_BxV,
-               jnp.zeros((B,), bool), jnp.full((B, T), self.pad_id, jnp.int32),
+               ~active_B, jnp.full((B, T), self.pad_id, jnp.int32),
                jnp.zeros((B, T), jnp.float32), jnp.zeros((B,), jnp.int32))
       carry = jax.lax.while_loop(cond, body, carry)
       return carry[5], carry[6], carry[7]
 
     batch_sharding = self.parallel.batch_sharding(2)
-    jitted = jax.jit(run, in_shardings=(None, batch_sharding, batch_sharding,
-                                        self.parallel.batch_sharding(1), None))
+    row_sharding = self.parallel.batch_sharding(1)
+    jitted = jax.jit(run, in_shardings=(None, batch_sharding, batch_sharding, row_sharding, None,
+                                        row_sharding))
 
     def call(*args):
       with self.parallel.context():
@@ -159,7 +160,7 @@ class Generator:
       self._check_length(longest, sampling.max_new_tokens)
       tokens = np.full((B, P), self.pad_id, np.int32)
       mask = np.zeros((B, P), np.int32)
-      mask[len(chunk):, -1] = 1  # filler rows: one token, so no row is all padding
+      mask[len(chunk):, -1] = 1  # filler rows (start done): one token, no row all padding
       row_ids = np.zeros((B,), np.int32)
       for b, (i, r) in enumerate(chunk):
         prompt = np.asarray(prompts[i], np.int32)
@@ -167,8 +168,8 @@ class Generator:
         row_ids[b] = i * sampling.n + r
       row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids)
       out_tokens, out_logprobs, stopped_at = jax.device_get(
-          self._loop(B, P, sampling, len(stop_ids))(self.params, tokens, mask, row_keys,
-                                                    stop_ids))
+          self._loop(B, P, sampling)(self.params, tokens, mask, row_keys, stop_ids,
+                                     np.arange(B) < len(chunk)))
       for b, (i, r) in enumerate(chunk):
         n = int(stopped_at[b]) or sampling.max_new_tokens
         results[i][r] = Completion(tokens=out_tokens[b, :n].tolist(),
