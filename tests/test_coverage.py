@@ -56,6 +56,8 @@ def test_chain_of_thought_rows_put_bridges_before_the_target():
 def test_bad_task_settings_are_named():
   with pytest.raises(UserError, match="task.kind = 'four_hop'"):
     compositional.make_task("four_hop", 5, 10)
+  with pytest.raises(UserError, match="task.kind = 'four_hop'"):
+    compositional.max_train_size("four_hop", 5, 0.7)  # sizes training sets before make_task
   with pytest.raises(UserError, match="task.num_train = 5000: only"):
     compositional.make_task("two_hop", 5, 5000)
 

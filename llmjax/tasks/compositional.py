@@ -72,6 +72,13 @@ class CompositionalTask:
     return evaluate(self.kind, self.tables, inputs)[1].reshape((self.n_tokens,) * self.num_inputs)
 
 
+def graph(kind: str):
+  """(number of inputs, functions) of a task kind; UserError for an unknown kind."""
+  if kind not in GRAPHS:
+    raise UserError(f"task.kind = {kind!r}: expected one of {sorted(GRAPHS)}")
+  return GRAPHS[kind]
+
+
 def domain(n_tokens: int, num_inputs: int) -> np.ndarray:
   """Every input, [N^n, n] in row-major (mixed-radix) order."""
   size = n_tokens ** num_inputs
@@ -84,7 +91,7 @@ def domain(n_tokens: int, num_inputs: int) -> np.ndarray:
 
 def _applications(kind: str, tables, inputs):
   """For each function, the flat index of the entry each input applies it to, and the outputs."""
-  num_inputs, functions = GRAPHS[kind]
+  num_inputs, functions = graph(kind)
   outputs, entries = [], []
   for (arity, sources), table in zip(functions, tables):
     args = [inputs[:, s] if s >= 0 else outputs[-s - 1] for s in sources]
@@ -102,7 +109,7 @@ def evaluate(kind: str, tables, inputs: np.ndarray):
 
 
 def type_names(kind: str) -> list[str]:
-  h = len(GRAPHS[kind][1])
+  h = len(graph(kind)[1])
   every = "both" if h == 2 else "all"
   return (["train_inferred", f"{every}_seen"] + [f"f{j + 1}_unseen" for j in range(h)]
           + [f"{every}_unseen"])
@@ -111,14 +118,12 @@ def type_names(kind: str) -> list[str]:
 def make_task(kind: str, n_tokens: int, num_train: int, seen_fraction: float = 0.7,
               num_test: int = 2000, seed: int = 0) -> CompositionalTask:
   """Builds the tables, the seen sets and every split (see the module docstring)."""
-  if kind not in GRAPHS:
-    raise UserError(f"task.kind = {kind!r}: expected one of {sorted(GRAPHS)}")
+  num_inputs, functions = graph(kind)
   if n_tokens < 2:
     raise UserError(f"task.n_tokens = {n_tokens}: expected at least 2")
   if not 0 < seen_fraction <= 1:
     raise UserError(f"task.seen_fraction = {seen_fraction}: expected a fraction in (0, 1]")
   rng = np.random.default_rng(seed)
-  num_inputs, functions = GRAPHS[kind]
   tables = [rng.integers(0, n_tokens, (n_tokens,) * arity).astype(np.int32)
             for arity, _ in functions]
   seen = []
@@ -184,6 +189,6 @@ def lm_batch(rows: np.ndarray, num_inputs: int) -> dict[str, np.ndarray]:
 
 def max_train_size(kind: str, n_tokens: int, seen_fraction: float) -> int:
   """Roughly how many inputs compose seen entries (for sizing sweeps)."""
-  num_inputs, functions = GRAPHS[kind]
+  num_inputs, functions = graph(kind)
   return int(n_tokens ** num_inputs * seen_fraction ** len(functions))
 
