@@ -34,13 +34,13 @@ def _model(**changes):
   return cfg, jax.tree.map(lambda x: x * 4 if x.ndim > 1 else x, params)
 
 
-def _greedy_without_cache(cfg, params, prompt, steps):
+def _greedy_without_cache(cfg, params, prompt, steps, buffer=24):
   """Recomputes the whole row each step; the row is right-padded to a fixed length (causal
   attention: later padding cannot change earlier logits), so it compiles once."""
   forward = jax.jit(Decoder(cfg).apply)
   tokens, logprobs = list(prompt), []
   for _ in range(steps):
-    row = np.zeros((1, 24), np.int32)
+    row = np.zeros((1, buffer), np.int32)
     row[0, :len(tokens)] = tokens
     logits = forward({"params": params}, row)[0, len(tokens) - 1]
     token = int(jnp.argmax(logits))
@@ -64,6 +64,21 @@ def test_cached_greedy_generation_equals_the_full_forward_per_prompt(variant):
     np.testing.assert_allclose(completions[0].logprobs, logprobs, atol=2e-5)
     np.testing.assert_allclose(score.token_logprobs, logprobs, atol=2e-5)
     assert completions[0].finish_reason == "length"
+
+
+def test_generation_across_cache_segments_equals_the_full_forward():
+  """70 new tokens decode in three segments (caches of P + 32, 64, 70 slots); the tokens and
+  log-probs are those of recomputing the whole row each step."""
+  from llmjax.infer.generate import decode_segments
+  assert decode_segments(70) == [32, 64, 70] and decode_segments(32) == [32]
+  cfg, params = _model(max_len=96)
+  prompts = [[1, 5, 7], [3, 9, 2, 4, 4]]
+  out = Generator(cfg, params, batch_size=2, length_bucket=8).generate_ids(
+      prompts, SamplingParams(max_new_tokens=70))
+  for prompt, completions in zip(prompts, out):
+    tokens, logprobs = _greedy_without_cache(cfg, params, prompt, 70, buffer=80)
+    assert completions[0].tokens == tokens
+    np.testing.assert_allclose(completions[0].logprobs, logprobs, atol=2e-5)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,9 @@ Padding: prompts are LEFT-padded to a common length P (a multiple of `length_buc
 row carries its own positions (0 at its first real token) and segment ids (0 on padding), so a
 padded row computes exactly what it would alone: padding slots are never attended to, and rope
 or learned positions start at each row's first token. All rows then write their new tokens into
-the same cache slot each step. The compiled program is cached per (batch, P, max_new_tokens,
-sampling settings): one compile per bucket, not per call.
+the same cache slot each step. The cache grows in segments (`decode_segments`), so a step only
+reads the slots its segment can have filled. The compiled program is cached per (batch, P,
+max_new_tokens, sampling settings): one compile per bucket, not per call.
 
 Sampling: see llmjax.infer.sampling. Row r of prompt i (n samples each) draws with
 fold_in(fold_in(PRNGKey(seed), i * n + r), step): results do not depend on the batch size or on
@@ -18,6 +19,7 @@ completion is cut before the first one and its tokens after the token that compl
 """
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Sequence
@@ -82,9 +84,11 @@ class Generator:
   def _build_loop(self, B: int, P: int, sampling: SamplingParams):
     model, T, V = self.model, sampling.max_new_tokens, self.config.vocab_size
 
+    ends = decode_segments(T)
+
     def run(params, tokens_BxP, mask_BxP, row_keys_B, stop_ids_S, active_B):
       positions_BxP, segments_BxP = left_padded_inputs(mask_BxP)
-      cache = init_cache(model, B, P + T)
+      cache = init_cache(model, B, P + ends[0])
       logits_Bx1xV, variables = model.apply(
           {"params": params, "cache": cache}, tokens_BxP, positions_BxP, segments_BxP,
           decode=True, last_positions=1, mutable=["cache"])
@@ -95,9 +99,9 @@ class Generator:
                   if track_seen else jnp.zeros((B, 1), bool))
       lengths_B = mask_BxP.sum(axis=1)
 
-      def cond(carry):
+      def cond(carry, end):
         step, done_B = carry[0], carry[4]
-        return (step < T) & ~jnp.all(done_B)
+        return (step < end) & ~jnp.all(done_B)
 
       def body(carry):
         step, cache, logits_BxV, seen_BxV, done_B, tokens_BxT, logprobs_BxT, stopped_at_B = carry
@@ -120,7 +124,10 @@ class Generator:
       carry = (jnp.zeros((), jnp.int32), variables["cache"], logits_Bx1xV[:, 0], seen_BxV,
                ~active_B, jnp.full((B, T), self.pad_id, jnp.int32),
                jnp.zeros((B, T), jnp.float32), jnp.zeros((B,), jnp.int32))
-      carry = jax.lax.while_loop(cond, body, carry)
+      for i, end in enumerate(ends):
+        if i:  # a larger cache for the next segment: one copy, then cheaper steps until here
+          carry = carry[:1] + (grow_cache(carry[1], init_cache(model, B, P + end)),) + carry[2:]
+        carry = jax.lax.while_loop(functools.partial(cond, end=end), body, carry)
       return carry[5], carry[6], carry[7]
 
     batch_sharding = self.parallel.batch_sharding(2)
@@ -185,6 +192,27 @@ class Generator:
     if cfg.positions == "learned" and longest + max_new - 1 > cfg.max_len:
       raise UserError(f"a prompt of {longest} tokens + max_new_tokens={max_new} exceeds the "
                       f"model's {cfg.max_len} learned positions")
+
+
+def decode_segments(max_new_tokens: int, first: int = 32) -> list[int]:
+  """Ends of the decode segments: 32, 64, 128, ... then max_new_tokens. Each segment decodes
+  with a cache just long enough for it, so early steps do not read (memory-bound) empty slots;
+  for 2,048 new tokens the average step reads about half the slots a full-length cache would."""
+  ends, end = [], first
+  while end < max_new_tokens:
+    ends.append(end)
+    end *= 2
+  return ends + [max_new_tokens]
+
+
+def grow_cache(cache, target):
+  """Pads every cache array with empty slots to the shapes of `target` (an empty larger cache):
+  slot axes grow at the end; the write index and filled slots stay as they are."""
+  def grow(old, new):
+    if old.shape == new.shape:  # the write index, a scalar
+      return old
+    return jnp.pad(old, [(0, n - o) for o, n in zip(old.shape, new.shape)])
+  return jax.tree.map(grow, cache, target)
 
 
 def generate_text(generator: Generator, tokenizer, prompts: Sequence[Sequence[int]],
