@@ -21,7 +21,9 @@ path_ambiguity / cot — the paper task (N = 50) with the path-ambiguous graph
 three_hop / parallel_two_hop — the other graphs, N = 12, CPU-sized.
 sweep — data required for two-hop generalization vs N (N = 20 .. 50), exponent fit
   (accelerator-sized). sweep_cpu: the same at N = 8 .. 14 on CPU (up to 28 trainings of
-  2,000 steps: most of an hour on 2 cores).
+  2,000 steps: most of an hour on 2 cores). Measured 2026-11-29 with 1,500 steps and four
+  fractions (16 minutes): no N reached 0.8 (best 0.54-0.59 at 90% of the pool for N <= 12), so
+  no exponent at this scale — see docs/benchmarks.md.
 The paper-sized presets (paper, path_ambiguity, cot, sweep) and three_hop/parallel_two_hop have
 not been run to completion yet: no runtime or result is claimed for them.
 
