@@ -20,7 +20,6 @@ completion is cut before the first one and its tokens after the token that compl
 
 import dataclasses
 import functools
-import math
 import time
 from typing import Sequence
 
@@ -29,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from llmjax.errors import UserError
+from llmjax.infer.batching import BatchedRunner
 from llmjax.infer.cache import init_cache, left_padded_inputs
 from llmjax.infer.sampling import SamplingParams, next_tokens
-from llmjax.models import Decoder, ModelConfig
-from llmjax.parallel import Parallel
 from llmjax.runio import progress_bar
 
 
@@ -50,29 +48,11 @@ class Completion:
     return float(sum(self.logprobs))
 
 
-class Generator:
-  """Generates from a decoder's params (already placed in their shardings).
+class Generator(BatchedRunner):
+  """Generates from a decoder's params (see BatchedRunner for the constructor's arguments)."""
 
-  Args:
-    model_config: the decoder's config.
-    params: its parameters.
-    parallel: the mesh the params live on (batch rows are split over data/fsdp, heads over
-      tensor); default one over all devices.
-    batch_size: rows per compiled batch (rounded up to a multiple of the batch axes' size).
-    length_bucket: prompt lengths are padded up to a multiple of this.
-    pad_id: token id written into padding (never attended to).
-  """
-
-  def __init__(self, model_config: ModelConfig, params, parallel: Parallel | None = None,
-               batch_size: int = 16, length_bucket: int = 64, pad_id: int = 0):
-    self.config = model_config
-    self.params = params
-    self.parallel = parallel or Parallel.from_config({"data": -1})
-    multiple = self.parallel.batch_size_multiple
-    self.batch_size = -(-batch_size // multiple) * multiple
-    self.length_bucket = length_bucket
-    self.pad_id = pad_id
-    self.model = Decoder(model_config)
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
     self._compiled = {}
 
   def _loop(self, batch: int, prompt_len: int, params: SamplingParams):
@@ -163,7 +143,7 @@ class Generator:
     for start in range(0, len(rows), B):
       chunk = rows[start:start + B]
       longest = max(len(prompts[i]) for i, _ in chunk)
-      P = math.ceil(longest / self.length_bucket) * self.length_bucket
+      P = self.padded_length(longest)
       self._check_length(longest, sampling.max_new_tokens)
       tokens = np.full((B, P), self.pad_id, np.int32)
       mask = np.zeros((B, P), np.int32)

@@ -7,7 +7,6 @@ masked). Rows are sorted by length so similar lengths share a batch; results com
 """
 
 import dataclasses
-import math
 from typing import Sequence
 
 import jax
@@ -15,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llmjax.errors import UserError
-from llmjax.models import Decoder, ModelConfig
-from llmjax.parallel import Parallel
+from llmjax.infer.batching import BatchedRunner
 from llmjax.runio import progress_bar
 
 
@@ -47,19 +45,13 @@ def completion_logprobs(logits_BxLxV, tokens_BxL, completion_mask_BxL):
   return jnp.pad(logprobs_BxL, ((0, 0), (1, 0)))
 
 
-class Scorer:
-  """Scores completions with a decoder's params (placed in their shardings)."""
+class Scorer(BatchedRunner):
+  """Scores completions with a decoder's params (see BatchedRunner for the constructor's
+  arguments)."""
 
-  def __init__(self, model_config: ModelConfig, params, parallel: Parallel | None = None,
-               batch_size: int = 16, length_bucket: int = 64, pad_id: int = 0):
-    self.config = model_config
-    self.params = params
-    self.parallel = parallel or Parallel.from_config({"data": -1})
-    multiple = self.parallel.batch_size_multiple
-    self.batch_size = -(-batch_size // multiple) * multiple
-    self.length_bucket = length_bucket
-    self.pad_id = pad_id
-    model = Decoder(model_config)
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    model = self.model
 
     def score(params, tokens_BxL, segments_BxL, completion_mask_BxL):
       logits_BxLxV = model.apply({"params": params}, tokens_BxL, None, segments_BxL)
@@ -86,7 +78,7 @@ class Scorer:
     for start in range(0, len(order), B):
       chunk = order[start:start + B]
       longest = max(len(pairs[i][0]) + len(pairs[i][1]) for i in chunk)
-      L = math.ceil(longest / self.length_bucket) * self.length_bucket
+      L = self.padded_length(longest)
       tokens = np.full((B, L), self.pad_id, np.int32)
       segments = np.zeros((B, L), np.int32)
       scored = np.zeros((B, L), np.int32)
