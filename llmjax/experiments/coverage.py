@@ -68,7 +68,8 @@ def export_splits(task, covered_mask, cot: bool, directory: str) -> None:
 
 
 def train_model(config, task, workdir: str):
-  """Trains the decoder on the training split; returns (model config, params, trainer)."""
+  """Trains the decoder on the training split; returns (model config, params, trainer, the
+  trainer's fit result)."""
   cot = config.task.cot
   rows = compositional.sequences(task.splits["train"], cot)
   length = rows.shape[1] - 1
@@ -84,7 +85,7 @@ def train_model(config, task, workdir: str):
     return compositional.lm_batch(batch_rows, n)
 
   # Teacher-forced loss/accuracy on both-seen test inputs, logged during training.
-  held_out = compositional.sequences(task.splits[compositional.type_names(task.kind)[1]], cot)
+  held_out = compositional.sequences(task.splits[compositional.seen_type(task.kind)], cot)
   B = train_config.batch_size
   eval_batches = [to_batch(held_out[i:i + B]) for i in range(0, len(held_out) - B + 1, B)]
   result = trainer.fit(workdir, iter(row_batches(rows, B, config.seed, to_batch)),
@@ -115,7 +116,7 @@ def coverage_report(task, correct, ks) -> tuple[dict, dict]:
   full_targets = task.full_targets()
   train_inputs = task.splits["train"].inputs
   masks, report = {}, {}
-  both_seen = compositional.type_names(task.kind)[1]
+  both_seen = compositional.seen_type(task.kind)
   for k in ks:
     mask = k_coverage(train_inputs, full_targets, k)
     masks[k] = mask
@@ -217,7 +218,7 @@ def run_sweep(config, workdir: str) -> dict:
   sweep = config.sweep
   if len(sweep.n_tokens) < 2:
     raise UserError("sweep.n_tokens needs at least two token-set sizes to fit an exponent")
-  both_seen = compositional.type_names(config.task.kind)[1]
+  both_seen = compositional.seen_type(config.task.kind)
   runs, required = [], {}
   for n_tokens in sweep.n_tokens:
     pool = compositional.max_train_size(config.task.kind, n_tokens, config.task.seen_fraction)

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import os
 
-import jax
 
 from llmjax.data.tokenizers import Tokenizer, load_tokenizer
 from llmjax.errors import UserError
@@ -26,11 +25,12 @@ class LoadedModel:
   source: str
 
 
-def _tokenizer_or_none(spec: str) -> Tokenizer | None:
-  try:
-    return load_tokenizer(spec)
-  except UserError:
+def _tokenizer_or_none(directory: str) -> Tokenizer | None:
+  """The directory's own tokenizer, None if it ships none (a broken one is an error)."""
+  if not any(os.path.isfile(os.path.join(directory, name))
+             for name in ("tokenizer.json", "tokenizer.model")):
     return None
+  return load_tokenizer(f"hf:{directory}")
 
 
 def load_model(spec: str, parallel: Parallel, tokenizer: str = "",
@@ -49,12 +49,12 @@ def load_model(spec: str, parallel: Parallel, tokenizer: str = "",
       raise UserError(f"checkpoint {spec}: directory not found")
     config, params, family = load_hf(directory, parallel, dtype or None)
     return LoadedModel(config, params, load_tokenizer(tokenizer) if tokenizer else
-                       _tokenizer_or_none(f"hf:{directory}"), f"{family} from {directory}")
+                       _tokenizer_or_none(directory), f"{family} from {directory}")
   return _load_llmjax(spec, parallel, tokenizer)
 
 
 def _load_llmjax(spec: str, parallel: Parallel, tokenizer: str) -> LoadedModel:
-  from llmjax.interop.hf_checkpoint import param_shardings
+  from llmjax.interop.hf_checkpoint import decoder_params_layout
   from llmjax.train.checkpoint import Checkpointer
 
   path = os.path.abspath(spec)
@@ -76,10 +76,7 @@ def _load_llmjax(spec: str, parallel: Parallel, tokenizer: str) -> LoadedModel:
     step = checkpointer.latest_step() if step is None else step
     if step is None:
       raise UserError(f"checkpoint {spec}: the run has no checkpoints yet")
-    abstract, shardings = param_shardings(model_config, parallel)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract, shardings)
-    params = checkpointer.restore_params(step, abstract)
+    params = checkpointer.restore_params(step, decoder_params_layout(model_config, parallel))
   finally:
     checkpointer.close()
   spec_tokenizer = tokenizer or run_config.get("data", {}).get("tokenizer", "")

@@ -15,7 +15,6 @@ import math
 import os
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,7 +26,7 @@ from llmjax.interop.hf_config import (hf_config_from_model, infer_family,
 from llmjax.interop.hf_weights import canonical_hf_name, ignorable, tensor_maps
 from llmjax.models import Decoder, ModelConfig
 from llmjax.parallel import Parallel
-from llmjax.train.state import state_shardings
+from llmjax.train.state import abstract_with_shardings
 
 _INDEX = "model.safetensors.index.json"
 
@@ -72,14 +71,12 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
   tree[path[-1]] = value
 
 
-def param_shardings(cfg: ModelConfig, parallel: Parallel):
-  """(abstract params, NamedSharding per param) of the decoder `cfg` builds."""
+def decoder_params_layout(cfg: ModelConfig, parallel: Parallel):
+  """Abstract params (shape, dtype, sharding) of the decoder `cfg` builds."""
   model = Decoder(cfg)
-  with parallel.context():
-    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                              jnp.zeros((1, 1), jnp.int32))["params"])
-  shardings = state_shardings(parallel, boxed)
-  return nn.unbox(boxed), shardings
+  return abstract_with_shardings(
+      lambda rng: model.init(rng, jnp.zeros((1, 1), jnp.int32))["params"], parallel,
+      jax.random.PRNGKey(0))
 
 
 def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None = None,
@@ -104,7 +101,7 @@ def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None 
     raise UserError("imported models use unscanned layers; leave scan_layers false")
   family = hf["model_type"]
   parallel = parallel or Parallel.from_config({"data": -1})
-  abstract, shardings = param_shardings(cfg, parallel)
+  abstract = decoder_params_layout(cfg, parallel)
   maps = {m.hf_name: m for m in tensor_maps(cfg, family)}
   params: dict = {}
   for path in safetensors_files(directory):
@@ -125,7 +122,7 @@ def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None 
                           f"{tuple(hf_array.shape)}; config.json implies {expected}")
         for p, value in zip(tensor_map.paths, tensor_map.to_llmjax(hf_array, shapes)):
           value = value.astype(_get(abstract, p).dtype)
-          _set(params, p, jax.make_array_from_callback(value.shape, _get(shardings, p),
+          _set(params, p, jax.make_array_from_callback(value.shape, _get(abstract, p).sharding,
                                                        lambda index, v=value: v[index]))
   if maps:
     raise UserError(f"{directory}: checkpoint lacks tensor {sorted(maps)[0]!r} that a {family} "

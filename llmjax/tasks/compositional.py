@@ -115,6 +115,12 @@ def type_names(kind: str) -> list[str]:
           + [f"{every}_unseen"])
 
 
+def seen_type(kind: str) -> str:
+  """The in-distribution test type: every function applied to seen entries ('both_seen' for
+  two functions, 'all_seen' for three)."""
+  return type_names(kind)[1]
+
+
 def make_task(kind: str, n_tokens: int, num_train: int, seen_fraction: float = 0.7,
               num_test: int = 2000, seed: int = 0) -> CompositionalTask:
   """Builds the tables, the seen sets and every split (see the module docstring)."""

@@ -45,6 +45,16 @@ def state_shardings(parallel: Parallel, boxed_abstract_state: Any) -> Any:
   return jax.tree.map(leaf_sharding, boxed_abstract_state, is_leaf=_is_box)
 
 
+def abstract_with_shardings(init: Callable[..., Any], parallel: Parallel, *args) -> Any:
+  """What `init(*args)` would return (a tree with boxed params), as jax.ShapeDtypeStructs that
+  carry their shardings: the target layout of an initialisation, a restore or an import."""
+  with parallel.context():
+    boxed = jax.eval_shape(init, *args)
+  shardings = _drop_boxes(state_shardings(parallel, boxed))
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      _drop_boxes(boxed), shardings)
+
+
 def _drop_boxes(tree: Any) -> Any:
   return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
 
@@ -68,11 +78,8 @@ def make_state_initializer(init_params: Callable[[jax.Array], Any],
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), rng=state_rng)
 
-  with parallel.context():
-    boxed = jax.eval_shape(init_boxed, 0)
-  shardings = _drop_boxes(state_shardings(parallel, boxed))
-  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                          _drop_boxes(boxed), shardings)
+  abstract = abstract_with_shardings(init_boxed, parallel, 0)
+  shardings = jax.tree.map(lambda a: a.sharding, abstract)
   init_jit = jax.jit(lambda seed: nn.unbox(init_boxed(seed)), out_shardings=shardings)
 
   def init_fn(seed: int) -> TrainState:
