@@ -19,6 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from llmjax import hostenv  # noqa: E402
 from llmjax.config_base import base_config  # noqa: E402
 from llmjax.models import ModelConfig  # noqa: E402
 from llmjax.parallel import Parallel  # noqa: E402
@@ -106,4 +107,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+  hostenv.reexec_with_huge_page_malloc()  # as `python -m llmjax.main` runs: see llmjax/hostenv.py
   main()

@@ -19,7 +19,7 @@ from typing import Sequence
 from absl import flags
 from ml_collections import config_dict, config_flags
 
-from llmjax import distributed, runio
+from llmjax import distributed, hostenv, runio
 from llmjax.errors import UserError
 
 USAGE = ("usage: python -m llmjax.main --config configs/NAME.py[:PRESET] --workdir DIR "
@@ -148,4 +148,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+  hostenv.reexec_with_huge_page_malloc()
   sys.exit(main())

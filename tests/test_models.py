@@ -6,7 +6,7 @@ import flax.linen as nn
 
 from llmjax.errors import UserError
 from llmjax.models import Decoder, ModelConfig, collect_probes
-from llmjax.models.layers import apply_rope
+from llmjax.models.layers import apply_rope, rope_sin_cos
 
 FAMILIES = {
     "llama": dict(activation="swiglu", norm="rmsnorm", positions="rope", n_kv_heads=2),
@@ -105,7 +105,9 @@ def test_rope_depends_only_on_relative_position():
   q = jax.random.normal(jax.random.PRNGKey(8), (1, 1, 1, 16))
   k = jax.random.normal(jax.random.PRNGKey(9), (1, 1, 1, 16))
   def score(pq, pk):
-    return (apply_rope(q, jnp.array([[pq]]), 1e4) * apply_rope(k, jnp.array([[pk]]), 1e4)).sum()
+    def rotate(x, position):
+      return apply_rope(x, rope_sin_cos(jnp.array([[position]]), 16, 16, 1e4))
+    return (rotate(q, pq) * rotate(k, pk)).sum()
   np.testing.assert_allclose(score(5, 2), score(13, 10), rtol=1e-5)
   assert not np.isclose(score(5, 2), score(5, 3))
 

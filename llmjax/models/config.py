@@ -64,6 +64,9 @@ class ModelConfig:
   # dot_product: jax.nn.dot_product_attention, which picks cuDNN flash attention on GPUs where
   # it supports the mask, and XLA elsewhere (no dropout on attention probabilities there).
   attention_impl: str = "einsum"
+  # einsum attention without a KV cache: queries in chunks of this many positions, each reading
+  # only the keys up to its last position (causal block skipping); 0: one chunk.
+  attention_chunk: int = 128
   # Rematerialisation per layer: none (keep activations), full (recompute the layer in the
   # backward pass), dots_saveable (keep matmul outputs, recompute the rest).
   remat: str = "none"
@@ -93,6 +96,7 @@ class ModelConfig:
     check(self.positions in POSITIONS, "positions", f"one of {POSITIONS}")
     check(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
     check(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
+    check(self.attention_chunk >= 0, "attention_chunk", "0 (one chunk) or a positive integer")
     check(self.remat in REMAT, "remat", f"one of {REMAT}")
     check(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")
     check(self.num_kv_heads > 0 and self.n_heads % self.num_kv_heads == 0, "n_kv_heads",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from llmjax.models.config import ModelConfig
 from llmjax.models.layers import (Attention, Mlp, Norm, Projection, attention_mask,
-                                  cached_attention_mask)
+                                  cached_attention_mask, rope_sin_cos)
 
 
 class Block(nn.Module):
@@ -28,15 +28,15 @@ class Block(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxMxD, positions_BxM, mask_Bx1xLxC, deterministic: bool = True,
+  def __call__(self, x_BxMxD, rope_BxM, mask_Bx1xLxC, deterministic: bool = True,
                folded_input=None, cache_index=None):
     """Returns the residual stream at the last L positions (L = M unless the mask has fewer
-    query rows). `folded_input`, `cache_index`: see Attention."""
+    query rows). `rope_BxM`, `folded_input`, `cache_index`: see Attention."""
     cfg = self.config
     L = mask_Bx1xLxC.shape[2]
     pre = cfg.norm_position == "pre"
     attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
-    h_BxLxD = Attention(cfg, name="attn")(attn_norm(x_BxMxD) if pre else x_BxMxD, positions_BxM,
+    h_BxLxD = Attention(cfg, name="attn")(attn_norm(x_BxMxD) if pre else x_BxMxD, rope_BxM,
                                           mask_Bx1xLxC, deterministic, folded_input, cache_index)
     h_BxLxD = h_BxLxD if pre else attn_norm(h_BxLxD)
     x_BxLxD = x_BxMxD[:, -L:] + nn.Dropout(cfg.dropout)(h_BxLxD, deterministic=deterministic)
@@ -66,9 +66,9 @@ class _ScanStep(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_BxL, mask_Bx1xLxC, cache_index):
+  def __call__(self, x_BxLxD, rope_BxL, mask_Bx1xLxC, cache_index):
     block = _block_class(self.config)(self.config, name="block")
-    return block(x_BxLxD, positions_BxL, mask_Bx1xLxC, self.deterministic, None,
+    return block(x_BxLxD, rope_BxL, mask_Bx1xLxC, self.deterministic, None,
                  cache_index), None
 
 
@@ -77,7 +77,9 @@ class Decoder(nn.Module):
 
   Args (of `__call__`):
     tokens_BxL: int token ids.
-    positions_BxL: position of each token within its document; default 0..L-1 per row.
+    positions_BxL: position of each token within its document, so below the row's number of
+      slots (L, or the cache length when decoding; with rope, a position outside gives NaN);
+      default 0..L-1 per row.
     segment_ids_BxL: document number of each token, 0 for padding; default all ones.
     deterministic: False enables dropout (needs a 'dropout' rng).
     last_positions: if given, compute logits only for the last n positions; the last layer then
@@ -107,6 +109,11 @@ class Decoder(nn.Module):
     else:
       mask_Bx1xLxL = attention_mask(segment_ids_BxL, positions_BxL, cfg.sliding_window)
       cache_index = None
+    # A row's positions count its tokens, so they lie below its number of slots (the mask's
+    # last axis: L, or the cache length when decoding).
+    rope_BxL = (rope_sin_cos(positions_BxL, mask_Bx1xLxL.shape[-1], cfg.head_dim,
+                             cfg.rope_theta, cfg.rope_llama3_scaling)
+                if cfg.positions == "rope" else None)
 
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed", dtype=cfg.compute_dtype,
                      param_dtype=cfg.weight_dtype,
@@ -128,8 +135,8 @@ class Decoder(nn.Module):
                        split_rngs={"params": True, "dropout": True},
                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
                        length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BxLxD, _ = layers(cfg, deterministic, name="layers")(x_BxLxD, positions_BxL,
-                                                             mask_Bx1xLxL, cache_index)
+      x_BxLxD, _ = layers(cfg, deterministic, name="layers")(x_BxLxD, rope_BxL, mask_Bx1xLxL,
+                                                             cache_index)
       if last_positions:  # every scanned layer has the same shape, so slice afterwards
         x_BxLxD = x_BxLxD[:, -last_positions:]
     else:
@@ -144,7 +151,7 @@ class Decoder(nn.Module):
         last_layer = i == cfg.n_layers - 1
         layer_mask = (mask_Bx1xLxL[:, :, -last_positions:] if last_layer and last_positions
                       else mask_Bx1xLxL)
-        x_BxLxD = block_class(cfg, name=f"layer_{i}")(x_BxLxD, positions_BxL, layer_mask,
+        x_BxLxD = block_class(cfg, name=f"layer_{i}")(x_BxLxD, rope_BxL, layer_mask,
                                                       deterministic,
                                                       folded_input if i == 0 else None,
                                                       cache_index)
