@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from llmjax import hostenv
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -21,6 +23,11 @@ def _isolated_caches(tmp_path_factory):
   os.environ["LLMJAX_CACHE"] = str(root / "llmjax")
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "xla"))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  # CLI subprocesses start with glibc malloc on huge pages, as `python -m llmjax.main` would
+  # re-execute itself to (llmjax/hostenv.py): the same speed, without the second start.
+  tunables = hostenv.huge_page_tunables()
+  if tunables:
+    os.environ["GLIBC_TUNABLES"] = tunables
   yield
 
 

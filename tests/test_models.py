@@ -112,6 +112,52 @@ def test_rope_depends_only_on_relative_position():
   assert not np.isclose(score(5, 2), score(5, 3))
 
 
+def test_rope_tables_equal_the_formula_and_reject_positions_outside():
+  positions = jnp.array([[0, 3, 17, 63], [62, 1, 5, 8]])
+  for scaling in (None, (8.0, 1.0, 4.0, 16)):
+    sin, cos = rope_sin_cos(positions, 64, 16, 500.0, scaling)
+    inv_freq = 1.0 / 500.0 ** (np.arange(8) / 8)
+    if scaling:  # Llama 3: wavelengths above 16 tokens slowed 8x, below 4 kept, blended between
+      wavelen = 2 * np.pi / inv_freq
+      smooth = (16 / wavelen - 1.0) / 3.0
+      inv_freq = np.where(wavelen > 16, inv_freq / 8,
+                          np.where(wavelen < 4, inv_freq,
+                                   (1 - smooth) * inv_freq / 8 + smooth * inv_freq))
+    angles = np.asarray(positions)[..., None] * inv_freq
+    np.testing.assert_allclose(sin, np.sin(angles), atol=1e-5)  # f32 angles
+    np.testing.assert_allclose(cos, np.cos(angles), atol=1e-5)
+  sin, cos = rope_sin_cos(jnp.array([[-1, 0, 64]]), 64, 16, 1e4)
+  assert np.isnan(sin[0, [0, 2]]).all() and np.isnan(cos[0, [0, 2]]).all()
+  assert np.isfinite(sin[0, 1]).all()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "mistral"])
+def test_query_chunks_compute_what_one_chunk_does(family):
+  # Chunks of 5 over 12 positions (5, 5, 2) skip the keys after each chunk: packing, padding,
+  # GQA, a sliding window and a last-positions readout must all come out the same, gradients too.
+  _, whole, params = make(**FAMILIES[family], attention_chunk=0)
+  _, chunked, _ = make(**FAMILIES[family], attention_chunk=5)
+  tokens = jax.random.randint(jax.random.PRNGKey(13), (2, 12), 0, 50)
+  segments = jnp.array([[0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2], [1] * 12])
+  positions = jnp.array([[0, 0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4], list(range(12))])
+  real = np.asarray(segments > 0)  # padded query rows attend to nothing; not used
+
+  def loss(model, p):
+    logits = model.apply({"params": p}, tokens, positions, segments)
+    return jnp.sum(jnp.where(real[..., None], logits, 0.0) ** 2)
+
+  expected = whole.apply({"params": params}, tokens, positions, segments)
+  got = chunked.apply({"params": params}, tokens, positions, segments)
+  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(expected)[real], atol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               jax.grad(loss, 1)(chunked, params), jax.grad(loss, 1)(whole, params))
+  np.testing.assert_allclose(chunked.apply({"params": params}, tokens, last_positions=3),
+                             whole.apply({"params": params}, tokens)[:, -3:], atol=1e-5)
+  probes = [collect_probes(m.apply({"params": params}, tokens, mutable=["intermediates"])[1][
+      "intermediates"], 2)["attn_probs"] for m in (chunked, whole)]
+  np.testing.assert_allclose(probes[0], probes[1], atol=1e-6)
+
+
 def test_bf16_compute_keeps_f32_params():
   config, model, params = make(dtype="bfloat16")
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))

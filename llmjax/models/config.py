@@ -64,8 +64,9 @@ class ModelConfig:
   # dot_product: jax.nn.dot_product_attention, which picks cuDNN flash attention on GPUs where
   # it supports the mask, and XLA elsewhere (no dropout on attention probabilities there).
   attention_impl: str = "einsum"
-  # einsum attention without a KV cache: queries in chunks of this many positions, each reading
-  # only the keys up to its last position (causal block skipping); 0: one chunk.
+  # einsum attention without a KV cache: queries in chunks of this many positions (at most 8
+  # chunks: longer sequences get longer chunks), each reading only the keys up to its last
+  # position (causal block skipping); 0: one chunk.
   attention_chunk: int = 128
   # Rematerialisation per layer: none (keep activations), full (recompute the layer in the
   # backward pass), dots_saveable (keep matmul outputs, recompute the rest).
