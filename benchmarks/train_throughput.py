@@ -1,10 +1,12 @@
 """Training tokens/s: llmjax against plain PyTorch (eager, and torch.compile where it works).
 
-  python benchmarks/train_throughput.py [--steps 30] [--warmup 5]
+  python benchmarks/train_throughput.py [--steps 10] [--rounds 3] [--warmup 5]
 
 The same Llama-style model on both sides (d_model 256, 4 layers, 4 heads, d_ff 1024, SwiGLU,
-RMSNorm, rope), sequence 256, batch 16, byte vocabulary, AdamW, a fixed random batch; timed over
-`--steps` steps after `--warmup` (compilation excluded on both sides). Prints one JSON line.
+RMSNorm, rope), sequence 256, batch 16, byte vocabulary, AdamW, a fixed random batch. Each side
+is compiled and warmed up first; then `--rounds` rounds time `--steps` steps of each side in
+turn (after 2 untimed steps), and each figure is the median over rounds, so a slow spell of a
+shared host does not land on one side only. Prints one JSON line.
 """
 
 import argparse
@@ -37,25 +39,29 @@ def batch_arrays(seed: int = 0) -> dict[str, np.ndarray]:
           "positions": np.tile(np.arange(SEQ, dtype=np.int32), (BATCH, 1))}
 
 
-def llmjax_tokens_per_s(steps: int, warmup: int) -> float:
+def llmjax_runner(warmup: int):
+  """Returns run(steps) -> seconds for `steps` llmjax train steps, compiled and warmed up."""
   config = base_config("throughput")
-  config.train.update(batch_size=BATCH, seq_len=SEQ, steps=steps + warmup)
+  config.train.update(batch_size=BATCH, seq_len=SEQ, steps=10**6)
   config.optim.update(warmup_steps=0, clip_norm=0.0)
   model = ModelConfig(vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, d_ff=D_FF)
   trainer = Trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
-  state = trainer.init_state(0)
+  state = [trainer.init_state(0)]
   batch = trainer.to_device(batch_arrays())
-  for _ in range(warmup):
-    state, metrics = trainer.train_step(state, batch)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = trainer.train_step(state, batch)
-  jax.block_until_ready(metrics)
-  return steps * BATCH * SEQ / (time.perf_counter() - start)
+
+  def run(steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      state[0], metrics = trainer.train_step(state[0], batch)
+    jax.block_until_ready(metrics)
+    return time.perf_counter() - start
+
+  run(warmup)
+  return run
 
 
-def torch_tokens_per_s(steps: int, warmup: int, compile_model: bool) -> float:
+def torch_runner(warmup: int, compile_model: bool):
+  """Returns run(steps) -> seconds for `steps` PyTorch train steps, warmed up."""
   torch.manual_seed(0)
   model = torch_llama.LlamaStyle(VOCAB, D, LAYERS, HEADS, D_FF)
   optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95),
@@ -65,39 +71,44 @@ def torch_tokens_per_s(steps: int, warmup: int, compile_model: bool) -> float:
   inputs = torch.as_tensor(arrays["inputs"], dtype=torch.long)
   targets = torch.as_tensor(arrays["targets"], dtype=torch.long)
 
-  def step():
-    logits = forward(inputs)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss
+  def run(steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      logits = forward(inputs)
+      loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+      optimizer.zero_grad(set_to_none=True)
+      loss.backward()
+      optimizer.step()
+    return time.perf_counter() - start
 
-  for _ in range(warmup):
-    step()
-  start = time.perf_counter()
-  for _ in range(steps):
-    step()
-  return steps * BATCH * SEQ / (time.perf_counter() - start)
+  run(warmup)
+  return run
 
 
 def main() -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
+  parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=5)
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
   result = {"benchmark": "train_throughput", "device": jax.devices()[0].device_kind,
-            "torch_version": torch.__version__}
-  result["llmjax_tokens_per_s"] = round(llmjax_tokens_per_s(args.steps, args.warmup), 1)
-  result["torch_eager_tokens_per_s"] = round(torch_tokens_per_s(args.steps, args.warmup, False),
-                                             1)
+            "torch_version": torch.__version__, "steps_per_round": args.steps,
+            "rounds": args.rounds}
+  runners = {"llmjax": llmjax_runner(args.warmup),
+             "torch_eager": torch_runner(args.warmup, compile_model=False)}
   try:
-    compiled = torch_tokens_per_s(args.steps, args.warmup, True)
-    result["torch_compile_tokens_per_s"] = round(compiled, 1)
+    runners["torch_compile"] = torch_runner(args.warmup, compile_model=True)
   except Exception as e:  # torch.compile needs a C++ toolchain and may fail on a host
-    result["torch_compile_tokens_per_s"] = None
     result["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+  rates = {name: [] for name in runners}
+  for _ in range(args.rounds):
+    for name, run in runners.items():
+      run(2)  # untimed: the first steps after the other side has run are slower on both sides
+      rates[name].append(args.steps * BATCH * SEQ / run(args.steps))
+  for name in ("llmjax", "torch_eager", "torch_compile"):
+    result[f"{name}_tokens_per_s"] = (round(float(np.median(rates[name])), 1) if name in rates
+                                      else None)
   result["ratio_vs_eager"] = round(result["llmjax_tokens_per_s"] /
                                    result["torch_eager_tokens_per_s"], 3)
   if result["torch_compile_tokens_per_s"]:
