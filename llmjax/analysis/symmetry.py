@@ -77,7 +77,7 @@ def instance_violations(logits_NxV, task) -> dict[str, jax.Array]:
     elif kind == "transitive":
       ab, bc, ac, true_token, false_token = arrays
       log_odds_N = (logits_NxV[:, true_token] - logits_NxV[:, false_token]).astype(jnp.float32)
-      bernoulli = lambda l: jnp.stack([jax.nn.sigmoid(l), jax.nn.sigmoid(-l)], -1)  # noqa: E731
+      bernoulli = lambda z: jnp.stack([jax.nn.sigmoid(z), jax.nn.sigmoid(-z)], -1)  # noqa: E731
       out[name] = symmetric_kl(bernoulli(log_odds_N[ab] + log_odds_N[bc]),
                                bernoulli(log_odds_N[ac]))
     else:

@@ -34,6 +34,7 @@ from llmjax.analysis import geometry, stages, symmetry
 from llmjax.errors import TrainingDivergedError, UserError
 from llmjax.experiments import grokking_plots
 from llmjax.models import Decoder, ModelConfig
+from llmjax.numerics import argmax_first
 from llmjax.tasks.algorithmic import Task, make_task
 from llmjax.train.checkpoint import Checkpointer
 from llmjax.train.grokfast import grokfast_ema, grokfast_ma
@@ -105,7 +106,7 @@ def make_loss_and_eval(model: Decoder, task: Task, config):
   def eval_fn(params, shared, per_seed):
     logits_NxV = answer_logits(model, params, shared["inputs"])
     ce_N = cross_entropy_rows(logits_NxV, shared["targets"])
-    correct_N = (jnp.argmax(logits_NxV, -1) == shared["targets"]).astype(jnp.float32)
+    correct_N = (argmax_first(logits_NxV) == shared["targets"]).astype(jnp.float32)
     train_N = per_seed["train_mask"]
     test_N = 1.0 - train_N
     out = {

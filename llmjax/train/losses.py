@@ -6,6 +6,8 @@ Shape letters: B batch, L length, V vocab.
 import jax
 import jax.numpy as jnp
 
+from llmjax.numerics import argmax_first
+
 
 def cross_entropy(logits_BxLxV, targets_BxL, mask_BxL, z_loss: float = 0.0):
   """Mean masked next-token cross-entropy.
@@ -28,5 +30,5 @@ def cross_entropy(logits_BxLxV, targets_BxL, mask_BxL, z_loss: float = 0.0):
   loss = nll_sum / weight_sum
   if z_loss:
     loss = loss + z_loss * (jnp.square(log_z_BxL) * mask).sum() / weight_sum
-  correct_sum = ((jnp.argmax(logits, axis=-1) == targets_BxL) * mask).sum()
+  correct_sum = ((argmax_first(logits) == targets_BxL) * mask).sum()
   return loss, {"nll_sum": nll_sum, "correct_sum": correct_sum, "weight_sum": mask.sum()}
