@@ -46,13 +46,14 @@ def llmjax_runner(warmup: int):
   config.optim.update(warmup_steps=0, clip_norm=0.0)
   model = ModelConfig(vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, d_ff=D_FF)
   trainer = Trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
-  state = [trainer.init_state(0)]
+  state = trainer.init_state(0)
   batch = trainer.to_device(batch_arrays())
 
   def run(steps: int) -> float:
+    nonlocal state
     start = time.perf_counter()
     for _ in range(steps):
-      state[0], metrics = trainer.train_step(state[0], batch)
+      state, metrics = trainer.train_step(state, batch)
     jax.block_until_ready(metrics)
     return time.perf_counter() - start
 
