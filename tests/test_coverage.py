@@ -17,7 +17,10 @@ from tests.conftest import read_jsonl, run_cli
 def test_task_splits_follow_their_definitions(kind):
   task = compositional.make_task(kind, n_tokens=6, num_train=60, seed=3)
   assert task.splits["train"].inputs.shape == (60, task.num_inputs)
-  entries_of = lambda split: compositional._applications(kind, task.tables, split.inputs)[0]
+
+  def entries_of(split):
+    return compositional._applications(kind, task.tables, split.inputs)[0]
+
   seen_flat = [s.reshape(-1) for s in task.seen]
   train_rows = {tuple(x) for x in task.splits["train"].inputs}
   # Targets are the composition of the tables; seen entries are exactly those used in training.
@@ -101,15 +104,20 @@ def test_power_law_fit_recovers_a_known_exponent():
   assert fit["alpha_ci"][0] < 2.2 < fit["alpha_ci"][1]
 
 
+def run_coverage(config: str, workdir, *overrides: str):
+  """Runs the coverage CLI with a one-layer d_model 32 model, quietly, plus `overrides`."""
+  return run_cli(["--config", config, "--workdir", str(workdir),
+                  "--config.train.progress=False", "--config.model.d_model=32",
+                  "--config.model.n_layers=1", "--config.model.d_ff=64", *overrides])
+
+
 def test_coverage_experiment_end_to_end(tmp_path):
   workdir = tmp_path / "run"
-  result = run_cli(["--config", "configs/coverage.py", "--workdir", str(workdir),
-                    "--config.train.progress=False", "--config.task.n_tokens=6",
-                    "--config.task.num_test=50", "--config.train.steps=60",
-                    "--config.train.batch_size=32", "--config.train.eval_every=30",
-                    "--config.train.checkpoint_every=30", "--config.model.d_model=32",
-                    "--config.model.n_layers=1", "--config.model.d_ff=64",
-                    "--config.coverage.k=2", "--config.coverage.max_k=2"])
+  result = run_coverage("configs/coverage.py", workdir, "--config.task.n_tokens=6",
+                        "--config.task.num_test=50", "--config.train.steps=60",
+                        "--config.train.batch_size=32", "--config.train.eval_every=30",
+                        "--config.train.checkpoint_every=30", "--config.coverage.k=2",
+                        "--config.coverage.max_k=2")
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((workdir / "summary.json").read_text())
   assert set(summary["accuracy"]) == {"train_inferred", "both_seen", "f1_unseen", "f2_unseen",
@@ -131,14 +139,11 @@ def test_chain_of_thought_on_the_path_ambiguous_task_end_to_end(tmp_path):
   """CoT rows (inputs, bridge, target) train, and evaluation generates the bridge before the
   answer; the path-ambiguous types are reported."""
   workdir = tmp_path / "run"
-  result = run_cli(["--config", "configs/coverage.py", "--workdir", str(workdir),
-                    "--config.train.progress=False", "--config.task.kind=path_ambiguous",
-                    "--config.task.cot=True", "--config.task.n_tokens=5",
-                    "--config.task.num_test=40", "--config.train.steps=30",
-                    "--config.train.batch_size=32", "--config.train.eval_every=30",
-                    "--config.model.d_model=32", "--config.model.n_layers=1",
-                    "--config.model.d_ff=64", "--config.coverage.max_k=1",
-                    "--config.coverage.k=1"])
+  result = run_coverage("configs/coverage.py", workdir, "--config.task.kind=path_ambiguous",
+                        "--config.task.cot=True", "--config.task.n_tokens=5",
+                        "--config.task.num_test=40", "--config.train.steps=30",
+                        "--config.train.batch_size=32", "--config.train.eval_every=30",
+                        "--config.coverage.max_k=1", "--config.coverage.k=1")
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["cot"] and set(summary["by_k"]) == {"k1"}
@@ -152,13 +157,11 @@ def test_sweep_finds_data_required_and_fits_the_exponent(tmp_path):
   """With a target every run reaches, the smallest training set of each N is the first tried,
   and the exponent is fitted on them."""
   workdir = tmp_path / "sweep"
-  result = run_cli(["--config", "configs/coverage.py:sweep_cpu", "--workdir", str(workdir),
-                    "--config.train.progress=False", "--config.sweep.n_tokens=(5, 7)",
-                    "--config.sweep.train_fractions=(0.5, 0.9)",
-                    "--config.sweep.target_accuracy=0.0", "--config.task.num_test=30",
-                    "--config.train.steps=5", "--config.train.batch_size=16",
-                    "--config.model.d_model=32", "--config.model.n_layers=1",
-                    "--config.model.d_ff=64"])
+  result = run_coverage("configs/coverage.py:sweep_cpu", workdir,
+                        "--config.sweep.n_tokens=(5, 7)",
+                        "--config.sweep.train_fractions=(0.5, 0.9)",
+                        "--config.sweep.target_accuracy=0.0", "--config.task.num_test=30",
+                        "--config.train.steps=5", "--config.train.batch_size=16")
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((workdir / "summary.json").read_text())
   expected = {str(n): int(0.5 * compositional.max_train_size("two_hop", n, 0.7))
