@@ -6,7 +6,9 @@ The same Llama-style model on both sides (d_model 256, 4 layers, 4 heads, d_ff 1
 RMSNorm, rope), sequence 256, batch 16, byte vocabulary, AdamW, a fixed random batch. Each side
 is compiled and warmed up first; then `--rounds` rounds time `--steps` steps of each side in
 turn (after 2 untimed steps), and each figure is the median over rounds, so a slow spell of a
-shared host does not land on one side only. Prints one JSON line.
+shared host does not land on one side only. Prints one JSON line, with the f32 rate of a
+2048x2048 matmul on each side (XLA's, and torch's BLAS): the host's matmul speed sets much of
+the ratio, and it differs between hosts (see docs/benchmarks.md).
 """
 
 import argparse
@@ -25,6 +27,7 @@ from llmjax import hostenv  # noqa: E402
 from llmjax.config_base import base_config  # noqa: E402
 from llmjax.models import ModelConfig  # noqa: E402
 from llmjax.parallel import Parallel  # noqa: E402
+from llmjax.train.flops import measured_cpu_matmul_flops  # noqa: E402
 from llmjax.train.trainer import Trainer  # noqa: E402
 import torch_llama  # noqa: E402
 
@@ -86,6 +89,18 @@ def torch_runner(warmup: int, compile_model: bool):
   return run
 
 
+def torch_matmul_flops(size: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of the fastest of `repeats` [size, size] f32 matmuls through torch."""
+  a = torch.randn(size, size)
+  a @ a
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    a @ a
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * size ** 3 / best
+
+
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
@@ -115,6 +130,8 @@ def main() -> None:
   if result["torch_compile_tokens_per_s"]:
     result["ratio_vs_compile"] = round(result["llmjax_tokens_per_s"] /
                                        result["torch_compile_tokens_per_s"], 3)
+  result["xla_matmul_gflops"] = round(measured_cpu_matmul_flops() / 1e9, 1)
+  result["torch_matmul_gflops"] = round(torch_matmul_flops() / 1e9, 1)
   print(json.dumps(result))
 
 

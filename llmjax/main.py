@@ -53,8 +53,9 @@ def config_keys(config, prefix: str = "") -> list[str]:
   return keys
 
 
-def parse_args(argv: Sequence[str]):
-  """Returns (config with overrides applied, workdir, DistributedOptions)."""
+def parse_args(argv: Sequence[str], require_workdir: bool = True):
+  """Returns (config with overrides applied, workdir, DistributedOptions). Benchmarks that
+  write no run directory pass require_workdir=False."""
   args, spec = [], None
   rest = list(argv)
   while rest:
@@ -101,7 +102,7 @@ def parse_args(argv: Sequence[str]):
     raise UserError(f"unknown flag --{e.flagname}; {USAGE}") from None
   except flags.Error as e:
     raise UserError(str(e).splitlines()[0]) from None
-  if not flag_values.workdir:
+  if require_workdir and not flag_values.workdir:
     raise UserError(f"--workdir is required; {USAGE}")
   distributed_options = distributed.options_from(
       {name: flag_values[name].value for name in ("distributed", "coordinator_address",

@@ -6,7 +6,8 @@ import flax.linen as nn
 
 from llmjax.errors import UserError
 from llmjax.models import Decoder, ModelConfig, collect_probes
-from llmjax.models.layers import apply_rope, rope_sin_cos
+from llmjax.models.layers import (apply_rope, attention_mask, plain_causal_mask,
+                                  rope_sin_cos)
 
 FAMILIES = {
     "llama": dict(activation="swiglu", norm="rmsnorm", positions="rope", n_kv_heads=2),
@@ -198,15 +199,40 @@ def test_llama_1b_preset_has_the_published_parameter_count():
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "mistral"])
 def test_dot_product_attention_matches_einsum(family):
+  # Two batches: one with padding and packing (the masked path) and one document per row (the
+  # kernel's built-in causal mask, with mistral's sliding window); values and gradients.
   _, einsum_model, params = make(**FAMILIES[family])
   _, fused_model, _ = make(**FAMILIES[family], attention_impl="dot_product")
   tokens = jax.random.randint(jax.random.PRNGKey(11), (2, 12), 0, 50)
-  segments = jnp.array([[0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2], [1] * 12])  # padding + packing
-  positions = jnp.array([[0, 0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4], list(range(12))])
-  expected = einsum_model.apply({"params": params}, tokens, positions, segments)
-  got = fused_model.apply({"params": params}, tokens, positions, segments)
-  real = segments > 0  # padded query rows attend to nothing; their outputs are not used
-  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(expected)[real], atol=2e-5)
+  packed = (jnp.array([[0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2], [1] * 12]),
+            jnp.array([[0, 0, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4], list(range(12))]))
+  plain = (jnp.ones((2, 12), jnp.int32), jnp.tile(jnp.arange(12), (2, 1)))
+  for segments, positions in (packed, plain):
+    def loss(model, p):  # padded query rows attend to nothing; their outputs are not used
+      logits = model.apply({"params": p}, tokens, positions, segments)
+      return jnp.sum(jnp.where((segments > 0)[..., None], logits, 0.0) ** 2), logits
+    (expected_loss, expected), expected_grads = jax.value_and_grad(loss, 1, has_aux=True)(
+        einsum_model, params)
+    (got_loss, got), got_grads = jax.value_and_grad(loss, 1, has_aux=True)(fused_model, params)
+    real = segments > 0
+    np.testing.assert_allclose(np.asarray(got)[real], np.asarray(expected)[real], atol=2e-5)
+    np.testing.assert_allclose(got_loss, expected_loss, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), got_grads,
+                 expected_grads)
+  last = fused_model.apply({"params": params}, tokens, *plain[::-1], last_positions=3)
+  np.testing.assert_allclose(last, einsum_model.apply({"params": params}, tokens)[:, -3:],
+                             atol=2e-5)
+
+
+@pytest.mark.parametrize("window", [None, 2, 4])
+def test_plain_causal_mask_is_the_mask_of_one_document_per_row(window):
+  # dot_product attention swaps the mask for the kernel's causal one exactly when they agree.
+  segments, positions = jnp.ones((2, 9), jnp.int32), jnp.tile(jnp.arange(9), (2, 1))
+  mask = attention_mask(segments, positions, window)
+  np.testing.assert_array_equal(mask, np.broadcast_to(plain_causal_mask(9, window), mask.shape))
+  for other in (segments.at[0, 7:].set(2), segments.at[1, :2].set(0)):  # packed, padded
+    assert not np.array_equal(attention_mask(other, positions, window),
+                              np.broadcast_to(plain_causal_mask(9, window), mask.shape))
 
 
 def _stack_layers(params, n_layers):

@@ -9,6 +9,7 @@ from llmjax.config_base import base_config
 from llmjax.errors import TrainingDivergedError
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
+from llmjax.train.flops import measured_cpu_matmul_flops, peak_flops_per_device
 from llmjax.train.losses import cross_entropy
 from llmjax.train.optim import build_optimizer, decay_mask, learning_rate_schedule
 from llmjax.train.trainer import Trainer
@@ -114,3 +115,10 @@ def test_weight_decay_skips_norms_and_biases(name):
   updates, _ = tx.update(zero_grads, tx.init(params), params)
   assert float(jnp.abs(updates["kernel"]).sum()) > 0  # decayed although the gradient is zero
   np.testing.assert_array_equal(updates["scale"], 0.0)
+
+
+def test_cpu_peak_is_the_measured_matmul_rate_shared_by_local_devices():
+  measured = measured_cpu_matmul_flops()
+  assert 1e9 < measured < 1e14, measured  # a 2048^3 f32 matmul takes 0.2 ms to 17 s
+  assert peak_flops_per_device() == measured / jax.local_device_count()
+  assert peak_flops_per_device(5e12) == 5e12

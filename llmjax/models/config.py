@@ -61,8 +61,8 @@ class ModelConfig:
   dropout: float = 0.0
   init_std: float = 0.02
   # einsum: explicit einsum + softmax (exposes attention probabilities to probes);
-  # dot_product: jax.nn.dot_product_attention, which picks cuDNN flash attention on GPUs where
-  # it supports the mask, and XLA elsewhere (no dropout on attention probabilities there).
+  # dot_product: jax.nn.dot_product_attention, cuDNN flash attention on GPUs in bf16/fp16 and
+  # XLA's implementation elsewhere (no dropout on attention probabilities, no attn_probs probe).
   attention_impl: str = "einsum"
   # einsum attention without a KV cache: queries in chunks of this many positions (at most 8
   # chunks: longer sequences get longer chunks), each reading only the keys up to its last

@@ -8,6 +8,7 @@ mesh rules in the config decide where each lands. Probes read intermediates thro
 is a no-op unless the caller makes the 'intermediates' collection mutable.
 """
 
+import functools
 import math
 
 import flax.linen as nn
@@ -141,6 +142,16 @@ def cached_attention_mask(q_segment_ids_BxL, q_positions_BxL, k_segment_ids_BxM,
   return mask_BxLxM[:, None]
 
 
+def plain_causal_mask(length: int, sliding_window: int | None = None) -> np.ndarray:
+  """[L, L] numpy mask of one document filling the row: `attention_mask` of segment ids all 1
+  and positions 0..L-1, i.e. what a kernel's built-in causal (and local-window) mask computes."""
+  ones_LxL = np.ones((length, length), bool)
+  mask_LxL = np.tril(ones_LxL)
+  if sliding_window is not None:  # fewer than `sliding_window` positions back
+    mask_LxL &= np.triu(ones_LxL, -(sliding_window - 1))
+  return mask_LxL
+
+
 class Projection(nn.Module):
   """y = x . kernel + bias, contracting the trailing `contract_ndim` axes of x with the leading
   axes of a kernel whose every axis has a logical name (e.g. [D, H, K] -> ('embed', 'heads',
@@ -237,8 +248,7 @@ class Attention(nn.Module):
       out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxVxCxK, v_BxVxCxK, mask_Bx1xLxC,
                                            deterministic, query_chunk=None)
     elif cfg.attention_impl == "dot_product":
-      out_BxLxHxK = jax.nn.dot_product_attention(
-          q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask=mask_Bx1xLxC, scale=K ** -0.5)
+      out_BxLxHxK = self._fused_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxC)
     else:
       out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxMxVxK.transpose(0, 2, 1, 3),
                                            v_BxMxVxK.transpose(0, 2, 1, 3), mask_Bx1xLxC,
@@ -263,6 +273,29 @@ class Attention(nn.Module):
     names = ("batch", "kv_heads", "length", "head_dim")
     return (nn.with_logical_constraint(cached_k.value, names),
             nn.with_logical_constraint(cached_v.value, names))
+
+  def _fused_attention(self, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM):
+    """`jax.nn.dot_product_attention`: cuDNN flash attention on GPUs in bf16/fp16 (the dtypes
+    it supports), XLA's implementation elsewhere (jax picks XLA unless told otherwise).
+
+    A batch whose mask is exactly the causal one (one document per row, no padding: the usual
+    pretraining batch) runs with the kernel's own causal mask, so cuDNN skips the masked blocks
+    and reads no mask; any other batch passes the mask, which cuDNN applies as an additive
+    [B, 1, L, M] bias (right, but slower). `lax.cond` decides per batch; both are compiled.
+    """
+    cfg = self.config
+    (L, M), K = mask_Bx1xLxM.shape[2:], q_BxLxHxK.shape[-1]
+    implementation = ("cudnn" if jax.default_backend() == "gpu"
+                      and cfg.compute_dtype in (jnp.bfloat16, jnp.float16) else "xla")
+    attend = functools.partial(jax.nn.dot_product_attention, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK,
+                               scale=K ** -0.5, implementation=implementation)
+    masked = lambda: attend(mask=mask_Bx1xLxM)  # noqa: E731
+    if L != M:  # the queries are the last L of M slots: not the kernel's causal layout
+      return masked()
+    window = cfg.sliding_window
+    causal = lambda: attend(is_causal=True, local_window_size=(  # noqa: E731
+        None if window is None else (window - 1, 0)))
+    return jax.lax.cond(jnp.all(mask_Bx1xLxM == plain_causal_mask(L, window)), causal, masked)
 
   def _einsum_attention(self, q_BxLxHxK, k_BxVxMxK, v_BxVxMxK, mask_Bx1xLxM, deterministic,
                         query_chunk: int | None):
