@@ -5,14 +5,14 @@ batch that fits, for each rematerialisation policy.
       [--remat none dots_saveable full] [--steps 10] [--max_minutes 8] [--memory_gb G]
       [--config.KEY=VALUE ...]
 
-Model, optimizer and sequence length come from the config (default: the llama_1b preset, bf16
-compute over f32 weights, sequence 2048); `model.attention_impl` defaults to dot_product (cuDNN
-flash attention on GPUs). For each remat policy the batch sizes are tried from the largest down:
-a size is skipped when XLA's memory analysis of the compiled step exceeds the device's memory
-(or `--memory_gb`; before anything is allocated) or when running it reports out-of-memory, and the first size that
-runs is measured: 2 warm-up steps, then `--steps` timed steps on a fixed batch of full-length
-random documents (one per row, so attention takes its causal fast path). No new candidate starts
-after `--max_minutes`.
+Model, optimizer, sequence length and loss chunking come from the config (default: the
+llama_1b preset: bf16 compute over f32 weights, sequence 2048, dot_product attention, i.e. cuDNN
+flash attention on GPUs, and the loss's logits 512 positions at a time). For each remat policy
+the batch sizes are tried from the largest down: a size is skipped when XLA's memory analysis of
+the compiled step exceeds the device's memory (or `--memory_gb`; before anything is allocated)
+or when running it reports out-of-memory, and the first size that runs is measured: 2 warm-up
+steps, then `--steps` timed steps on a fixed batch of full-length random documents (one per row,
+so attention takes its causal fast path). No new candidate starts after `--max_minutes`.
 
 MFU = tokens/s * training FLOPs per token (6 per matmul parameter plus attention:
 ModelConfig.flops_per_token) / (peak FLOP/s per device * devices); the peak comes from
@@ -136,8 +136,6 @@ def main() -> None:
   parser.add_argument("--memory_gb", type=float, help="device memory to fit in (default: the "
                       "device's own limit; none on CPU)")
   args, overrides = parser.parse_known_args()
-  if not any(o.startswith("--config.model.attention_impl") for o in overrides):
-    overrides.append("--config.model.attention_impl=dot_product")
   config, _, _ = parse_args(["--config", args.config, *overrides], require_workdir=False)
   config.train.grad_accum_steps = 1
   base_model = ModelConfig.from_dict(config.model.to_dict())
@@ -145,7 +143,8 @@ def main() -> None:
   result = {"benchmark": "mfu", "config": args.config, "overrides": overrides,
             "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
             "jax_version": jax.__version__, "peak_flops_per_device": peak,
-            "seq_len": config.train.seq_len, "dtype": base_model.dtype,
+            "seq_len": config.train.seq_len, "loss_chunk_len": config.train.loss_chunk_len,
+            "dtype": base_model.dtype,
             "attention_impl": base_model.attention_impl, "num_params": base_model.num_params(),
             "flops_per_token": base_model.flops_per_token(config.train.seq_len), "runs": []}
   deadline = time.perf_counter() + 60 * args.max_minutes

@@ -17,10 +17,12 @@ gsm8k_tiny — a 0.66M-parameter byte-level model on the questions and answers o
   Expected: eval loss 1.73 nats/byte, next-byte accuracy 0.49, after 400 steps.
 
 llama_1b — a Llama-3.2-1B-shaped model (1.24B parameters, GQA 32/8, rope 5e5, tied embeddings,
-  bf16 compute) for accelerators; point `data.corpus`/`data.path` at real text and use a
-  sentencepiece tokenizer (`data.tokenizer=spm:PATH.model`, `model.vocab_size` to match).
+  bf16 compute, jax.nn.dot_product_attention: cuDNN flash attention on GPUs, the loss's logits
+  in chunks of 512 positions) for accelerators; point `data.corpus`/`data.path` at real text and
+  use a sentencepiece tokenizer (`data.tokenizer=spm:PATH.model`, `model.vocab_size` to match).
   python -m llmjax.main --config configs/pretrain.py:llama_1b --workdir gs://.../run
-  Runtime and throughput: not measured yet (no accelerator was available); its parameter count
+  Runtime and throughput: not measured yet (no accelerator has been available); measure the
+  step time and MFU with `python benchmarks/mfu.py` on one. Its parameter count
   (1,235,814,400, as Llama 3.2 1B) is checked by the tests.
 """
 
@@ -66,12 +68,14 @@ def _llama_1b(config):
   config.model = model_config(vocab_size=128_256, d_model=2048, n_layers=16, n_heads=32,
                               n_kv_heads=8, d_head=64, d_ff=8192, rope_theta=500_000.0,
                               norm_eps=1e-5, tie_embeddings=True, max_len=8192,
-                              dtype="bfloat16")
+                              dtype="bfloat16", attention_impl="dot_product")
   config.data = _data(corpus="text")
   config.mesh.update(data=1, fsdp=-1, tensor=1)
   config.optim.update(lr=3e-4, warmup_steps=2000, weight_decay=0.1)
+  # The loss takes the 128k-wide logits 512 positions at a time: the whole [B, 2048, 128256]
+  # logits and their gradient would be most of the step's memory.
   config.train.update(steps=100_000, batch_size=256, seq_len=2048, log_every=10,
-                      eval_every=1000, checkpoint_every=1000)
+                      eval_every=1000, checkpoint_every=1000, loss_chunk_len=512)
 
 
 PRESETS = {"tiny": _tiny, "gsm8k_tiny": _gsm8k_tiny, "llama_1b": _llama_1b}

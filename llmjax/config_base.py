@@ -57,6 +57,9 @@ def base_config(experiment: str) -> ml_collections.ConfigDict:
       "log_every": 50, "eval_every": 200, "eval_batches": 8,
       "checkpoint_every": 500, "keep_checkpoints": 3, "async_checkpoint": True,
       "z_loss": 0.0,
+      # Positions per chunk of the loss's logits (0: all at once). Large vocabularies: the
+      # [B, L, V] logits and their gradient are then never held whole (train/losses.py).
+      "loss_chunk_len": 0,
       # Save and stop after this many steps of this invocation (for time-limited jobs).
       "stop_after_steps": config_dict.placeholder(int),
       # Peak FLOP/s per device for MFU; None looks the device up in train/flops.py.

@@ -224,6 +224,20 @@ def test_dot_product_attention_matches_einsum(family):
                              atol=2e-5)
 
 
+def test_dot_product_attention_in_bf16_matches_einsum():
+  # bf16 is where a GPU takes cuDNN flash attention (XLA's implementation on CPU): this is the
+  # check to run on a GPU. A packed batch (masked path) and a plain one (causal fast path).
+  _, einsum_model, params = make(n_kv_heads=2, dtype="bfloat16", d_head=16)
+  _, fused_model, _ = make(n_kv_heads=2, dtype="bfloat16", d_head=16,
+                           attention_impl="dot_product")
+  tokens = jax.random.randint(jax.random.PRNGKey(14), (2, 12), 0, 50)
+  for segments in (jnp.array([[1] * 5 + [2] * 7, [1] * 12]), jnp.ones((2, 12), jnp.int32)):
+    positions = jnp.where(segments == 2, jnp.arange(12) - 5, jnp.arange(12))
+    expected, got = (np.asarray(m.apply({"params": params}, tokens, positions, segments),
+                                np.float32) for m in (einsum_model, fused_model))
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 2e-2
+
+
 @pytest.mark.parametrize("window", [None, 2, 4])
 def test_plain_causal_mask_is_the_mask_of_one_document_per_row(window):
   # dot_product attention swaps the mask for the kernel's causal one exactly when they agree.

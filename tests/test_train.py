@@ -10,7 +10,7 @@ from llmjax.errors import TrainingDivergedError
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
 from llmjax.train.flops import measured_cpu_matmul_flops, peak_flops_per_device
-from llmjax.train.losses import cross_entropy
+from llmjax.train.losses import chunked_cross_entropy, cross_entropy
 from llmjax.train.optim import build_optimizer, decay_mask, learning_rate_schedule
 from llmjax.train.trainer import Trainer
 
@@ -122,3 +122,62 @@ def test_cpu_peak_is_the_measured_matmul_rate_shared_by_local_devices():
   assert 1e9 < measured < 1e14, measured  # a 2048^3 f32 matmul takes 0.2 ms to 17 s
   assert peak_flops_per_device() == measured / jax.local_device_count()
   assert peak_flops_per_device(5e12) == 5e12
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-2])
+def test_chunked_cross_entropy_matches_full_logits(z_loss):
+  # L = 13 is no multiple of the chunk (padding), the mask has holes, gradients for both inputs.
+  rng = np.random.default_rng(3)
+  hidden = jnp.asarray(rng.normal(size=(2, 13, 8)), jnp.float32)
+  unembed = jnp.asarray(rng.normal(size=(8, 11)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 11, size=(2, 13)))
+  mask = jnp.asarray(rng.integers(0, 2, size=(2, 13)))
+
+  def full(h, w):
+    return cross_entropy(jnp.einsum("bld,dv->blv", h, w), targets, mask, z_loss)
+
+  def chunked(h, w):
+    return chunked_cross_entropy(h, w, targets, mask, chunk_len=4, z_loss=z_loss)
+
+  (expected, expected_sums), expected_grads = jax.value_and_grad(full, (0, 1), has_aux=True)(
+      hidden, unembed)
+  (got, got_sums), got_grads = jax.value_and_grad(chunked, (0, 1), has_aux=True)(hidden,
+                                                                                  unembed)
+  np.testing.assert_allclose(got, expected, rtol=1e-6)
+  for key in ("nll_sum", "correct_sum", "weight_sum"):
+    np.testing.assert_allclose(got_sums[key], expected_sums[key], rtol=1e-6)
+  for a, b in zip(got_grads, expected_grads):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(chunked)(hidden, unembed)[0], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_chunked_loss_trains_like_full_logits_in_less_memory(tied):
+  model = ModelConfig(vocab_size=2048, d_model=32, n_layers=1, n_heads=2, d_ff=64,
+                      tie_embeddings=tied)
+  batch = fixed_batch(seed=2, batch=4, length=64)
+  batch["targets"] = (batch["targets"] * 61) % 2048  # use the whole vocabulary
+  batch["loss_mask"][1, :30] = 0
+  results = []
+  for chunk in (0, 16):
+    config = base_config("lm_pretrain")
+    config.train.update(steps=10, batch_size=4, seq_len=64, loss_chunk_len=chunk, z_loss=1e-3)
+    trainer = Trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
+    state = trainer.init_state(0)
+    device_batch = trainer.to_device(batch)
+    for _ in range(2):
+      state, metrics = trainer.train_step(state, device_batch)
+    evaluated = trainer.evaluate(state.params, [device_batch])
+    abstract_batch = {k: jax.ShapeDtypeStruct((4, 64), jnp.int32) for k in batch}
+    with trainer.parallel.context():
+      compiled = trainer._train_step.lower(trainer.abstract_state, abstract_batch).compile()
+    results.append((state.params, metrics, evaluated,
+                    compiled.memory_analysis().temp_size_in_bytes))
+  (full_params, full, full_eval, full_bytes), (params, chunked, chunked_eval, chunked_bytes) = (
+      results)
+  for key in ("loss", "accuracy", "grad_norm"):
+    np.testing.assert_allclose(chunked[key], full[key], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params, full_params)
+  assert chunked_eval == pytest.approx(full_eval, rel=1e-6)
+  # Full logits: [4, 64, 2048] f32 = 2 MiB per buffer, several of them; chunks of 16 need 1/4.
+  assert chunked_bytes < 0.6 * full_bytes, (chunked_bytes, full_bytes)

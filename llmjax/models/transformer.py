@@ -88,8 +88,10 @@ class Decoder(nn.Module):
       tokens fill the next L cache slots (a whole prompt, or one token per decode step) and
       attend to everything cached before them. `init(..., decode=True)` with tokens of shape
       [B, C] creates a cache of C slots (see llmjax.infer.cache).
+    return_hidden: return the final (normalised) hidden states instead of logits; the logits
+      are then `hidden @ unembedding(params, config)` (for losses that compute them in chunks).
   Returns:
-    logits_BxLxV (or _BxnxV) in the compute dtype.
+    logits_BxLxV (or _BxnxV; hidden_BxLxD with return_hidden) in the compute dtype.
   """
 
   config: ModelConfig
@@ -97,7 +99,7 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None,
                deterministic: bool = True, last_positions: int | None = None,
-               decode: bool = False):
+               decode: bool = False, return_hidden: bool = False):
     cfg = self.config
     B, L = tokens_BxL.shape
     if positions_BxL is None:
@@ -156,6 +158,8 @@ class Decoder(nn.Module):
                                                       folded_input if i == 0 else None,
                                                       cache_index)
     x_BxLxD = Norm(cfg, name="final_norm")(x_BxLxD)
+    if return_hidden:
+      return nn.with_logical_constraint(x_BxLxD, ("batch", "length", "activation_embed"))
 
     if cfg.tie_embeddings:  # as a 2-D matmul, for the reason given in layers.Projection
       B, N, D = x_BxLxD.shape
@@ -180,6 +184,14 @@ class Decoder(nn.Module):
     mask = cached_attention_mask(segment_ids_BxL, positions_BxL, segments.value, positions.value,
                                  start, self.config.sliding_window)
     return mask, start
+
+
+def unembedding(params, config: ModelConfig) -> jax.Array:
+  """The [D, V] matrix, in the compute dtype, that maps the Decoder's final hidden states to its
+  logits: the unembedding kernel, or the transposed embedding table when they are tied."""
+  table_DxV = (params["embed"]["embedding"].T if config.tie_embeddings
+               else params["unembed"]["kernel"])
+  return table_DxV.astype(config.compute_dtype)
 
 
 def collect_probes(intermediates: dict[str, Any], n_layers: int) -> dict[str, jnp.ndarray]:

@@ -3,8 +3,11 @@
 Shape letters: B batch, L length, V vocab.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from llmjax.numerics import argmax_first
 
@@ -32,3 +35,119 @@ def cross_entropy(logits_BxLxV, targets_BxL, mask_BxL, z_loss: float = 0.0):
     loss = loss + z_loss * (jnp.square(log_z_BxL) * mask).sum() / weight_sum
   correct_sum = ((argmax_first(logits) == targets_BxL) * mask).sum()
   return loss, {"nll_sum": nll_sum, "correct_sum": correct_sum, "weight_sum": mask.sum()}
+
+
+def chunked_cross_entropy(hidden_BxLxD, unembed_DxV, targets_BxL, mask_BxL, chunk_len: int,
+                          z_loss: float = 0.0):
+  """`cross_entropy(hidden @ unembed, ...)` without materialising the [B, L, V] logits.
+
+  The logits of `chunk_len` positions at a time are computed, reduced to the loss sums and, when
+  differentiated, turned into their gradients in the same pass (a custom VJP: softmax minus
+  one-hot is known as soon as the logits are), so memory holds [B, chunk_len, V] instead of
+  several [B, L, V] buffers (f32 logits, their bf16 original, their gradient) and no logits are
+  recomputed in the backward pass. With a 128k vocabulary those buffers are most of a
+  pretraining step's memory.
+
+  Args:
+    hidden_BxLxD: final hidden states (the Decoder's `return_hidden=True` output).
+    unembed_DxV: the unembedding matrix in the compute dtype (`models.unembedding`).
+    targets_BxL, mask_BxL, z_loss: as in `cross_entropy`.
+    chunk_len: positions per chunk; L is padded (with mask 0) to a multiple of it.
+  Returns:
+    (loss, aux) as `cross_entropy`; only `loss` is differentiable.
+  """
+  B, L, D = hidden_BxLxD.shape
+  n = -(-L // chunk_len)
+  pad = n * chunk_len - L
+
+  def chunks(x_BxL_, fill=0):  # [B, L, ...] -> [n, B, chunk_len, ...]
+    x = jnp.pad(x_BxL_, [(0, 0), (0, pad)] + [(0, 0)] * (x_BxL_.ndim - 2), constant_values=fill)
+    return jnp.moveaxis(x.reshape(B, n, chunk_len, *x.shape[2:]), 1, 0)
+
+  h_NxBxCxD = chunks(hidden_BxLxD)
+  objective, sums = _fused_loss_sums(h_NxBxCxD, unembed_DxV, chunks(targets_BxL),
+                                     chunks(mask_BxL.astype(jnp.float32)), float(z_loss))
+  weight_sum = jnp.maximum(sums["weight_sum"], 1.0)
+  return objective / weight_sum, sums
+
+
+def _chunk_logits(h_BxCxD, unembed_DxV):
+  B, C, D = h_BxCxD.shape
+  return (h_BxCxD.reshape(B * C, D) @ unembed_DxV).astype(jnp.float32).reshape(B, C, -1)
+
+
+def _chunk_statistics(h_BxCxD, unembed_DxV, targets_BxC, mask_BxC):
+  """Log-partition, softmax and loss sums of one chunk."""
+  logits_BxCxV = _chunk_logits(h_BxCxD, unembed_DxV)
+  log_z_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
+  target_logit_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
+  sums = {"nll_sum": ((log_z_BxC - target_logit_BxC) * mask_BxC).sum(),
+          "z_sum": (jnp.square(log_z_BxC) * mask_BxC).sum(),
+          "correct_sum": ((argmax_first(logits_BxCxV) == targets_BxC) * mask_BxC).sum(),
+          "weight_sum": mask_BxC.sum()}
+  return logits_BxCxV, log_z_BxC, sums
+
+
+def _objective(sums, z_loss):
+  return sums["nll_sum"] + z_loss * sums["z_sum"]
+
+
+def _public(sums):
+  return {k: sums[k] for k in ("nll_sum", "correct_sum", "weight_sum")}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused_loss_sums(h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC, z_loss):
+  """(nll_sum + z_loss * z_sum, sums) over chunks; the forward pass alone."""
+  def body(total, xs):
+    h_BxCxD, targets_BxC, mask_BxC = xs
+    _, _, sums = _chunk_statistics(h_BxCxD, unembed_DxV, targets_BxC, mask_BxC)
+    return jax.tree.map(jnp.add, total, sums), None
+  total, _ = jax.lax.scan(body, _zero_sums(), (h_NxBxCxD, targets_NxBxC, mask_NxBxC))
+  return _objective(total, z_loss), _public(total)
+
+
+def _zero_sums():
+  return {k: jnp.zeros((), jnp.float32) for k in ("nll_sum", "z_sum", "correct_sum",
+                                                  "weight_sum")}
+
+
+def _fused_forward(h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC, z_loss):
+  """Forward pass that also takes d objective / d hidden and d objective / d unembed."""
+  D, V = unembed_DxV.shape
+
+  def body(carry, xs):
+    total, grad_unembed_DxV = carry
+    h_BxCxD, targets_BxC, mask_BxC = xs
+    logits_BxCxV, log_z_BxC, sums = _chunk_statistics(h_BxCxD, unembed_DxV, targets_BxC,
+                                                      mask_BxC)
+    probs_BxCxV = jnp.exp(logits_BxCxV - log_z_BxC[..., None])
+    # d(nll)/d(logits) = softmax - onehot; d(log Z^2)/d(logits) = 2 log Z softmax.
+    scale_BxC = mask_BxC * (1.0 + 2.0 * z_loss * log_z_BxC)
+    onehot_BxCxV = jax.nn.one_hot(targets_BxC, V, dtype=jnp.float32)
+    dlogits_BxCxV = (probs_BxCxV * scale_BxC[..., None]
+                     - onehot_BxCxV * mask_BxC[..., None]).astype(unembed_DxV.dtype)
+    B, C = targets_BxC.shape
+    dlogits_NxV = dlogits_BxCxV.reshape(B * C, V)
+    grad_h_BxCxD = (dlogits_NxV @ unembed_DxV.T).reshape(B, C, D).astype(h_BxCxD.dtype)
+    grad_unembed_DxV = grad_unembed_DxV + jnp.matmul(
+        h_BxCxD.reshape(B * C, D).T, dlogits_NxV, preferred_element_type=jnp.float32)
+    return (jax.tree.map(jnp.add, total, sums), grad_unembed_DxV), grad_h_BxCxD
+
+  init = (_zero_sums(), jnp.zeros((D, V), jnp.float32))
+  (total, grad_unembed_DxV), grad_h_NxBxCxD = jax.lax.scan(
+      body, init, (h_NxBxCxD, targets_NxBxC, mask_NxBxC))
+  out = (_objective(total, z_loss), _public(total))
+  residuals = (grad_h_NxBxCxD, grad_unembed_DxV.astype(unembed_DxV.dtype), targets_NxBxC,
+               mask_NxBxC)
+  return out, residuals
+
+
+def _fused_backward(z_loss, residuals, cotangents):
+  grad_h, grad_unembed, targets, mask = residuals
+  g = cotangents[0]  # the sums are metrics: their cotangents are ignored
+  return ((g * grad_h).astype(grad_h.dtype), (g * grad_unembed).astype(grad_unembed.dtype),
+          np.zeros(targets.shape, jax.dtypes.float0), jnp.zeros_like(mask))
+
+
+_fused_loss_sums.defvjp(_fused_forward, _fused_backward)

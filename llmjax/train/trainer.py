@@ -17,11 +17,11 @@ import optax
 
 from llmjax import runio
 from llmjax.errors import TrainingDivergedError, UserError
-from llmjax.models import Decoder, ModelConfig
+from llmjax.models import Decoder, ModelConfig, unembedding
 from llmjax.parallel import Parallel
 from llmjax.train.checkpoint import Checkpointer
 from llmjax.train.flops import peak_flops_per_device
-from llmjax.train.losses import cross_entropy
+from llmjax.train.losses import chunked_cross_entropy, cross_entropy
 from llmjax.train.optim import build_optimizer
 from llmjax.train.preemption import SigtermFlag
 from llmjax.train.state import TrainState, make_state_initializer
@@ -29,12 +29,22 @@ from llmjax.train.state import TrainState, make_state_initializer
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 
 
-def lm_loss_sums(model: nn.Module, params, batch, rng, deterministic: bool, z_loss: float):
-  """Summed (not averaged) LM loss of one (micro-)batch, so micro-batches add up exactly."""
-  logits_BxLxV = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                             batch["segment_ids"], deterministic=deterministic,
-                             rngs=None if deterministic else {"dropout": rng})
-  mean_loss, sums = cross_entropy(logits_BxLxV, batch["targets"], batch["loss_mask"], z_loss)
+def lm_loss_sums(model: nn.Module, params, batch, rng, deterministic: bool, z_loss: float,
+                 loss_chunk_len: int = 0):
+  """Summed (not averaged) LM loss of one (micro-)batch, so micro-batches add up exactly.
+
+  With `loss_chunk_len` (0 < it < L), the logits are computed that many positions at a time
+  inside the loss (`chunked_cross_entropy`) and never held whole."""
+  chunked = 0 < loss_chunk_len < batch["inputs"].shape[1]
+  out = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                    batch["segment_ids"], deterministic=deterministic,
+                    rngs=None if deterministic else {"dropout": rng}, return_hidden=chunked)
+  if chunked:
+    mean_loss, sums = chunked_cross_entropy(out, unembedding(params, model.config),
+                                            batch["targets"], batch["loss_mask"],
+                                            loss_chunk_len, z_loss)
+  else:
+    mean_loss, sums = cross_entropy(out, batch["targets"], batch["loss_mask"], z_loss)
   return mean_loss * jnp.maximum(sums["weight_sum"], 1.0), sums
 
 
@@ -44,7 +54,8 @@ class Trainer:
   Args:
     model_config: the decoder's ModelConfig.
     train_config: `config.train` (steps, batch_size, seq_len, grad_accum_steps, log_every,
-      eval_every, checkpoint_every, keep_checkpoints, z_loss, stop_after_steps, ...).
+      eval_every, checkpoint_every, keep_checkpoints, z_loss, loss_chunk_len,
+      stop_after_steps, ...).
     optim_config: `config.optim`.
     parallel: mesh and rules.
   """
@@ -84,7 +95,8 @@ class Trainer:
 
     def micro_grads(micro, rng):
       def loss_fn(params):
-        loss_sum, sums = lm_loss_sums(self.model, params, micro, rng, deterministic, cfg.z_loss)
+        loss_sum, sums = lm_loss_sums(self.model, params, micro, rng, deterministic, cfg.z_loss,
+                                      cfg.loss_chunk_len)
         return loss_sum / total_weight, sums
       return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
 
@@ -114,7 +126,8 @@ class Trainer:
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   def _eval(self, params, batch):
-    _, sums = lm_loss_sums(self.model, params, batch, None, True, 0.0)
+    _, sums = lm_loss_sums(self.model, params, batch, None, True, 0.0,
+                           self.config.loss_chunk_len)
     return sums
 
   # ---- host side --------------------------------------------------------------------------
