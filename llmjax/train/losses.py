@@ -60,8 +60,8 @@ def chunked_cross_entropy(hidden_BxLxD, unembed_DxV, targets_BxL, mask_BxL, chun
   n = -(-L // chunk_len)
   pad = n * chunk_len - L
 
-  def chunks(x_BxL_, fill=0):  # [B, L, ...] -> [n, B, chunk_len, ...]
-    x = jnp.pad(x_BxL_, [(0, 0), (0, pad)] + [(0, 0)] * (x_BxL_.ndim - 2), constant_values=fill)
+  def chunks(x):  # [B, L, ...] -> [n, B, chunk_len, ...], padded with zeros (mask 0)
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
     return jnp.moveaxis(x.reshape(B, n, chunk_len, *x.shape[2:]), 1, 0)
 
   h_NxBxCxD = chunks(hidden_BxLxD)
@@ -71,14 +71,10 @@ def chunked_cross_entropy(hidden_BxLxD, unembed_DxV, targets_BxL, mask_BxL, chun
   return objective / weight_sum, sums
 
 
-def _chunk_logits(h_BxCxD, unembed_DxV):
-  B, C, D = h_BxCxD.shape
-  return (h_BxCxD.reshape(B * C, D) @ unembed_DxV).astype(jnp.float32).reshape(B, C, -1)
-
-
 def _chunk_statistics(h_BxCxD, unembed_DxV, targets_BxC, mask_BxC):
-  """Log-partition, softmax and loss sums of one chunk."""
-  logits_BxCxV = _chunk_logits(h_BxCxD, unembed_DxV)
+  """f32 logits, log-partition and loss sums of one chunk (a 2-D matmul, as in the Decoder)."""
+  B, C, D = h_BxCxD.shape
+  logits_BxCxV = (h_BxCxD.reshape(B * C, D) @ unembed_DxV).astype(jnp.float32).reshape(B, C, -1)
   log_z_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
   target_logit_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
   sums = {"nll_sum": ((log_z_BxC - target_logit_BxC) * mask_BxC).sum(),
