@@ -121,7 +121,11 @@ class Decoder(nn.Module):
                      param_dtype=cfg.weight_dtype,
                      embedding_init=nn.with_logical_partitioning(
                          nn.initializers.normal(stddev=cfg.init_std), ("vocab", "embed")))
-    x_BxLxD = embed(tokens_BxL)
+    # Gather from the table with its 'embed' axis whole (FSDP gathers every weight before use
+    # anyway): from an fsdp-split table XLA's partitioner cannot produce the batch-split rows
+    # and falls back to replicating the gather ("involuntary full rematerialization").
+    table_VxD = nn.with_logical_constraint(embed.embedding, ("vocab", None))
+    x_BxLxD = jnp.take(table_VxD, tokens_BxL, axis=0).astype(cfg.compute_dtype)
     table_PxD = None
     if cfg.positions == "learned":
       table_init = nn.with_logical_partitioning(nn.initializers.normal(stddev=cfg.init_std),
