@@ -142,13 +142,15 @@ def cached_attention_mask(q_segment_ids_BxL, q_positions_BxL, k_segment_ids_BxM,
   return mask_BxLxM[:, None]
 
 
-def plain_causal_mask(length: int, sliding_window: int | None = None) -> np.ndarray:
-  """[L, L] numpy mask of one document filling the row: `attention_mask` of segment ids all 1
-  and positions 0..L-1, i.e. what a kernel's built-in causal (and local-window) mask computes."""
-  ones_LxL = np.ones((length, length), bool)
-  mask_LxL = np.tril(ones_LxL)
+def plain_causal_mask(length: int, sliding_window: int | None = None):
+  """[L, L] mask of one document filling the row: `attention_mask` of segment ids all 1 and
+  positions 0..L-1, i.e. what a kernel's built-in causal (and local-window) mask computes. Built
+  from iotas, so a long sequence puts no L x L constant into the program."""
+  query_Lx1 = jax.lax.broadcasted_iota(jnp.int32, (length, 1), 0)
+  key_1xL = jax.lax.broadcasted_iota(jnp.int32, (1, length), 1)
+  mask_LxL = query_Lx1 >= key_1xL
   if sliding_window is not None:  # fewer than `sliding_window` positions back
-    mask_LxL &= np.triu(ones_LxL, -(sliding_window - 1))
+    mask_LxL &= query_Lx1 - key_1xL < sliding_window
   return mask_LxL
 
 
