@@ -5,7 +5,7 @@ import pytest
 import flax.linen as nn
 
 from llmjax.errors import UserError
-from llmjax.models import Decoder, ModelConfig, collect_probes
+from llmjax.models import Decoder, ModelConfig, collect_probes, unembedding
 from llmjax.models.layers import (apply_rope, attention_mask, plain_causal_mask,
                                   rope_sin_cos)
 
@@ -188,6 +188,16 @@ def test_last_positions_readout_equals_full_forward(family):
   last = model.apply({"params": params}, tokens, last_positions=2)
   assert last.shape == (3, 2, 50)
   np.testing.assert_allclose(last, full[:, -2:], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])  # untied and tied embeddings
+def test_hidden_states_times_the_unembedding_are_the_logits(family):
+  config, model, params = make(**FAMILIES[family])
+  tokens = jax.random.randint(jax.random.PRNGKey(15), (2, 12), 0, 50)
+  hidden = model.apply({"params": params}, tokens, return_hidden=True)
+  assert hidden.shape == (2, 12, config.d_model)
+  np.testing.assert_allclose(hidden @ unembedding(params, config),
+                             model.apply({"params": params}, tokens), atol=1e-5)
 
 
 def test_llama_1b_preset_has_the_published_parameter_count():
