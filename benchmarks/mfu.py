@@ -96,7 +96,7 @@ def measure(config, model_config: ModelConfig, batch: int, steps: int,
   row["compile_s"] = round(time.perf_counter() - start, 1)
   needed, available = needed_bytes(compiled), device_memory_bytes(memory_gb)
   if needed is not None:
-    row["memory_gb"] = round(needed / 2**30, 2)
+    row["memory_gb"] = round(needed / 2**30, 3)
   if needed and available and needed > available:
     return {**row, "status": "too_big", "device_memory_gb": round(available / 2**30, 2)}
   state = None
