@@ -74,7 +74,7 @@ def is_out_of_memory(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower()
 
 
-def measure(config, model_config: ModelConfig, batch: int, steps: int,
+def measure(config, model_config: ModelConfig, batch: int, steps: int, peak_flops: float,
             memory_gb: float | None) -> dict:
   """Compiles and times the train step at one batch size; the result's 'status' is 'ok',
   'too_big' (by the memory analysis) or 'oom' (at run time)."""
@@ -119,8 +119,7 @@ def measure(config, model_config: ModelConfig, batch: int, steps: int,
     del state
     gc.collect()
   tokens_per_s = batch * train.seq_len / seconds
-  peak = peak_flops_per_device(train.peak_flops_per_device) * jax.device_count()
-  mfu = tokens_per_s * model_config.flops_per_token(train.seq_len) / peak
+  mfu = tokens_per_s * model_config.flops_per_token(train.seq_len) / peak_flops
   return {**row, "status": "ok", "step_time_s": round(seconds, 4),
           "tokens_per_s": round(tokens_per_s, 1), "mfu": round(mfu, 4),
           "final_loss": round(float(metrics["loss"]), 4)}
@@ -155,7 +154,8 @@ def main() -> None:
         log(f"--max_minutes {args.max_minutes} reached; remat={remat} batch={batch} not tried")
         break
       log(f"remat={remat} batch={batch}: compiling")
-      row = measure(config, model_config, batch, args.steps, args.memory_gb)
+      row = measure(config, model_config, batch, args.steps, peak * jax.device_count(),
+                    args.memory_gb)
       log(json.dumps(row))
       result["runs"].append(row)
       if row["status"] == "ok":

@@ -23,18 +23,30 @@ def cross_entropy(logits_BxLxV, targets_BxL, mask_BxL, z_loss: float = 0.0):
   Returns:
     (loss, aux) where aux holds per-batch sums: 'nll_sum', 'correct_sum', 'weight_sum'.
   """
-  logits = logits_BxLxV.astype(jnp.float32)
-  mask = mask_BxL.astype(jnp.float32)
-  log_z_BxL = jax.nn.logsumexp(logits, axis=-1)
-  target_logit_BxL = jnp.take_along_axis(logits, targets_BxL[..., None], axis=-1)[..., 0]
-  nll_BxL = log_z_BxL - target_logit_BxL
-  weight_sum = jnp.maximum(mask.sum(), 1.0)
-  nll_sum = (nll_BxL * mask).sum()
-  loss = nll_sum / weight_sum
-  if z_loss:
-    loss = loss + z_loss * (jnp.square(log_z_BxL) * mask).sum() / weight_sum
-  correct_sum = ((argmax_first(logits) == targets_BxL) * mask).sum()
-  return loss, {"nll_sum": nll_sum, "correct_sum": correct_sum, "weight_sum": mask.sum()}
+  _, sums = _loss_sums(logits_BxLxV.astype(jnp.float32), targets_BxL,
+                       mask_BxL.astype(jnp.float32))
+  return _objective(sums, z_loss) / jnp.maximum(sums["weight_sum"], 1.0), _public(sums)
+
+
+def _loss_sums(logits_BxLxV, targets_BxL, mask_BxL):
+  """log Z of every position and the masked sums (nll, log Z^2, correct, weight) of f32 logits:
+  the whole batch's in `cross_entropy`, one chunk's in `chunked_cross_entropy`."""
+  log_z_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
+  target_logit_BxL = jnp.take_along_axis(logits_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
+  return log_z_BxL, {
+      "nll_sum": ((log_z_BxL - target_logit_BxL) * mask_BxL).sum(),
+      "z_sum": (jnp.square(log_z_BxL) * mask_BxL).sum(),
+      "correct_sum": ((argmax_first(logits_BxLxV) == targets_BxL) * mask_BxL).sum(),
+      "weight_sum": mask_BxL.sum()}
+
+
+def _objective(sums, z_loss):
+  """The summed loss: nll, plus z_loss * log Z^2 when a z-loss is asked for."""
+  return sums["nll_sum"] + z_loss * sums["z_sum"] if z_loss else sums["nll_sum"]
+
+
+def _public(sums):
+  return {k: sums[k] for k in ("nll_sum", "correct_sum", "weight_sum")}
 
 
 def chunked_cross_entropy(hidden_BxLxD, unembed_DxV, targets_BxL, mask_BxL, chunk_len: int,
@@ -75,21 +87,7 @@ def _chunk_statistics(h_BxCxD, unembed_DxV, targets_BxC, mask_BxC):
   """f32 logits, log-partition and loss sums of one chunk (a 2-D matmul, as in the Decoder)."""
   B, C, D = h_BxCxD.shape
   logits_BxCxV = (h_BxCxD.reshape(B * C, D) @ unembed_DxV).astype(jnp.float32).reshape(B, C, -1)
-  log_z_BxC = jax.nn.logsumexp(logits_BxCxV, axis=-1)
-  target_logit_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
-  sums = {"nll_sum": ((log_z_BxC - target_logit_BxC) * mask_BxC).sum(),
-          "z_sum": (jnp.square(log_z_BxC) * mask_BxC).sum(),
-          "correct_sum": ((argmax_first(logits_BxCxV) == targets_BxC) * mask_BxC).sum(),
-          "weight_sum": mask_BxC.sum()}
-  return logits_BxCxV, log_z_BxC, sums
-
-
-def _objective(sums, z_loss):
-  return sums["nll_sum"] + z_loss * sums["z_sum"]
-
-
-def _public(sums):
-  return {k: sums[k] for k in ("nll_sum", "correct_sum", "weight_sum")}
+  return (logits_BxCxV, *_loss_sums(logits_BxCxV, targets_BxC, mask_BxC))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
