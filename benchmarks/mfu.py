@@ -39,19 +39,11 @@ from llmjax.main import parse_args  # noqa: E402
 from llmjax.models import ModelConfig  # noqa: E402
 from llmjax.parallel import Parallel  # noqa: E402
 from llmjax.train.flops import peak_flops_per_device  # noqa: E402
-from llmjax.train.trainer import BATCH_KEYS, Trainer  # noqa: E402
+from llmjax.train.trainer import BATCH_KEYS, Trainer, lm_batch  # noqa: E402
 
 
 def log(message: str) -> None:
   print(f"[mfu] {message}", file=sys.stderr, flush=True)
-
-
-def random_batch(batch: int, seq_len: int, vocab: int) -> dict[str, np.ndarray]:
-  tokens = np.random.default_rng(0).integers(0, vocab, size=(batch, seq_len + 1), dtype=np.int32)
-  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-          "loss_mask": np.ones((batch, seq_len), np.int32),
-          "segment_ids": np.ones((batch, seq_len), np.int32),
-          "positions": np.tile(np.arange(seq_len, dtype=np.int32), (batch, 1))}
 
 
 def device_memory_bytes(memory_gb: float | None) -> int | None:
@@ -102,7 +94,9 @@ def measure(config, model_config: ModelConfig, batch: int, steps: int, peak_flop
   state = None
   try:
     state = trainer.init_state(0)
-    data = trainer.to_device(random_batch(batch, train.seq_len, model_config.vocab_size))
+    rows = np.random.default_rng(0).integers(0, model_config.vocab_size,
+                                             (batch, train.seq_len + 1), dtype=np.int32)
+    data = trainer.to_device(lm_batch(rows))
     for _ in range(2):
       state, metrics = compiled(state, data)
     jax.block_until_ready(metrics)

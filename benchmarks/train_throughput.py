@@ -28,18 +28,15 @@ from llmjax.config_base import base_config  # noqa: E402
 from llmjax.models import ModelConfig  # noqa: E402
 from llmjax.parallel import Parallel  # noqa: E402
 from llmjax.train.flops import measured_cpu_matmul_flops  # noqa: E402
-from llmjax.train.trainer import Trainer  # noqa: E402
+from llmjax.train.trainer import Trainer, lm_batch  # noqa: E402
 import torch_llama  # noqa: E402
 
 VOCAB, D, LAYERS, HEADS, D_FF, SEQ, BATCH = 259, 256, 4, 4, 1024, 256, 16
 
 
 def batch_arrays(seed: int = 0) -> dict[str, np.ndarray]:
-  tokens = np.random.default_rng(seed).integers(3, VOCAB, size=(BATCH, SEQ + 1), dtype=np.int32)
-  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-          "loss_mask": np.ones((BATCH, SEQ), np.int32),
-          "segment_ids": np.ones((BATCH, SEQ), np.int32),
-          "positions": np.tile(np.arange(SEQ, dtype=np.int32), (BATCH, 1))}
+  return lm_batch(np.random.default_rng(seed).integers(3, VOCAB, size=(BATCH, SEQ + 1),
+                                                       dtype=np.int32))
 
 
 def llmjax_runner(warmup: int):

@@ -10,6 +10,7 @@ from llmjax.analysis.coverage import k_coverage, k_coverage_brute_force, nontriv
 from llmjax.errors import UserError
 from llmjax.experiments.coverage import fit_power_law
 from llmjax.tasks import compositional
+from llmjax.train.trainer import lm_batch
 from tests.conftest import read_jsonl, run_cli
 
 
@@ -51,7 +52,7 @@ def test_chain_of_thought_rows_put_bridges_before_the_target():
   np.testing.assert_array_equal(rows[:, :4], split.inputs)
   np.testing.assert_array_equal(rows[:, 4:6], split.bridges)
   np.testing.assert_array_equal(rows[:, 6], split.targets)
-  batch = compositional.lm_batch(rows, num_inputs=4)
+  batch = lm_batch(rows, num_inputs=4)
   assert batch["loss_mask"][0].tolist() == [0, 0, 0, 1, 1, 1]  # b1, b2, t
   assert compositional.sequences(split, cot=False).shape == (40, 5)
 

@@ -12,7 +12,7 @@ from llmjax.parallel import Parallel
 from llmjax.train.flops import measured_cpu_matmul_flops, peak_flops_per_device
 from llmjax.train.losses import chunked_cross_entropy, cross_entropy
 from llmjax.train.optim import build_optimizer, decay_mask, learning_rate_schedule
-from llmjax.train.trainer import Trainer
+from llmjax.train.trainer import Trainer, lm_batch
 
 MODEL = ModelConfig(vocab_size=32, d_model=32, n_layers=1, n_heads=2, d_ff=64, n_kv_heads=1)
 
@@ -28,11 +28,7 @@ def make_trainer(lr=1e-2, **train):
 
 def fixed_batch(seed=0, batch=4, length=16):
   rng = np.random.default_rng(seed)
-  tokens = rng.integers(3, 32, size=(batch, length + 1)).astype(np.int32)
-  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-          "loss_mask": np.ones((batch, length), np.int32),
-          "segment_ids": np.ones((batch, length), np.int32),
-          "positions": np.tile(np.arange(length, dtype=np.int32), (batch, 1))}
+  return lm_batch(rng.integers(3, 32, size=(batch, length + 1)).astype(np.int32))
 
 
 def test_cross_entropy_matches_numpy_reference():

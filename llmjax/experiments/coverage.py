@@ -33,7 +33,7 @@ from llmjax.infer import Generator, SamplingParams
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
 from llmjax.tasks import compositional
-from llmjax.train.trainer import Trainer
+from llmjax.train.trainer import Trainer, lm_batch
 
 
 def _make_task(task_config, n_tokens: int, num_train: int, seed: int):
@@ -82,7 +82,7 @@ def train_model(config, task, workdir: str):
   n = task.num_inputs
 
   def to_batch(batch_rows):
-    return compositional.lm_batch(batch_rows, n)
+    return lm_batch(batch_rows, n)
 
   # Teacher-forced loss/accuracy on both-seen test inputs, logged during training.
   held_out = compositional.sequences(task.splits[compositional.seen_type(task.kind)], cot)

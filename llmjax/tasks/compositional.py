@@ -182,17 +182,6 @@ def sequences(split: Split, cot: bool) -> np.ndarray:
   return np.concatenate(parts, axis=1).astype(np.int32)
 
 
-def lm_batch(rows: np.ndarray, num_inputs: int) -> dict[str, np.ndarray]:
-  """The engine's batch dict for token rows: loss on every position after the inputs."""
-  B, length = rows.shape
-  loss_mask = np.zeros((B, length - 1), np.int32)
-  loss_mask[:, num_inputs - 1:] = 1
-  return {"inputs": rows[:, :-1], "targets": rows[:, 1:], "loss_mask": loss_mask,
-          "segment_ids": np.ones((B, length - 1), np.int32),
-          "positions": np.broadcast_to(np.arange(length - 1, dtype=np.int32),
-                                       (B, length - 1)).copy()}
-
-
 def max_train_size(kind: str, n_tokens: int, seen_fraction: float) -> int:
   """Roughly how many inputs compose seen entries (for sizing sweeps)."""
   num_inputs, functions = graph(kind)

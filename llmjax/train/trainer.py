@@ -29,6 +29,18 @@ from llmjax.train.state import TrainState, make_state_initializer
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 
 
+def lm_batch(rows: np.ndarray, num_inputs: int = 1) -> dict[str, np.ndarray]:
+  """The batch dict of token rows [B, L + 1], one document per row: next-token targets, the
+  loss on every position after the first `num_inputs` tokens (1: on all of them)."""
+  B, length = rows.shape
+  loss_mask = np.zeros((B, length - 1), np.int32)
+  loss_mask[:, num_inputs - 1:] = 1
+  return {"inputs": rows[:, :-1], "targets": rows[:, 1:], "loss_mask": loss_mask,
+          "segment_ids": np.ones((B, length - 1), np.int32),
+          "positions": np.broadcast_to(np.arange(length - 1, dtype=np.int32),
+                                       (B, length - 1)).copy()}
+
+
 def lm_loss_sums(model: nn.Module, params, batch, rng, deterministic: bool, z_loss: float,
                  loss_chunk_len: int = 0):
   """Summed (not averaged) LM loss of one (micro-)batch, so micro-batches add up exactly.
