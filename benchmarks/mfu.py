@@ -35,6 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from llmjax import hostenv  # noqa: E402
+from llmjax.errors import UserError  # noqa: E402
 from llmjax.main import parse_args  # noqa: E402
 from llmjax.models import ModelConfig  # noqa: E402
 from llmjax.parallel import Parallel  # noqa: E402
@@ -129,7 +130,11 @@ def main() -> None:
   parser.add_argument("--memory_gb", type=float, help="device memory to fit in (default: the "
                       "device's own limit; none on CPU)")
   args, overrides = parser.parse_known_args()
-  config, _, _ = parse_args(["--config", args.config, *overrides], require_workdir=False)
+  try:
+    config, _, _ = parse_args(["--config", args.config, *overrides], require_workdir=False)
+  except UserError as e:  # as `python -m llmjax.main` reports a bad config: one line, exit 2
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   config.train.grad_accum_steps = 1
   base_model = ModelConfig.from_dict(config.model.to_dict())
   peak = peak_flops_per_device(config.train.peak_flops_per_device)

@@ -29,3 +29,12 @@ def test_mfu_benchmark_skips_batches_that_do_not_fit_and_measures_the_next():
   assert 0 < measured["mfu"] <= 1 and measured["final_loss"] > 0
   assert result["num_params"] > 0 and result["dtype"] == "bfloat16"
   assert result["attention_impl"] == "dot_product" and result["loss_chunk_len"] == 64
+
+
+def test_mfu_benchmark_rejects_an_unknown_config_key_in_one_line():
+  process = subprocess.run([sys.executable, "benchmarks/mfu.py", "--config.model.n_layerz=2"],
+                           cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                           capture_output=True, text=True, timeout=120)
+  assert process.returncode == 2 and process.stdout == ""
+  assert process.stderr.strip().splitlines()[-1] == (
+      "error: unknown config key 'model.n_layerz'; did you mean 'model.n_layers'?")
