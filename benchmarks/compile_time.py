@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from llmjax.config_base import base_config
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
-from llmjax.train.trainer import BATCH_KEYS, Trainer
+from llmjax.data.batches import BATCH_KEYS
+from llmjax.train.lm import lm_trainer
 
 
 def compile_seconds(n_layers: int, scan: bool) -> float:
@@ -25,11 +26,10 @@ def compile_seconds(n_layers: int, scan: bool) -> float:
   config.train.update(batch_size=16, seq_len=256)
   model = ModelConfig(vocab_size=264, d_model=256, n_layers=n_layers, n_heads=4, d_ff=1024,
                       scan_layers=scan)
-  trainer = Trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
+  trainer = lm_trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
   batch = {k: jax.ShapeDtypeStruct((16, 256), jnp.int32) for k in BATCH_KEYS}
   start = time.perf_counter()
-  with trainer.parallel.context():
-    trainer._train_step.lower(trainer.abstract_state, batch).compile()
+  trainer.lower_step(batch).compile()
   return time.perf_counter() - start
 
 

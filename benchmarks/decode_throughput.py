@@ -47,13 +47,13 @@ def transformers_run(model, prompts: np.ndarray, new_tokens: int) -> tuple[float
   return time.perf_counter() - start, out[:, prompts.shape[1]:].tolist()
 
 
-def llmjax_run(generator: Generator, prompts: np.ndarray, new_tokens: int):
+def llmjax_run(generator: Generator, params, prompts: np.ndarray, new_tokens: int):
   sampling = SamplingParams(max_new_tokens=new_tokens)
   start = time.perf_counter()
-  generator.generate_ids(prompts.tolist(), sampling)  # compiles this bucket
+  generator.generate_ids(params, prompts.tolist(), sampling)  # compiles this bucket
   compile_and_run = time.perf_counter() - start
   start = time.perf_counter()
-  out = generator.generate_ids(prompts.tolist(), sampling)
+  out = generator.generate_ids(params, prompts.tolist(), sampling)
   seconds = time.perf_counter() - start
   return seconds, [c[0].tokens for c in out], compile_and_run - seconds
 
@@ -72,8 +72,8 @@ def main() -> None:
     cfg, params, _ = load_hf(directory)
   for batch in args.batches:
     prompts = np.random.default_rng(batch).integers(3, VOCAB, (batch, args.prompt_len))
-    generator = Generator(cfg, params, batch_size=batch, length_bucket=args.prompt_len)
-    ours_s, ours_tokens, compile_s = llmjax_run(generator, prompts, args.new_tokens)
+    generator = Generator(cfg, batch_size=batch, length_bucket=args.prompt_len)
+    ours_s, ours_tokens, compile_s = llmjax_run(generator, params, prompts, args.new_tokens)
     theirs_s, theirs_tokens = transformers_run(hf_model, prompts, args.new_tokens)
     generated = batch * args.new_tokens
     result[f"batch_{batch}"] = {

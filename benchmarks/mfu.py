@@ -40,7 +40,8 @@ from llmjax.main import parse_args  # noqa: E402
 from llmjax.models import ModelConfig  # noqa: E402
 from llmjax.parallel import Parallel  # noqa: E402
 from llmjax.train.flops import peak_flops_per_device  # noqa: E402
-from llmjax.train.trainer import BATCH_KEYS, Trainer, lm_batch  # noqa: E402
+from llmjax.data.batches import BATCH_KEYS, lm_batch  # noqa: E402
+from llmjax.train.lm import lm_trainer  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -73,15 +74,14 @@ def measure(config, model_config: ModelConfig, batch: int, steps: int, peak_flop
   'too_big' (by the memory analysis) or 'oom' (at run time)."""
   train = config.train
   train.batch_size = batch
-  trainer = Trainer(model_config, train, config.optim,
+  trainer = lm_trainer(model_config, train, config.optim,
                     Parallel.from_config(config.mesh, config.sharding_rules))
   row = {"remat": model_config.remat, "batch": batch}
   abstract_batch = {k: jax.ShapeDtypeStruct((batch, train.seq_len), jnp.int32)
                     for k in BATCH_KEYS}
   start = time.perf_counter()
   try:
-    with trainer.parallel.context():
-      compiled = trainer._train_step.lower(trainer.abstract_state, abstract_batch).compile()
+    compiled = trainer.lower_step(abstract_batch).compile()
   except Exception as e:  # noqa: BLE001 - XLA reports an over-large program in several ways
     if not is_out_of_memory(e):
       raise
@@ -99,11 +99,11 @@ def measure(config, model_config: ModelConfig, batch: int, steps: int, peak_flop
                                              (batch, train.seq_len + 1), dtype=np.int32)
     data = trainer.to_device(lm_batch(rows))
     for _ in range(2):
-      state, metrics = compiled(state, data)
+      state, metrics = compiled(state, data, None)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = compiled(state, data)
+      state, metrics = compiled(state, data, None)
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - start) / steps
   except Exception as e:  # noqa: BLE001

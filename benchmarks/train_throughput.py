@@ -28,7 +28,8 @@ from llmjax.config_base import base_config  # noqa: E402
 from llmjax.models import ModelConfig  # noqa: E402
 from llmjax.parallel import Parallel  # noqa: E402
 from llmjax.train.flops import measured_cpu_matmul_flops  # noqa: E402
-from llmjax.train.trainer import Trainer, lm_batch  # noqa: E402
+from llmjax.data.batches import lm_batch  # noqa: E402
+from llmjax.train.lm import lm_trainer  # noqa: E402
 import torch_llama  # noqa: E402
 
 VOCAB, D, LAYERS, HEADS, D_FF, SEQ, BATCH = 259, 256, 4, 4, 1024, 256, 16
@@ -45,7 +46,7 @@ def llmjax_runner(warmup: int):
   config.train.update(batch_size=BATCH, seq_len=SEQ, steps=10**6)
   config.optim.update(warmup_steps=0, clip_norm=0.0)
   model = ModelConfig(vocab_size=VOCAB, d_model=D, n_layers=LAYERS, n_heads=HEADS, d_ff=D_FF)
-  trainer = Trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
+  trainer = lm_trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
   state = trainer.init_state(0)
   batch = trainer.to_device(batch_arrays())
 

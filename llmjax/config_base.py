@@ -65,6 +65,12 @@ def base_config(experiment: str) -> ml_collections.ConfigDict:
       # Peak FLOP/s per device for MFU; None looks the device up in train/flops.py.
       "peak_flops_per_device": config_dict.placeholder(float),
       "progress": True,
+      # What a fresh run starts from: '' (params from config.seed), an llmjax run directory
+      # (its latest checkpoint), RUN/checkpoints/STEP, or hf:DIR.
+      "init_from": "",
+      # Regular expression of the trained params' paths (e.g. 'layer_1/.*|final_norm/.*'); the
+      # others stay fixed and get no optimizer state. '' trains every param.
+      "trainable_params": "",
   })
   return config
 

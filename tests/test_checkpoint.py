@@ -7,7 +7,7 @@ import pytest
 
 from conftest import read_jsonl, run_cli, sigterm_after_metrics, tiny_args
 from llmjax.errors import CheckpointMismatchError
-from llmjax.train.checkpoint import check_compatible
+from llmjax.weights.checkpoint import check_compatible
 
 RUN = ("--config.train.steps=24", "--config.train.log_every=3", "--config.train.eval_every=6",
        "--config.train.checkpoint_every=6")

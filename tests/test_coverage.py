@@ -10,7 +10,7 @@ from llmjax.analysis.coverage import k_coverage, k_coverage_brute_force, nontriv
 from llmjax.errors import UserError
 from llmjax.experiments.coverage import fit_power_law
 from llmjax.tasks import compositional
-from llmjax.train.trainer import lm_batch
+from llmjax.data.batches import lm_batch
 from tests.conftest import read_jsonl, run_cli
 
 

@@ -54,10 +54,10 @@ def test_cached_greedy_generation_equals_the_full_forward_per_prompt(variant):
   """Left-padded rows in one batch, decoded through the cache, pick what each prompt alone
   picks with full recomputation; scoring the completions gives the same log-probs."""
   cfg, params = _model(**VARIANTS[variant])
-  out = Generator(cfg, params, batch_size=4, length_bucket=8).generate_ids(
-      PROMPTS, SamplingParams(max_new_tokens=6))
-  scores = Scorer(cfg, params, batch_size=4, length_bucket=8).score_ids(
-      [(p, c[0].tokens) for p, c in zip(PROMPTS, out)])
+  out = Generator(cfg, batch_size=4, length_bucket=8).generate_ids(
+      params, PROMPTS, SamplingParams(max_new_tokens=6))
+  scores = Scorer(cfg, batch_size=4, length_bucket=8).score_ids(
+      params, [(p, c[0].tokens) for p, c in zip(PROMPTS, out)])
   for prompt, completions, score in zip(PROMPTS, out, scores):
     tokens, logprobs = _greedy_without_cache(cfg, params, prompt, 6)
     assert completions[0].tokens == tokens
@@ -73,8 +73,8 @@ def test_generation_across_cache_segments_equals_the_full_forward():
   assert decode_segments(70) == [32, 64, 70] and decode_segments(32) == [32]
   cfg, params = _model(max_len=96)
   prompts = [[1, 5, 7], [3, 9, 2, 4, 4]]
-  out = Generator(cfg, params, batch_size=2, length_bucket=8).generate_ids(
-      prompts, SamplingParams(max_new_tokens=70))
+  out = Generator(cfg, batch_size=2, length_bucket=8).generate_ids(
+      params, prompts, SamplingParams(max_new_tokens=70))
   for prompt, completions in zip(prompts, out):
     tokens, logprobs = _greedy_without_cache(cfg, params, prompt, 70, buffer=80)
     assert completions[0].tokens == tokens
@@ -89,16 +89,16 @@ def llama():
 def test_row_seeds_make_samples_independent_of_batching(llama):
   cfg, params = llama
   sampling = SamplingParams(temperature=1.0, max_new_tokens=8, n=3)
-  batched = Generator(cfg, params, batch_size=8, length_bucket=8).generate_ids(PROMPTS, sampling,
+  batched = Generator(cfg, batch_size=8, length_bucket=8).generate_ids(params, PROMPTS, sampling,
                                                                               seed=7)
-  one_by_one = Generator(cfg, params, batch_size=1, length_bucket=16).generate_ids(
-      PROMPTS, sampling, seed=7)
+  one_by_one = Generator(cfg, batch_size=1, length_bucket=16).generate_ids(
+      params, PROMPTS, sampling, seed=7)
   assert [[c.tokens for c in cs] for cs in batched] == [[c.tokens for c in cs]
                                                          for cs in one_by_one]
   # Three samples of a prompt are three different draws, and another seed draws differently.
   assert len({tuple(c.tokens) for c in batched[1]}) > 1
-  other_seed = Generator(cfg, params, batch_size=8, length_bucket=8).generate_ids(
-      PROMPTS, sampling, seed=8)
+  other_seed = Generator(cfg, batch_size=8, length_bucket=8).generate_ids(
+      params, PROMPTS, sampling, seed=8)
   assert [[c.tokens for c in cs] for cs in other_seed] != [[c.tokens for c in cs]
                                                            for cs in batched]
 
@@ -106,10 +106,10 @@ def test_row_seeds_make_samples_independent_of_batching(llama):
 @pytest.mark.parametrize("filtering", [{"top_k": 1}, {"top_p": 1e-6}, {"min_p": 0.999}])
 def test_filters_that_leave_one_token_sample_greedily(llama, filtering):
   cfg, params = llama
-  generator = Generator(cfg, params, batch_size=4, length_bucket=8)
-  greedy = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=5))
+  generator = Generator(cfg, batch_size=4, length_bucket=8)
+  greedy = generator.generate_ids(params, PROMPTS, SamplingParams(max_new_tokens=5))
   sampled = generator.generate_ids(
-      PROMPTS, SamplingParams(temperature=1.5, max_new_tokens=5, **filtering), seed=3)
+      params, PROMPTS, SamplingParams(temperature=1.5, max_new_tokens=5, **filtering), seed=3)
   assert [c[0].tokens for c in sampled] == [c[0].tokens for c in greedy]
 
 
@@ -125,11 +125,11 @@ def test_filter_logits_keeps_the_expected_sets():
 
 def test_stop_tokens_and_stop_strings(llama):
   cfg, params = llama
-  generator = Generator(cfg, params, batch_size=4, length_bucket=8)
-  free = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=8))
+  generator = Generator(cfg, batch_size=4, length_bucket=8)
+  free = generator.generate_ids(params, PROMPTS, SamplingParams(max_new_tokens=8))
   stop_token = free[0][0].tokens[3]
   first = free[0][0].tokens.index(stop_token)
-  stopped = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=8),
+  stopped = generator.generate_ids(params, PROMPTS, SamplingParams(max_new_tokens=8),
                                    stop_token_ids=[stop_token])
   assert stopped[0][0].tokens == free[0][0].tokens[:first + 1]
   assert stopped[0][0].finish_reason == "stop"
@@ -137,7 +137,7 @@ def test_stop_tokens_and_stop_strings(llama):
   tokenizer = ByteTokenizer()  # ids >= 3 decode to bytes
   text = tokenizer.decode(free[1][0].tokens)
   stop = text[2:4]
-  results, _ = generate_text(generator, tokenizer, PROMPTS, SamplingParams(max_new_tokens=8),
+  results, _ = generate_text(generator, params, tokenizer, PROMPTS, SamplingParams(max_new_tokens=8),
                              stop_strings=[stop])
   completion = results[1][0]
   assert completion.text == text[:text.find(stop)]
@@ -148,9 +148,9 @@ def test_stop_tokens_and_stop_strings(llama):
 
 def test_repetition_penalty_discourages_seen_tokens(llama):
   cfg, params = llama
-  generator = Generator(cfg, params, batch_size=4, length_bucket=8)
-  plain = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=12))
-  penalised = generator.generate_ids(PROMPTS, SamplingParams(max_new_tokens=12,
+  generator = Generator(cfg, batch_size=4, length_bucket=8)
+  plain = generator.generate_ids(params, PROMPTS, SamplingParams(max_new_tokens=12))
+  penalised = generator.generate_ids(params, PROMPTS, SamplingParams(max_new_tokens=12,
                                                              repetition_penalty=100.0))
   repeats = lambda results: sum(len(c[0].tokens) - len(set(c[0].tokens)) for c in results)
   assert repeats(penalised) < repeats(plain)
@@ -159,12 +159,12 @@ def test_repetition_penalty_discourages_seen_tokens(llama):
 def test_bad_requests_are_user_errors(llama):
   cfg, params = llama
   with pytest.raises(UserError, match="prompt 1 is empty"):
-    Generator(cfg, params).generate_ids([[1], []], SamplingParams())
+    Generator(cfg).generate_ids(params, [[1], []], SamplingParams())
   with pytest.raises(UserError, match="sampling.top_p"):
     SamplingParams(top_p=0.0)
   learned, learned_params = _model(**VARIANTS["gpt2"])
   with pytest.raises(UserError, match="learned positions"):
-    Generator(learned, learned_params).generate_ids([[1] * 40], SamplingParams(max_new_tokens=10))
+    Generator(learned).generate_ids(learned_params, [[1] * 40], SamplingParams(max_new_tokens=10))
 
 
 def test_generate_and_score_clis_on_an_llmjax_run_agree(tmp_path):

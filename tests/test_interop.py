@@ -106,8 +106,8 @@ def test_imported_checkpoint_matches_transformers(checkpoints, name, tmp_path):
   ours = np.asarray(Decoder(cfg).apply({"params": params}, jnp.asarray(tokens)))
   np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=0)
 
-  generated = Generator(cfg, params, batch_size=4, length_bucket=16).generate_ids(
-      PROMPTS, SamplingParams(max_new_tokens=20), stop_token_ids=_eos_ids(hf_model))
+  generated = Generator(cfg, batch_size=4, length_bucket=16).generate_ids(
+      params, PROMPTS, SamplingParams(max_new_tokens=20), stop_token_ids=_eos_ids(hf_model))
   assert _padded(generated, 20) == _hf_greedy(hf_model, PROMPTS, 20)
 
   save_hf(str(tmp_path / "export"), cfg, params)
@@ -119,7 +119,7 @@ def test_scoring_matches_transformers_log_softmax(checkpoints):
   hf_model, directory = checkpoints["qwen2"]
   cfg, params, _ = load_hf(str(directory))
   pairs = [([1, 5, 9], [40, 41, 42, 43]), ([1, 200], [7]), ([1, 2, 3, 4, 5, 6], [99, 98])]
-  scores = Scorer(cfg, params, batch_size=2, length_bucket=8).score_ids(pairs)
+  scores = Scorer(cfg, batch_size=2, length_bucket=8).score_ids(params, pairs)
   for (prompt, completion), score in zip(pairs, scores):
     row = prompt + completion
     logprobs = torch.log_softmax(torch.tensor(_hf_logits(hf_model, [row])[0]), dim=-1).numpy()
@@ -153,8 +153,8 @@ from llmjax.parallel import Parallel
 parallel = Parallel.from_config({{"data": 2, "tensor": 2}})
 cfg, params, _ = load_hf({str(directory)!r}, parallel)
 kernel = params["layer_0"]["attn"]["query"]["kernel"]
-out = Generator(cfg, params, parallel, batch_size=4, length_bucket=16).generate_ids(
-    {PROMPTS!r}, SamplingParams(max_new_tokens=20), stop_token_ids={stop_ids!r})
+out = Generator(cfg, parallel, batch_size=4, length_bucket=16).generate_ids(
+    params, {PROMPTS!r}, SamplingParams(max_new_tokens=20), stop_token_ids={stop_ids!r})
 print(json.dumps({{"spec": str(kernel.sharding.spec),
                   "tokens": [c[0].tokens + [0] * (20 - len(c[0].tokens)) for c in out]}}))
 """

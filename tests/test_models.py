@@ -5,8 +5,9 @@ import pytest
 import flax.linen as nn
 
 from llmjax.errors import UserError
-from llmjax.models import Decoder, ModelConfig, collect_probes, unembedding
-from llmjax.models.layers import (apply_rope, attention_mask, plain_causal_mask,
+from llmjax.models import (Decoder, ModelConfig, apply_with_probes, token_embeddings,
+                           unembedding)
+from llmjax.models.layers import (apply_rope, attention_mask, plain_causal_mask, probe_collection,
                                   rope_sin_cos)
 
 FAMILIES = {
@@ -99,9 +100,8 @@ def test_probes_do_not_change_logits_and_have_layer_shapes():
   config, model, params = make(n_kv_heads=2)
   tokens = jax.random.randint(jax.random.PRNGKey(7), (2, 12), 0, 50)
   plain = model.apply({"params": params}, tokens)
-  logits, state = model.apply({"params": params}, tokens, mutable=["intermediates"])
+  logits, probes = apply_with_probes(model, params, tokens)
   np.testing.assert_array_equal(plain, logits)
-  probes = collect_probes(state["intermediates"], config.n_layers)
   assert probes["residual"].shape == (2, 2, 12, 32)
   assert probes["ffn_hidden"].shape == (2, 2, 12, 64)
   assert probes["attn_probs"].shape == (2, 2, 4, 12, 12)
@@ -161,8 +161,8 @@ def test_query_chunks_compute_what_one_chunk_does(family):
                compiled_grad(loss)(chunked, params), compiled_grad(loss)(whole, params))
   np.testing.assert_allclose(chunked.apply({"params": params}, tokens, last_positions=3),
                              whole.apply({"params": params}, tokens)[:, -3:], atol=1e-5)
-  probes = [collect_probes(m.apply({"params": params}, tokens, mutable=["intermediates"])[1][
-      "intermediates"], 2)["attn_probs"] for m in (chunked, whole)]
+  probes = [apply_with_probes(m, params, tokens, probes=["attn_probs"])[1]["attn_probs"]
+            for m in (chunked, whole)]
   np.testing.assert_allclose(probes[0], probes[1], atol=1e-6)
 
 
@@ -291,8 +291,7 @@ def test_scanned_and_rematerialised_layers_compute_the_same(remat):
   last = scanned.apply({"params": stacked}, tokens, last_positions=1)
   np.testing.assert_allclose(last[:, 0], model.apply({"params": params}, tokens)[:, -1],
                              atol=1e-5)
-  _, state = scanned.apply({"params": stacked}, tokens, mutable=["intermediates"])
-  probes = collect_probes(state["intermediates"], 3)
+  _, probes = apply_with_probes(scanned, stacked, tokens)
   assert probes["residual"].shape == (3, 2, 12, 32)
   assert probes["attn_probs"].shape == (3, 2, 4, 12, 12)
 
@@ -311,3 +310,98 @@ def test_folded_first_layer_projections_equal_the_plain_ones():
       m, params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), grad(folded),
                grad(plain))
+
+
+# ---- input embeddings, mask modes, probes by name ----------------------------------------------
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_token_embeddings_fed_as_input_embeddings_give_the_token_logits(family):
+  config, model, params = make(**FAMILIES[family])
+  tokens = jax.random.randint(jax.random.PRNGKey(20), (2, 12), 0, 50)
+  expected = model.apply({"params": params}, tokens)
+  vectors = token_embeddings(params, config, tokens)
+  np.testing.assert_array_equal(model.apply({"params": params}, embeddings_BxLxD=vectors),
+                                expected)
+  # Tokens with some positions replaced: exactly the logits of the fully given vectors.
+  other = jax.random.normal(jax.random.PRNGKey(21), vectors.shape)
+  replace = jnp.zeros((2, 12), bool).at[:, 3].set(True).at[1, 8].set(True)
+  mixed = model.apply({"params": params}, tokens, embeddings_BxLxD=other,
+                      embedding_mask_BxL=replace)
+  whole = model.apply({"params": params},
+                      embeddings_BxLxD=jnp.where(replace[..., None], other, vectors))
+  np.testing.assert_array_equal(mixed, whole)
+  np.testing.assert_array_equal(mixed[:, :3], expected[:, :3])  # causal: before the change
+  assert not np.allclose(mixed[:, 3:], expected[:, 3:])
+
+
+def _changes_at(model, params, tokens, changed_position, **kwargs):
+  """Per position, whether the output moves when the token at `changed_position` changes."""
+  changed = tokens.at[:, changed_position].set((tokens[:, changed_position] + 1) % 50)
+  a = model.apply({"params": params}, tokens, **kwargs)
+  b = model.apply({"params": params}, changed, **kwargs)
+  return np.abs(np.asarray(a - b)).max(axis=(0, 2)) > 1e-6
+
+
+@pytest.mark.parametrize("impl", ["einsum", "dot_product"])
+def test_bidirectional_and_prefix_lm_masks(impl):
+  _, model, params = make(**FAMILIES["llama"], attention_impl=impl, attention_chunk=4)
+  tokens = jax.random.randint(jax.random.PRNGKey(22), (2, 12), 0, 50)
+  causal = _changes_at(model, params, tokens, 5)
+  assert not causal[:5].any() and causal[5:].all()
+  encoder = _changes_at(model, params, tokens, 5, mask_mode="bidirectional")
+  assert encoder.all()  # every position sees a later token
+  prefix = jnp.broadcast_to(jnp.arange(12) < 6, (2, 12))  # the first 6 tokens
+  inside = _changes_at(model, params, tokens, 4, mask_mode="prefix_lm", prefix_mask_BxL=prefix)
+  assert inside.all()  # a change inside the prefix reaches the earlier prefix tokens too
+  outside = _changes_at(model, params, tokens, 8, mask_mode="prefix_lm", prefix_mask_BxL=prefix)
+  assert not outside[:8].any() and outside[8:].all()  # after the prefix: causal
+  # The einsum path's causal query chunks are off for non-causal masks: same as one chunk.
+  _, whole, _ = make(**FAMILIES["llama"], attention_chunk=0)
+  np.testing.assert_allclose(
+      model.apply({"params": params}, tokens, mask_mode="prefix_lm", prefix_mask_BxL=prefix),
+      whole.apply({"params": params}, tokens, mask_mode="prefix_lm", prefix_mask_BxL=prefix),
+      atol=1e-5)
+
+
+def test_prefix_lm_respects_segments_and_the_config_mode():
+  _, model, params = make(**FAMILIES["llama"], mask_mode="bidirectional")
+  tokens = jax.random.randint(jax.random.PRNGKey(23), (1, 12), 0, 50)
+  segments = jnp.array([[1] * 6 + [2] * 6])
+  positions = jnp.array([list(range(6)) * 2])
+  moved = _changes_at(model, params, tokens, 8, positions_BxL=positions,
+                      segment_ids_BxL=segments)
+  assert not moved[:6].any() and moved[6:].all()  # the encoder sees its own document only
+  with pytest.raises(ValueError, match="prefix_mask_BxL"):
+    model.apply({"params": params}, tokens, mask_mode="prefix_lm")
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_probes_by_name_on_both_attention_paths(scan):
+  results = {}
+  for impl in ("einsum", "dot_product"):
+    config, model, params = make(n_kv_heads=2, attention_impl=impl, scan_layers=scan)
+    tokens = jax.random.randint(jax.random.PRNGKey(24), (2, 12), 0, 50)
+    logits, probes = apply_with_probes(model, params, tokens)
+    np.testing.assert_array_equal(logits, model.apply({"params": params}, tokens))
+    assert probes["attn_probs"].shape == (2, 2, 4, 12, 12)
+    np.testing.assert_allclose(probes["attn_probs"].sum(-1), 1.0, atol=1e-5)
+    results[impl] = probes
+    _, only_ffn = apply_with_probes(model, params, tokens, probes=["ffn_hidden"])
+    assert set(only_ffn) == {"ffn_hidden"}
+    np.testing.assert_array_equal(only_ffn["ffn_hidden"], probes["ffn_hidden"])
+  for name in ("residual", "ffn_hidden", "attn_probs"):
+    np.testing.assert_allclose(results["einsum"][name], results["dot_product"][name], atol=1e-5)
+
+
+def test_an_ffn_probe_computes_no_attention_probabilities():
+  # On the fused path the probabilities exist only for the attn_probs probe: count softmaxes.
+  _, model, params = make(n_kv_heads=2, attention_impl="dot_product")
+  tokens = jnp.zeros((2, 12), jnp.int32)
+
+  def exps(*collections):
+    jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, tokens,
+                                                 mutable=list(collections)))(params)
+    return str(jaxpr).count(" exp ")
+
+  assert exps(probe_collection("ffn_hidden")) == exps()
+  assert exps(probe_collection("attn_probs")) > exps()

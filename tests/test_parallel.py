@@ -27,12 +27,12 @@ import json, jax
 from llmjax.config_base import base_config
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
-from llmjax.train.trainer import Trainer
+from llmjax.train.lm import lm_trainer
 config = base_config("x")
 config.mesh.update(data=2, fsdp=2, tensor=2)
 config.train.update(batch_size=8, seq_len=16)
 model = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2, d_ff=64)
-trainer = Trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
+trainer = lm_trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
 state = trainer.init_state(0)
 spec = lambda x: [list(a) if isinstance(a, tuple) else a for a in x.sharding.spec]
 attn = state.params["layer_0"]["attn"]

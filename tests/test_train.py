@@ -12,7 +12,8 @@ from llmjax.parallel import Parallel
 from llmjax.train.flops import measured_cpu_matmul_flops, peak_flops_per_device
 from llmjax.train.losses import chunked_cross_entropy, cross_entropy
 from llmjax.train.optim import build_optimizer, decay_mask, learning_rate_schedule
-from llmjax.train.trainer import Trainer, lm_batch
+from llmjax.data.batches import lm_batch
+from llmjax.train.lm import lm_trainer
 
 MODEL = ModelConfig(vocab_size=32, d_model=32, n_layers=1, n_heads=2, d_ff=64, n_kv_heads=1)
 
@@ -23,7 +24,7 @@ def make_trainer(lr=1e-2, **train):
                       checkpoint_every=1000, progress=False)
   config.train.update(train)
   config.optim.update(lr=lr, warmup_steps=0, schedule="constant")
-  return Trainer(MODEL, config.train, config.optim, Parallel.from_config(config.mesh))
+  return lm_trainer(MODEL, config.train, config.optim, Parallel.from_config(config.mesh))
 
 
 def fixed_batch(seed=0, batch=4, length=16):
@@ -158,14 +159,14 @@ def test_chunked_loss_trains_like_full_logits_in_less_memory():
   for chunk in (0, 16):
     config = base_config("lm_pretrain")
     config.train.update(steps=10, batch_size=4, seq_len=64, loss_chunk_len=chunk, z_loss=1e-3)
-    trainer = Trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
+    trainer = lm_trainer(model, config.train, config.optim, Parallel.from_config(config.mesh))
     abstract_batch = {k: jax.ShapeDtypeStruct((4, 64), jnp.int32) for k in batch}
-    with trainer.parallel.context():  # compiled once: for the memory analysis and the steps
-      step = trainer._train_step.lower(trainer.abstract_state, abstract_batch).compile()
+    # Compiled once: for the memory analysis and the steps.
+    step = trainer.lower_step(abstract_batch).compile()
     state = trainer.init_state(0)
     device_batch = trainer.to_device(batch)
     for _ in range(2):
-      state, metrics = step(state, device_batch)
+      state, metrics = step(state, device_batch, None)
     evaluated = trainer.evaluate(state.params, [device_batch])
     results.append((state.params, metrics, evaluated, step.memory_analysis().temp_size_in_bytes))
   (full_params, full, full_eval, full_bytes), (params, chunked, chunked_eval, chunked_bytes) = (

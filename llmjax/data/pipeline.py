@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import grain
 import numpy as np
 
+from llmjax.data.batches import packed_lm_batch
 from llmjax.data.tokenizers import Tokenizer
 from llmjax.errors import DataError, UserError
 
@@ -60,19 +61,6 @@ class _Chunk(grain.experimental.FlatMapTransform):
     return [{k: v[i:i + self.size] for k, v in doc.items()} for i in range(0, n, self.size)]
 
 
-def _to_model_batch(packed):
-  """Packed rows of L + 1 tokens -> [B, L] inputs, targets and masks (see trainer.BATCH_KEYS)."""
-  tokens, seg, pos = packed["tokens"], packed["tokens_segment_ids"], packed["tokens_positions"]
-  same_doc = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)
-  return {
-      "inputs": tokens[:, :-1].astype(np.int32),
-      "targets": tokens[:, 1:].astype(np.int32),
-      "loss_mask": (packed["loss_mask"][:, 1:] * same_doc).astype(np.int32),
-      "segment_ids": seg[:, :-1].astype(np.int32),
-      "positions": pos[:, :-1].astype(np.int32),
-  }
-
-
 def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, global_batch: int,
                seed: int, train: bool = True, mask_prompt: bool = False,
                max_chunks_per_document: int = 256, packing_bins: int | None = None,
@@ -106,7 +94,7 @@ def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, globa
                            max_chunks_per_document, packing_bins)
             for shard in range(first, first + per_process)]
   zipped = grain.experimental.ZipIterDataset(shards)
-  return zipped.map(lambda parts: _to_model_batch(
+  return zipped.map(lambda parts: packed_lm_batch(
       {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}))
 
 

@@ -33,7 +33,8 @@ from llmjax.infer import Generator, SamplingParams
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
 from llmjax.tasks import compositional
-from llmjax.train.trainer import Trainer, lm_batch
+from llmjax.data.batches import lm_batch
+from llmjax.train.lm import lm_trainer
 
 
 def _make_task(task_config, n_tokens: int, num_train: int, seed: int):
@@ -78,7 +79,7 @@ def train_model(config, task, workdir: str):
   train_config = ml_collections.ConfigDict(config.train.to_dict())
   train_config.seq_len = length
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
-  trainer = Trainer(model_config, train_config, config.optim, parallel)
+  trainer = lm_trainer(model_config, train_config, config.optim, parallel)
   n = task.num_inputs
 
   def to_batch(batch_rows):
@@ -97,14 +98,14 @@ def train_model(config, task, workdir: str):
 def answer_accuracy(model_config, params, parallel, task, cot: bool, batch_size: int):
   """Per split, whether the greedy final answer is right (bridges generated first with CoT)."""
   steps = (task.splits["train"].bridges.shape[1] if cot else 0) + 1
-  generator = Generator(model_config, params, parallel, batch_size=batch_size,
+  generator = Generator(model_config, parallel, batch_size=batch_size,
                         length_bucket=task.num_inputs)
   correct = {}
   for name, split in task.splits.items():
     if name == "train" or len(split) == 0:
       correct[name] = np.zeros(0, bool)
       continue
-    completions = generator.generate_ids(split.inputs.tolist(),
+    completions = generator.generate_ids(params, split.inputs.tolist(),
                                          SamplingParams(max_new_tokens=steps))
     answers = np.array([c[0].tokens[-1] for c in completions])
     correct[name] = answers == split.targets

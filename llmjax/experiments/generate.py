@@ -23,10 +23,10 @@ def run(config, workdir: str) -> dict:
   loaded, parallel = load_for_inference(config)
   tokenizer = loaded.tokenizer
   prompts = [encode_prompt(tokenizer, row, config.chat) for row in rows]
-  generator = Generator(loaded.config, loaded.params, parallel, config.batch_size,
-                        config.length_bucket, tokenizer.pad_id)
+  generator = Generator(loaded.config, parallel, config.batch_size, config.length_bucket,
+                        tokenizer.pad_id)
   stop_ids = sorted(set(tokenizer.stop_ids) | set(config.sampling.stop_token_ids))
-  results, seconds = generate_text(generator, tokenizer, prompts, sampling,
+  results, seconds = generate_text(generator, loaded.params, tokenizer, prompts, sampling,
                                    seed=config.sampling.seed, stop_token_ids=stop_ids,
                                    stop_strings=tuple(config.sampling.stop),
                                    show_progress=True)

@@ -31,16 +31,15 @@ import optax
 
 from llmjax import runio
 from llmjax.analysis import geometry, stages, symmetry
-from llmjax.errors import TrainingDivergedError, UserError
+from llmjax.errors import UserError
 from llmjax.experiments import grokking_plots
 from llmjax.models import Decoder, ModelConfig
 from llmjax.numerics import argmax_first
 from llmjax.tasks.algorithmic import Task, make_task
-from llmjax.train.checkpoint import Checkpointer
 from llmjax.train.grokfast import grokfast_ema, grokfast_ma
-from llmjax.train.multiseed import MultiSeedTrainer
+from llmjax.train.loop import run_loop
+from llmjax.train.multiseed import MultiSeedProgram, MultiSeedTrainer
 from llmjax.train.optim import build_optimizer
-from llmjax.train.preemption import SigtermFlag
 
 METHODS = ("none", "symmetry", "geometry", "grokfast_ema", "grokfast_ma")
 
@@ -82,19 +81,19 @@ def make_loss_and_eval(model: Decoder, task: Task, config):
   def entity_embeddings(params):
     return params["embed"]["embedding"][entity_tokens].astype(jnp.float32)
 
-  def loss_fn(params, shared, per_seed, rng):
-    del rng  # full batch, no dropout: every step is deterministic
+  def loss_fn(params, batch, rng, frozen):
+    del rng, frozen  # full batch, no dropout: every step is deterministic
     aux = {}
     if method == "symmetry":  # needs the answers on inputs outside the training set too
-      logits_NxV = answer_logits(model, params, shared["inputs"])
-      ce = cross_entropy_rows(logits_NxV[per_seed["train_rows"]],
-                              shared["targets"][per_seed["train_rows"]]).mean()
+      logits_NxV = answer_logits(model, params, batch["inputs"])
+      ce = cross_entropy_rows(logits_NxV[batch["train_rows"]],
+                              batch["targets"][batch["train_rows"]]).mean()
       aux["symmetry_loss"] = symmetry.violation_loss(logits_NxV, task)
       loss = ce + config.acceleration.symmetry_weight * aux["symmetry_loss"]
     else:
-      rows = per_seed["train_rows"]
-      ce = cross_entropy_rows(answer_logits(model, params, shared["inputs"][rows]),
-                              shared["targets"][rows]).mean()
+      rows = batch["train_rows"]
+      ce = cross_entropy_rows(answer_logits(model, params, batch["inputs"][rows]),
+                              batch["targets"][rows]).mean()
       loss = ce
     if method == "geometry":
       aux["geometry_loss"] = geometry_prior(entity_embeddings(params), neighbours,
@@ -103,11 +102,11 @@ def make_loss_and_eval(model: Decoder, task: Task, config):
     aux["train_loss"] = ce
     return loss, aux
 
-  def eval_fn(params, shared, per_seed):
-    logits_NxV = answer_logits(model, params, shared["inputs"])
-    ce_N = cross_entropy_rows(logits_NxV, shared["targets"])
-    correct_N = (argmax_first(logits_NxV) == shared["targets"]).astype(jnp.float32)
-    train_N = per_seed["train_mask"]
+  def eval_fn(params, batch):
+    logits_NxV = answer_logits(model, params, batch["inputs"])
+    ce_N = cross_entropy_rows(logits_NxV, batch["targets"])
+    correct_N = (argmax_first(logits_NxV) == batch["targets"]).astype(jnp.float32)
+    train_N = batch["train_mask"]
     test_N = 1.0 - train_N
     out = {
         "train_loss": (ce_N * train_N).sum() / train_N.sum(),
@@ -148,72 +147,30 @@ def run(config, workdir: str) -> dict:
   train_mask = np.zeros((len(seeds), task.size), np.float32)
   for i, (train_rows, _) in enumerate(splits):
     train_mask[i, train_rows] = 1.0
-  shared = {"inputs": jnp.asarray(task.inputs_NxT), "targets": jnp.asarray(task.targets_N)}
-  per_seed = {"train_rows": jnp.asarray(np.stack([s[0] for s in splits])),
-              "train_mask": jnp.asarray(train_mask)}
+  # The whole table is shared by the seeds; each seed has its own training rows.
+  batch = {"inputs": jnp.asarray(task.inputs_NxT), "targets": jnp.asarray(task.targets_N),
+           "train_rows": jnp.asarray(np.stack([s[0] for s in splits])),
+           "train_mask": jnp.asarray(train_mask)}
 
   loss_fn, eval_fn = make_loss_and_eval(model, task, config)
   dummy = jnp.asarray(task.inputs_NxT[:1])
   trainer = MultiSeedTrainer(lambda rng: nn.unbox(model.init(rng, dummy)["params"]),
-                             build_optimizer_for(config), loss_fn, eval_fn)
-  state = trainer.init(seeds)
-
-  train = config.train
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), train.keep_checkpoints,
-                              train.async_checkpoint)
+                             build_optimizer_for(config), loss_fn, eval_fn,
+                             seed_keys=("train_rows", "train_mask"))
   snapshots = grokking_plots.EmbeddingSnapshots(os.path.join(workdir, "embeddings.npz"))
-  start = 0
-  latest = checkpointer.latest_step() if config.resume else None
-  if latest is not None:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-                            state)
-    state = checkpointer.restore(latest, abstract)
-    start = latest
-  snapshots.keep_through(start)
-  writer = runio.MetricsWriter(workdir, keep_through_step=start)
 
-  def evaluate_and_log(step):
-    metrics = jax.device_get(trainer.evaluate(state, shared, per_seed))
-    for i in range(len(seeds)):
-      writer.write(step, "eval", {"seed": i, **{k: float(v[i]) for k, v in metrics.items()}})
-    emb = jax.device_get(state.params["embed"]["embedding"][0][task.entity_tokens])
-    snapshots.add(step, emb)
-    return metrics
+  def evaluate_rows(state, step):
+    metrics = jax.device_get(trainer.evaluate(state, batch))
+    snapshots.add(step, jax.device_get(state.params["embed"]["embedding"][0][task.entity_tokens]))
+    return [{"seed": i, **{k: float(v[i]) for k, v in metrics.items()}}
+            for i in range(len(seeds))]
 
-  progress = runio.progress_bar(train.steps, start, train.progress, "grokking")
-  stopped_early, last_good_checkpoint = False, latest
-  with SigtermFlag() as sigterm:
-    try:
-      if start == 0:
-        evaluate_and_log(0)
-      step = start
-      while step < train.steps:
-        chunk = min(train.eval_every - step % train.eval_every, train.steps - step)
-        state, _ = trainer.train(state, shared, per_seed, chunk)
-        step += chunk
-        metrics = evaluate_and_log(step)
-        if not np.all(np.isfinite(metrics["train_loss"])):
-          raise TrainingDivergedError(
-              f"loss is not finite at step {step}; training stopped. The last good checkpoint "
-              f"(step {last_good_checkpoint}) is kept in {checkpointer.directory}")
-        progress.update(chunk)
-        progress.set_postfix(train_acc=f"{np.median(metrics['train_accuracy']):.3f}",
-                             test_acc=f"{np.median(metrics['test_accuracy']):.3f}",
-                             violation=f"{np.median(metrics['violation']):.3g}")
-        stopped_early = sigterm.is_set() and step < train.steps
-        if step % train.checkpoint_every == 0 or step == train.steps or stopped_early:
-          checkpointer.save(step, state)
-          snapshots.save()
-          last_good_checkpoint = step
-        if stopped_early:
-          break
-    finally:
-      progress.close()
-      writer.close()
-      checkpointer.close()
-
-  summary = summarise(config, workdir, task, model, state, snapshots)
-  summary["stopped_early"] = stopped_early
+  result = run_loop(MultiSeedProgram(trainer, seeds, batch, evaluate_rows), workdir,
+                    config.train, config.resume, eval_at_start=True,
+                    progress_keys=("train_accuracy", "test_accuracy", "violation"),
+                    on_save=lambda step: snapshots.save(), on_start=snapshots.keep_through)
+  summary = summarise(config, workdir, task, model, result.state, snapshots)
+  summary["stopped_early"] = result.stopped_early
   return summary
 
 

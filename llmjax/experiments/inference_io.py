@@ -7,7 +7,7 @@ from typing import Any, Iterable
 from llmjax import runio
 from llmjax.data.readers import read_jsonl
 from llmjax.errors import UserError
-from llmjax.infer.load import LoadedModel, load_model
+from llmjax.weights import LoadedModel, load_model
 from llmjax.parallel import Parallel
 
 

@@ -9,7 +9,7 @@ from llmjax.data.tokenizers import load_tokenizer
 from llmjax.errors import UserError
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
-from llmjax.train.trainer import Trainer
+from llmjax.train.lm import lm_trainer
 
 
 def run(config, workdir: str) -> dict:
@@ -24,7 +24,7 @@ def run(config, workdir: str) -> dict:
 
   corpus = make_corpus(config.data)
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
-  trainer = Trainer(model_config, config.train, config.optim, parallel)
+  trainer = lm_trainer(model_config, config.train, config.optim, parallel)
 
   def batches(split, train):
     return lm_batches(corpus[split], tokenizer, config.train.seq_len, config.train.batch_size,

@@ -15,10 +15,10 @@ def run(config, workdir: str) -> dict:
   tokenizer = loaded.tokenizer
   pairs = [(encode_prompt(tokenizer, row, config.chat), tokenizer.encode(row["completion"]))
            for row in rows]
-  scorer = Scorer(loaded.config, loaded.params, parallel, config.batch_size,
-                  config.length_bucket, tokenizer.pad_id)
+  scorer = Scorer(loaded.config, parallel, config.batch_size, config.length_bucket,
+                  tokenizer.pad_id)
   started = time.perf_counter()
-  scores = scorer.score_ids(pairs, show_progress=True)
+  scores = scorer.score_ids(loaded.params, pairs, show_progress=True)
   seconds = time.perf_counter() - started
   write_jsonl(os.path.join(workdir, "scores.jsonl"), (
       {"id": row["id"], "prompt": row.get("prompt", row.get("messages")),

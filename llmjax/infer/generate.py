@@ -6,7 +6,8 @@ padded row computes exactly what it would alone: padding slots are never attende
 or learned positions start at each row's first token. All rows then write their new tokens into
 the same cache slot each step. The cache grows in segments (`decode_segments`), so a step only
 reads the slots its segment can have filled. The compiled program is cached per (batch, P,
-max_new_tokens, sampling settings): one compile per bucket, not per call.
+max_new_tokens, sampling settings), shared by every Generator of the same model and mesh, and
+takes the params as an argument: one compile per bucket, not per call or per params.
 
 Sampling: see llmjax.infer.sampling. Row r of prompt i (n samples each) draws with
 fold_in(fold_in(PRNGKey(seed), i * n + r), step): results do not depend on the batch size or on
@@ -28,10 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from llmjax.errors import UserError
-from llmjax.infer.batching import BatchedRunner
+from llmjax.infer.batching import BatchedRunner, runner_params
 from llmjax.infer.cache import init_cache, left_padded_inputs
 from llmjax.infer.sampling import SamplingParams, next_tokens
-from llmjax.runio import progress_bar
 
 
 @dataclasses.dataclass
@@ -49,17 +49,12 @@ class Completion:
 
 
 class Generator(BatchedRunner):
-  """Generates from a decoder's params (see BatchedRunner for the constructor's arguments)."""
+  """Generates from the params each call is given (see BatchedRunner for the constructor's
+  arguments)."""
 
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self._compiled = {}
-
-  def _loop(self, batch: int, prompt_len: int, params: SamplingParams):
-    key = (batch, prompt_len, params)
-    if key not in self._compiled:
-      self._compiled[key] = self._build_loop(batch, prompt_len, params)
-    return self._compiled[key]
+  def _loop(self, batch: int, prompt_len: int, sampling: SamplingParams):
+    return self.compiled("generate", (batch, prompt_len, sampling, self.pad_id),
+                         lambda: self._build_loop(batch, prompt_len, sampling))
 
   def _build_loop(self, B: int, P: int, sampling: SamplingParams):
     model, T, V = self.model, sampling.max_new_tokens, self.config.vocab_size
@@ -121,30 +116,29 @@ class Generator(BatchedRunner):
 
     return call
 
-  def generate_ids(self, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
+  def generate_ids(self, params, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
                    seed: int = 0, stop_token_ids: Sequence[int] = (),
                    show_progress: bool = False) -> list[list[Completion]]:
     """Generates `sampling.n` completions for each prompt (lists of token ids).
 
+    Args:
+      params: the decoder's params (or a wrapper's), placed on this runner's mesh.
     Returns:
       One list of `sampling.n` Completions per prompt, in prompt order (text unset).
     """
     for i, prompt in enumerate(prompts):
       if len(prompt) == 0:
         raise UserError(f"prompt {i} is empty: generation needs at least one token (e.g. BOS)")
-    rows = [(i, r) for i in range(len(prompts)) for r in range(sampling.n)]
-    # Similar lengths share a batch: less padding, fewer buckets.
-    rows.sort(key=lambda row: len(prompts[row[0]]))
+    params = runner_params(params)
+    all_rows = [(i, r) for i in range(len(prompts)) for r in range(sampling.n)]
     stop_ids = jnp.asarray(sorted(set(int(t) for t in stop_token_ids)) or [-1], jnp.int32)
     base_key = jax.random.PRNGKey(seed)
     results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
     B = self.batch_size
-    bar = progress_bar(len(rows), 0, show_progress, "generate")
-    for start in range(0, len(rows), B):
-      chunk = rows[start:start + B]
-      longest = max(len(prompts[i]) for i, _ in chunk)
-      P = self.padded_length(longest)
-      self._check_length(longest, sampling.max_new_tokens)
+    lengths = [len(prompts[i]) for i, _ in all_rows]
+    for indices, P in self.batches(lengths, show_progress, "generate"):
+      chunk = [all_rows[k] for k in indices]
+      self._check_length(max(lengths[k] for k in indices), sampling.max_new_tokens)
       tokens = np.full((B, P), self.pad_id, np.int32)
       mask = np.zeros((B, P), np.int32)
       mask[len(chunk):, -1] = 1  # filler rows (start done): one token, no row all padding
@@ -155,15 +149,13 @@ class Generator(BatchedRunner):
         row_ids[b] = i * sampling.n + r
       row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids)
       out_tokens, out_logprobs, stopped_at = jax.device_get(
-          self._loop(B, P, sampling)(self.params, tokens, mask, row_keys, stop_ids,
+          self._loop(B, P, sampling)(params, tokens, mask, row_keys, stop_ids,
                                      np.arange(B) < len(chunk)))
       for b, (i, r) in enumerate(chunk):
         n = int(stopped_at[b]) or sampling.max_new_tokens
         results[i][r] = Completion(tokens=out_tokens[b, :n].tolist(),
                                    logprobs=out_logprobs[b, :n].tolist(),
                                    finish_reason="stop" if stopped_at[b] else "length")
-      bar.update(len(chunk))
-    bar.close()
     return results
 
   def _check_length(self, longest: int, max_new: int) -> None:
@@ -195,17 +187,17 @@ def grow_cache(cache, target):
   return jax.tree.map(grow, cache, target)
 
 
-def generate_text(generator: Generator, tokenizer, prompts: Sequence[Sequence[int]],
+def generate_text(generator: Generator, params, tokenizer, prompts: Sequence[Sequence[int]],
                   sampling: SamplingParams, seed: int = 0, stop_token_ids: Sequence[int] = (),
                   stop_strings: Sequence[str] = (), show_progress: bool = False):
-  """`Generator.generate_ids`, then decoded text with stop strings applied.
+  """`Generator.generate_ids(params, ...)`, then decoded text with stop strings applied.
 
   Returns:
     (completions per prompt, seconds spent generating).
   """
   stop_token_ids = set(stop_token_ids)
   started = time.perf_counter()
-  results = generator.generate_ids(prompts, sampling, seed, sorted(stop_token_ids),
+  results = generator.generate_ids(params, prompts, sampling, seed, sorted(stop_token_ids),
                                    show_progress)
   seconds = time.perf_counter() - started
   for completions in results:

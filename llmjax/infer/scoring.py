@@ -14,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llmjax.errors import UserError
-from llmjax.infer.batching import BatchedRunner
-from llmjax.runio import progress_bar
+from llmjax.infer.batching import BatchedRunner, runner_params
 
 
 @dataclasses.dataclass
@@ -46,39 +45,47 @@ def completion_logprobs(logits_BxLxV, tokens_BxL, completion_mask_BxL):
 
 
 class Scorer(BatchedRunner):
-  """Scores completions with a decoder's params (see BatchedRunner for the constructor's
-  arguments)."""
+  """Scores completions with the params each call is given (see BatchedRunner for the
+  constructor's arguments)."""
 
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
+  def _scorer(self, length: int):
     model = self.model
 
     def score(params, tokens_BxL, segments_BxL, completion_mask_BxL):
       logits_BxLxV = model.apply({"params": params}, tokens_BxL, None, segments_BxL)
       return completion_logprobs(logits_BxLxV, tokens_BxL, completion_mask_BxL)
 
-    sharding = self.parallel.batch_sharding(2)
-    self._score = jax.jit(score, in_shardings=(None, sharding, sharding, sharding))
+    def build():
+      sharding = self.parallel.batch_sharding(2)
+      jitted = jax.jit(score, in_shardings=(None, sharding, sharding, sharding))
 
-  def score_ids(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+      def call(*args):
+        with self.parallel.context():
+          return jitted(*args)
+      return call
+
+    return self.compiled("score", (self.batch_size, length), build)
+
+  def score_ids(self, params, pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
                 show_progress: bool = False) -> list[Score]:
-    """Log-probs of each completion given its prompt (token id lists; the prompt non-empty)."""
+    """Log-probs of each completion given its prompt (token id lists; the prompt non-empty).
+
+    Args:
+      params: the decoder's params (or a wrapper's), placed on this runner's mesh.
+    """
     for i, (prompt, completion) in enumerate(pairs):
       if len(prompt) == 0:
-        raise UserError(f"row {i}: empty prompt; the first completion token needs a context "
-                        "(e.g. BOS)")
+        raise UserError(f"row {i + 1}: empty prompt; the first completion token needs a "
+                        "context (e.g. BOS)")
       total = len(prompt) + len(completion)
       if self.config.positions == "learned" and total > self.config.max_len:
-        raise UserError(f"row {i}: {total} tokens exceed the model's {self.config.max_len} "
+        raise UserError(f"row {i + 1}: {total} tokens exceed the model's {self.config.max_len} "
                         "learned positions")
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    params = runner_params(params)
     results: list[Score | None] = [None] * len(pairs)
     B = self.batch_size
-    bar = progress_bar(len(order), 0, show_progress, "score")
-    for start in range(0, len(order), B):
-      chunk = order[start:start + B]
-      longest = max(len(pairs[i][0]) + len(pairs[i][1]) for i in chunk)
-      L = self.padded_length(longest)
+    lengths = [len(p) + len(c) for p, c in pairs]
+    for chunk, L in self.batches(lengths, show_progress, "score"):
       tokens = np.full((B, L), self.pad_id, np.int32)
       segments = np.zeros((B, L), np.int32)
       scored = np.zeros((B, L), np.int32)
@@ -88,11 +95,8 @@ class Scorer(BatchedRunner):
         tokens[b, :n] = list(prompt) + list(completion)
         segments[b, :n] = 1
         scored[b, len(prompt):n] = 1
-      with self.parallel.context():
-        logprobs = jax.device_get(self._score(self.params, tokens, segments, scored))
+      logprobs = jax.device_get(self._scorer(L)(params, tokens, segments, scored))
       for b, i in enumerate(chunk):
         prompt, completion = pairs[i]
         results[i] = Score(logprobs[b, len(prompt):len(prompt) + len(completion)].tolist())
-      bar.update(len(chunk))
-    bar.close()
     return results

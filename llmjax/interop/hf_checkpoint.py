@@ -24,9 +24,8 @@ from llmjax.errors import UserError
 from llmjax.interop.hf_config import (hf_config_from_model, infer_family,
                                       model_config_from_hf)
 from llmjax.interop.hf_weights import canonical_hf_name, ignorable, tensor_maps
-from llmjax.models import Decoder, ModelConfig
+from llmjax.models import ModelConfig, decoder_layout, decoder_params
 from llmjax.parallel import Parallel
-from llmjax.train.state import abstract_with_shardings
 
 _INDEX = "model.safetensors.index.json"
 
@@ -71,14 +70,6 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
   tree[path[-1]] = value
 
 
-def decoder_params_layout(cfg: ModelConfig, parallel: Parallel):
-  """Abstract params (shape, dtype, sharding) of the decoder `cfg` builds."""
-  model = Decoder(cfg)
-  return abstract_with_shardings(
-      lambda rng: model.init(rng, jnp.zeros((1, 1), jnp.int32))["params"], parallel,
-      jax.random.PRNGKey(0))
-
-
 def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None = None,
             **overrides) -> tuple[ModelConfig, Any, str]:
   """Loads an HF checkpoint directory.
@@ -101,7 +92,7 @@ def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None 
     raise UserError("imported models use unscanned layers; leave scan_layers false")
   family = hf["model_type"]
   parallel = parallel or Parallel.from_config({"data": -1})
-  abstract = decoder_params_layout(cfg, parallel)
+  abstract = decoder_layout(cfg, parallel)
   maps = {m.hf_name: m for m in tensor_maps(cfg, family)}
   params: dict = {}
   for path in safetensors_files(directory):
@@ -150,7 +141,8 @@ def unstack_layers(cfg: ModelConfig, params: dict) -> dict:
 def save_hf(directory: str, cfg: ModelConfig, params: Any, family: str | None = None,
             dtype: str | None = None, max_shard_bytes: int = 4 << 30,
             extra_config: dict | None = None) -> str:
-  """Writes params as an HF checkpoint of `family` (default: inferred from cfg).
+  """Writes params (a Decoder's, or a wrapper's: its decoder part) as an HF checkpoint of
+  `family` (default: inferred from cfg).
 
   Args:
     dtype: tensor dtype in the files; default the params' own.
@@ -162,7 +154,7 @@ def save_hf(directory: str, cfg: ModelConfig, params: Any, family: str | None = 
 
   family = family or infer_family(cfg)
   hf = hf_config_from_model(cfg, family, extra_config)
-  params = unstack_layers(cfg, params)
+  params = unstack_layers(cfg, decoder_params(params))
   tensors = {}
   for m in tensor_maps(cfg, family):
     arrays = [_host_array(_get(params, p)) for p in m.paths]

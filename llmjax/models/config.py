@@ -26,6 +26,7 @@ POSITIONS = ("rope", "learned", "none")
 NORM_POSITIONS = ("pre", "post")
 ATTENTION_IMPLS = ("einsum", "dot_product")
 REMAT = ("none", "full", "dots_saveable")
+MASK_MODES = ("causal", "bidirectional", "prefix_lm")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -64,6 +65,9 @@ class ModelConfig:
   # dot_product: jax.nn.dot_product_attention, cuDNN flash attention on GPUs in bf16/fp16 and
   # XLA's implementation elsewhere (no dropout on attention probabilities, no attn_probs probe).
   attention_impl: str = "einsum"
+  # causal: a decoder; bidirectional: an encoder (every token sees its whole segment);
+  # prefix_lm: bidirectional over a marked prefix, causal after it. A call can override it.
+  mask_mode: str = "causal"
   # einsum attention without a KV cache: queries in chunks of this many positions (at most 8
   # chunks: longer sequences get longer chunks), each reading only the keys up to its last
   # position (causal block skipping); 0: one chunk.
@@ -99,6 +103,7 @@ class ModelConfig:
     check(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
     check(self.attention_chunk >= 0, "attention_chunk", "0 (one chunk) or a positive integer")
     check(self.remat in REMAT, "remat", f"one of {REMAT}")
+    check(self.mask_mode in MASK_MODES, "mask_mode", f"one of {MASK_MODES}")
     check(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")
     check(self.num_kv_heads > 0 and self.n_heads % self.num_kv_heads == 0, "n_kv_heads",
           f"a divisor of n_heads={self.n_heads}")

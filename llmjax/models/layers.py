@@ -4,8 +4,9 @@ Shape letters: B batch, L query length, M key length, D d_model, H query heads, 
 kv head, V kv heads, K head dim, F d_ff.
 
 Every parameter carries logical axis names (embed, vocab, heads, kv_heads, head_dim, mlp); the
-mesh rules in the config decide where each lands. Probes read intermediates through `sow`, which
-is a no-op unless the caller makes the 'intermediates' collection mutable.
+mesh rules in the config decide where each lands. Probes read intermediates through `sow` into
+one collection per probe (`probe_collection`), a no-op unless the caller makes it mutable: asking
+for FFN coefficients never computes attention probabilities.
 """
 
 import functools
@@ -19,6 +20,15 @@ import numpy as np
 from llmjax.models.config import ModelConfig
 
 _NEG_INF = -1e30  # finite, so fully masked rows (padding queries) softmax to uniform, not NaN
+
+# What a probe reads, per layer: the residual stream after the block, the FFN coefficients (the
+# input of the down projection) and the attention probabilities.
+PROBES = ("residual", "ffn_hidden", "attn_probs")
+
+
+def probe_collection(name: str) -> str:
+  """The Flax collection a probe is sown into (make it mutable to read the probe)."""
+  return f"probe_{name}"
 
 
 def _init(config: ModelConfig, axes: tuple[str, ...], std: float | None = None):
@@ -114,31 +124,49 @@ def apply_rope(x_BxLxHxK, sin_cos):
   return rotated.astype(x_BxLxHxK.dtype)
 
 
-def attention_mask(segment_ids_BxL, positions_BxL, sliding_window: int | None = None):
+def attention_mask(segment_ids_BxL, positions_BxL, sliding_window: int | None = None,
+                   prefix_BxL=None):
   """Boolean [B, 1, L, L] mask: causal by position, within one segment, never onto padding.
 
   Segment id 0 marks padding; packed sequences number their documents 1, 2, ... Causality is
   decided by position order within a row, so left-padded and packed rows are both right.
+  `prefix_BxL` (bool) marks tokens of a bidirectional prefix: they also see the later prefix
+  tokens of their segment (prefix-LM; all true: a bidirectional encoder).
   """
   return cached_attention_mask(segment_ids_BxL, positions_BxL, segment_ids_BxL, positions_BxL,
-                               0, sliding_window)
+                               0, sliding_window, prefix_BxL)
 
 
 def cached_attention_mask(q_segment_ids_BxL, q_positions_BxL, k_segment_ids_BxM,
-                          k_positions_BxM, q_offset, sliding_window: int | None = None):
+                          k_positions_BxM, q_offset, sliding_window: int | None = None,
+                          q_prefix_BxL=None):
   """Boolean [B, 1, L, M] mask of L queries occupying slots q_offset.. q_offset+L-1 of a row of
   M key slots (a KV cache; q_offset = 0 and M = L without one): a query sees the keys of its own
   segment in slots up to its own, never empty or padding slots (segment 0), and with a sliding
-  window only keys fewer than `sliding_window` positions back.
+  window only keys fewer than `sliding_window` positions away.
+
+  With `q_prefix_BxL`, a query in the bidirectional prefix also sees the prefix keys written in
+  the same call (slots q_offset..): keys of earlier calls are before it and visible anyway, and
+  keys of later calls cannot be seen by a query whose output is already computed, so a KV cache
+  needs no record of which of its slots were prefix.
   """
-  q_slot_L = q_offset + jnp.arange(q_segment_ids_BxL.shape[1])
-  k_slot_M = jnp.arange(k_segment_ids_BxM.shape[1])
-  causal_LxM = q_slot_L[:, None] >= k_slot_M[None, :]
+  B, L = q_segment_ids_BxL.shape
+  M = k_segment_ids_BxM.shape[1]
+  q_slot_L = q_offset + jnp.arange(L)
+  k_slot_M = jnp.arange(M)
+  visible_BxLxM = (q_slot_L[:, None] >= k_slot_M[None, :])[None]
+  if q_prefix_BxL is not None:
+    q_prefix_BxL = q_prefix_BxL.astype(bool)
+    k_prefix_BxM = jax.lax.dynamic_update_slice(jnp.zeros((B, M), bool), q_prefix_BxL,
+                                                (0, q_offset))
+    visible_BxLxM = visible_BxLxM | (q_prefix_BxL[:, :, None] & k_prefix_BxM[:, None, :])
   q_seg_BxLx1, k_seg_Bx1xM = q_segment_ids_BxL[:, :, None], k_segment_ids_BxM[:, None, :]
-  mask_BxLxM = (q_seg_BxLx1 == k_seg_Bx1xM) & (k_seg_Bx1xM != 0) & causal_LxM
+  mask_BxLxM = (q_seg_BxLx1 == k_seg_Bx1xM) & (k_seg_Bx1xM != 0) & visible_BxLxM
   if sliding_window is not None:
     distance_BxLxM = q_positions_BxL[:, :, None] - k_positions_BxM[:, None, :]
     mask_BxLxM &= distance_BxLxM < sliding_window
+    if q_prefix_BxL is not None:  # prefix keys after the query: the window is symmetric
+      mask_BxLxM &= -distance_BxLxM < sliding_window
   return mask_BxLxM[:, None]
 
 
@@ -195,9 +223,10 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxMxD, rope_BxM, mask_Bx1xLxC, deterministic: bool = True,
-               folded_input=None, cache_index=None):
+               folded_input=None, cache_index=None, causal: bool = True):
     """`rope_BxM`: the (sin, cos) pair of the M positions (`rope_sin_cos`); None without rotary
-    positions.
+    positions. `causal`: the mask is causal by slot (no bidirectional prefix), which lets
+    attention skip the key blocks after each query chunk.
 
     Queries are the last L of the M positions (L = M unless the mask has fewer rows): a
     model read out only at its last positions skips the other queries in its last layer.
@@ -250,11 +279,11 @@ class Attention(nn.Module):
       out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxVxCxK, v_BxVxCxK, mask_Bx1xLxC,
                                            deterministic, query_chunk=None)
     elif cfg.attention_impl == "dot_product":
-      out_BxLxHxK = self._fused_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxC)
+      out_BxLxHxK = self._fused_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxC, causal)
     else:
-      out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxMxVxK.transpose(0, 2, 1, 3),
-                                           v_BxMxVxK.transpose(0, 2, 1, 3), mask_Bx1xLxC,
-                                           deterministic, cfg.attention_chunk or None)
+      out_BxLxHxK = self._einsum_attention(
+          q_BxLxHxK, k_BxMxVxK.transpose(0, 2, 1, 3), v_BxMxVxK.transpose(0, 2, 1, 3),
+          mask_Bx1xLxC, deterministic, (cfg.attention_chunk or None) if causal else None)
     return Projection(cfg, (H, K, D), ("heads", "head_dim", "embed"), 2, cfg.out_bias,
                       name="out")(out_BxLxHxK)
 
@@ -276,7 +305,7 @@ class Attention(nn.Module):
     return (nn.with_logical_constraint(cached_k.value, names),
             nn.with_logical_constraint(cached_v.value, names))
 
-  def _fused_attention(self, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM):
+  def _fused_attention(self, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxM, causal: bool):
     """`jax.nn.dot_product_attention`: cuDNN flash attention on GPUs in bf16/fp16 (the dtypes
     it supports), XLA's implementation elsewhere (jax picks XLA unless told otherwise).
 
@@ -284,15 +313,26 @@ class Attention(nn.Module):
     pretraining batch) runs with the kernel's own causal mask, so cuDNN skips the masked blocks
     and reads no mask; any other batch passes the mask, which cuDNN applies as an additive
     [B, 1, L, M] bias (right, but slower). `lax.cond` decides per batch; both are compiled.
+
+    The kernel returns no probabilities; the `attn_probs` probe computes them beside it, only
+    when asked for.
     """
     cfg = self.config
     (L, M), K = mask_Bx1xLxM.shape[2:], q_BxLxHxK.shape[-1]
+    if self.is_mutable_collection(probe_collection("attn_probs")):
+      B, H, V = q_BxLxHxK.shape[0], q_BxLxHxK.shape[2], k_BxMxVxK.shape[2]
+      q_BxVxGxLxK = (q_BxLxHxK.reshape(B, L, V, H // V, K) * (K ** -0.5)).transpose(0, 2, 3, 1, 4)
+      logits_BxVxGxLxM = jnp.einsum("bvglk,bmvk->bvglm", q_BxVxGxLxK, k_BxMxVxK,
+                                    preferred_element_type=jnp.float32)
+      logits_BxVxGxLxM = jnp.where(mask_Bx1xLxM[:, :, None], logits_BxVxGxLxM, _NEG_INF)
+      self.sow(probe_collection("attn_probs"), "attn_probs",
+               jax.nn.softmax(logits_BxVxGxLxM, axis=-1).reshape(B, H, L, M))
     implementation = ("cudnn" if jax.default_backend() == "gpu"
                       and cfg.compute_dtype in (jnp.bfloat16, jnp.float16) else "xla")
     attend = functools.partial(jax.nn.dot_product_attention, q_BxLxHxK, k_BxMxVxK, v_BxMxVxK,
                                scale=K ** -0.5, implementation=implementation)
     masked = lambda: attend(mask=mask_Bx1xLxM)  # noqa: E731
-    if L != M:  # the queries are the last L of M slots: not the kernel's causal layout
+    if L != M or not causal:  # not the kernel's causal layout
       return masked()
     window = cfg.sliding_window
     causal = lambda: attend(is_causal=True, local_window_size=(  # noqa: E731
@@ -331,9 +371,10 @@ class Attention(nn.Module):
       probs_BxVxGxCxN = nn.Dropout(cfg.dropout)(probs_BxVxGxCxN, deterministic=deterministic)
       outs.append(jnp.einsum("bvglm,bvmk->bvglk", probs_BxVxGxCxN.astype(cfg.compute_dtype),
                              v_BxVxMxK[:, :, :keys]))
-    if self.is_mutable_collection("intermediates"):  # probes: the whole [B, H, L, M] matrix
+    if self.is_mutable_collection(probe_collection("attn_probs")):  # the whole [B, H, L, M]
       padded = [jnp.pad(p, [(0, 0)] * 4 + [(0, M - p.shape[-1])]) for p in probs]
-      self.sow("intermediates", "attn_probs", jnp.concatenate(padded, axis=3).reshape(B, H, L, M))
+      self.sow(probe_collection("attn_probs"), "attn_probs",
+               jnp.concatenate(padded, axis=3).reshape(B, H, L, M))
     out_BxVxGxLxK = jnp.concatenate(outs, axis=3) if len(outs) > 1 else outs[0]
     return out_BxVxGxLxK.transpose(0, 3, 1, 2, 4).reshape(B, L, H, K)
 
@@ -366,6 +407,6 @@ class Mlp(nn.Module):
       h_BxLxF = act(dense("up", cfg.d_model, cfg.d_ff, ("embed", "mlp"))(x_BxLxD))
     h_BxLxF = nn.with_logical_constraint(h_BxLxF, ("batch", "length", "mlp"))
     # The FFN "memory coefficients" of knowledge-entropy probes: the input of the down projection.
-    self.sow("intermediates", "ffn_hidden", h_BxLxF)
+    self.sow(probe_collection("ffn_hidden"), "ffn_hidden", h_BxLxF)
     h_BxLxF = nn.Dropout(cfg.dropout)(h_BxLxF, deterministic=deterministic)
     return dense("down", cfg.d_ff, cfg.d_model, ("mlp", "embed"))(h_BxLxF)

@@ -1,11 +1,16 @@
-"""The train state and its sharded initialisation.
+"""The train state, its sharded initialisation, and training a subset of the params.
 
 Every leaf of the state gets its sharding from the logical axis names the model attached to its
-parameter: the optimizer's moments inherit them from the parameter they track, so Adam's `mu`
-for an ('embed', 'mlp') kernel is split exactly like the kernel. Leaves without names (the step,
-the rng, factored Adafactor statistics) are replicated.
+parameter (llmjax.models.layout): the optimizer's moments inherit them from the parameter they
+track, so Adam's `mu` for an ('embed', 'mlp') kernel is split exactly like the kernel. Leaves
+without names (the step, the rng, factored Adafactor statistics) are replicated.
+
+A param subset is trained by partitioning the params into a trainable and a fixed tree (each with
+None where the other has a leaf): gradients are taken and optimizer state is kept for the
+trainable leaves only, and the fixed ones pass through every step untouched, bit for bit.
 """
 
+import re
 from typing import Any, Callable
 
 import flax
@@ -13,8 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import PartitionSpec
 
+from llmjax.errors import UserError
+from llmjax.models.layout import abstract_with_shardings
 from llmjax.parallel import Parallel
 
 
@@ -29,61 +35,82 @@ class TrainState:
   rng: jax.Array
 
 
-def _is_box(x) -> bool:
-  return isinstance(x, nn.LogicallyPartitioned)
+def _is_leaf(x) -> bool:
+  return x is None or isinstance(x, nn.LogicallyPartitioned)
 
 
-def state_shardings(parallel: Parallel, boxed_abstract_state: Any) -> Any:
-  """NamedShardings for an abstract state whose parameter leaves are LogicallyPartitioned."""
-
-  def leaf_sharding(leaf):
-    if _is_box(leaf) and len(leaf.names) == leaf.value.ndim:
-      return nn.logical_to_mesh_sharding(PartitionSpec(*leaf.names), parallel.mesh,
-                                         parallel.rules)
-    return parallel.replicated
-
-  return jax.tree.map(leaf_sharding, boxed_abstract_state, is_leaf=_is_box)
+def param_path(path) -> str:
+  """'layer_0/mlp/up/kernel' for a jax key path."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def abstract_with_shardings(init: Callable[..., Any], parallel: Parallel, *args) -> Any:
-  """What `init(*args)` would return (a tree with boxed params), as jax.ShapeDtypeStructs that
-  carry their shardings: the target layout of an initialisation, a restore or an import."""
-  with parallel.context():
-    boxed = jax.eval_shape(init, *args)
-  shardings = _drop_boxes(state_shardings(parallel, boxed))
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                      _drop_boxes(boxed), shardings)
+def trainable_mask(params: Any, pattern: str) -> Any:
+  """A tree of bools: True where the param's path ('layer_0/mlp/up/kernel') fully matches the
+  regular expression `pattern` ('' trains every param). A pattern that matches nothing, or
+  does not compile, is a UserError."""
+  if not pattern:
+    return jax.tree.map(lambda _: True, params, is_leaf=_is_leaf)
+  try:
+    regex = re.compile(pattern)
+  except re.error as e:
+    raise UserError(f"train.trainable_params = {pattern!r}: not a regular expression ({e})") \
+        from None
+  mask = jax.tree_util.tree_map_with_path(lambda p, _: bool(regex.fullmatch(param_path(p))),
+                                          params, is_leaf=_is_leaf)
+  if not any(jax.tree.leaves(mask)):
+    some = [param_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=_is_leaf)[0]][:3]
+    raise UserError(f"train.trainable_params = {pattern!r} matches no parameter; paths look "
+                    f"like {some}")
+  return mask
 
 
-def _drop_boxes(tree: Any) -> Any:
-  return jax.tree.map(lambda x: x.value if _is_box(x) else x, tree, is_leaf=_is_box)
+def partition(params: Any, mask: Any) -> tuple[Any, Any]:
+  """(trainable, fixed): `params` split by `mask`, each with None where the other has a leaf."""
+  trainable = jax.tree.map(lambda p, m: p if m else None, params, mask, is_leaf=_is_leaf)
+  fixed = jax.tree.map(lambda p, m: None if m else p, params, mask, is_leaf=_is_leaf)
+  return trainable, fixed
+
+
+def combine(trainable: Any, fixed: Any) -> Any:
+  """The inverse of `partition`."""
+  return jax.tree.map(lambda t, f: f if t is None else t, trainable, fixed,
+                      is_leaf=lambda x: x is None)
 
 
 def make_state_initializer(init_params: Callable[[jax.Array], Any],
-                           tx: optax.GradientTransformation, parallel: Parallel):
+                           tx: optax.GradientTransformation, parallel: Parallel,
+                           trainable: str = ""):
   """Compiles a sharded initialiser.
 
   Args:
     init_params: rng -> boxed params (e.g. `lambda r: model.init(r, tokens)["params"]`).
     tx: the optimizer.
     parallel: the mesh and rules.
+    trainable: regex of the trained param paths ('' = all; see `trainable_mask`).
   Returns:
-    (init_fn: seed -> TrainState placed in its shardings, abstract TrainState of
-    jax.ShapeDtypeStruct with those shardings, for checkpoint restore).
+    (init_fn(seed, params=None) -> TrainState placed in its shardings, with the seed's params or
+    the given ones (already in their shardings); abstract TrainState of jax.ShapeDtypeStruct
+    with those shardings, for checkpoint restore; the trainable mask).
   """
 
-  def init_boxed(seed):
+  def boxed_state(seed, params):
     params_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = init_params(params_rng)
+    if params is None:
+      params = init_params(params_rng)
+    mask = trainable_mask(params, trainable)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=state_rng)
+                      opt_state=tx.init(partition(params, mask)[0]), rng=state_rng)
 
-  abstract = abstract_with_shardings(init_boxed, parallel, 0)
+  abstract = abstract_with_shardings(lambda seed: boxed_state(seed, None), parallel, 0)
+  mask = trainable_mask(abstract.params, trainable)
   shardings = jax.tree.map(lambda a: a.sharding, abstract)
-  init_jit = jax.jit(lambda seed: nn.unbox(init_boxed(seed)), out_shardings=shardings)
+  fresh = jax.jit(lambda seed: nn.unbox(boxed_state(seed, None)), out_shardings=shardings)
+  from_params = jax.jit(lambda seed, params: boxed_state(seed, params),
+                        out_shardings=shardings)
 
-  def init_fn(seed: int) -> TrainState:
+  def init_fn(seed: int, params: Any = None) -> TrainState:
     with parallel.context():
-      return init_jit(seed)
+      return fresh(seed) if params is None else from_params(seed, params)
 
-  return init_fn, abstract
+  return init_fn, abstract, mask

@@ -1,91 +1,73 @@
-"""The train step and the train loop shared by every experiment that trains a decoder.
+"""The Trainer: any Flax module and Objective, compiled on a mesh, run by the one loop.
 
-Shape letters: B global batch, A gradient-accumulation micro-steps, L length.
+  trainer = Trainer(model, objective, config.train, config.optim, parallel)
+  result = trainer.fit(workdir, batches, eval_batches, seed=config.seed, frozen=reference)
 
-A batch is a dict of [B, L] arrays: inputs, targets, loss_mask, segment_ids, positions.
+The step is `llmjax.train.step.make_train_step` jitted with explicit shardings: the state
+donated and sharded by its params' logical axes; batch keys split along the batch over the data
+and fsdp axes (or replicated, as the BatchSpec says); `frozen` params a separate argument, never
+donated and never closed over as constants, so they keep the shardings they were placed with
+(sharded like the trained params when they come from the same model).
 """
 
-import math
-import time
 from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from llmjax import runio
-from llmjax.errors import TrainingDivergedError, UserError
-from llmjax.models import Decoder, ModelConfig, unembedding
+from llmjax.errors import UserError
 from llmjax.parallel import Parallel
-from llmjax.train.checkpoint import Checkpointer
-from llmjax.train.flops import peak_flops_per_device
-from llmjax.train.losses import chunked_cross_entropy, cross_entropy
+from llmjax.train.loop import LoopResult, run_loop
+from llmjax.train.objective import Objective
 from llmjax.train.optim import build_optimizer
-from llmjax.train.preemption import SigtermFlag
 from llmjax.train.state import TrainState, make_state_initializer
-
-BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
-
-
-def lm_batch(rows: np.ndarray, num_inputs: int = 1) -> dict[str, np.ndarray]:
-  """The batch dict of token rows [B, L + 1], one document per row: next-token targets, the
-  loss on every position after the first `num_inputs` tokens (1: on all of them)."""
-  B, length = rows.shape
-  loss_mask = np.zeros((B, length - 1), np.int32)
-  loss_mask[:, num_inputs - 1:] = 1
-  return {"inputs": rows[:, :-1], "targets": rows[:, 1:], "loss_mask": loss_mask,
-          "segment_ids": np.ones((B, length - 1), np.int32),
-          "positions": np.broadcast_to(np.arange(length - 1, dtype=np.int32),
-                                       (B, length - 1)).copy()}
-
-
-def lm_loss_sums(model: nn.Module, params, batch, rng, deterministic: bool, z_loss: float,
-                 loss_chunk_len: int = 0):
-  """Summed (not averaged) LM loss of one (micro-)batch, so micro-batches add up exactly.
-
-  With `loss_chunk_len` (0 < it < L), the logits are computed that many positions at a time
-  inside the loss (`chunked_cross_entropy`) and never held whole."""
-  chunked = 0 < loss_chunk_len < batch["inputs"].shape[1]
-  out = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                    batch["segment_ids"], deterministic=deterministic,
-                    rngs=None if deterministic else {"dropout": rng}, return_hidden=chunked)
-  if chunked:
-    mean_loss, sums = chunked_cross_entropy(out, unembedding(params, model.config),
-                                            batch["targets"], batch["loss_mask"],
-                                            loss_chunk_len, z_loss)
-  else:
-    mean_loss, sums = cross_entropy(out, batch["targets"], batch["loss_mask"], z_loss)
-  return mean_loss * jnp.maximum(sums["weight_sum"], 1.0), sums
+from llmjax.train.step import make_train_step
 
 
 class Trainer:
-  """Owns the compiled train/eval steps and runs the loop.
+  """Owns the compiled train/eval steps of one model and objective, and runs the loop.
 
   Args:
-    model_config: the decoder's ModelConfig.
-    train_config: `config.train` (steps, batch_size, seq_len, grad_accum_steps, log_every,
-      eval_every, checkpoint_every, keep_checkpoints, z_loss, loss_chunk_len,
-      stop_after_steps, ...).
+    model: any Flax module; its params come from `model.init(rng, *example_inputs)`.
+    objective: the loss and batch layout (llmjax.train.objective).
+    train_config: `config.train` (steps, batch_size, seq_len, grad_accum_steps, cadence,
+      trainable_params, init_from, ...).
     optim_config: `config.optim`.
     parallel: mesh and rules.
+    example_inputs: arguments of `model.init` after the rng (default: one row of seq_len
+      token ids, what a Decoder takes).
+    flops_per_step: model FLOPs of one step for MFU (None: no MFU).
   """
 
-  def __init__(self, model_config: ModelConfig, train_config, optim_config, parallel: Parallel):
-    self.model_config, self.config, self.parallel = model_config, train_config, parallel
-    self.model = Decoder(model_config)
+  def __init__(self, model: nn.Module, objective: Objective, train_config, optim_config,
+               parallel: Parallel, example_inputs: Sequence[Any] | None = None,
+               flops_per_step: float | None = None):
+    self.model, self.objective = model, objective
+    self.config, self.parallel, self.flops_per_step = train_config, parallel, flops_per_step
     self.tx, self.schedule = build_optimizer(optim_config, train_config.steps)
     self._check_batch_shape()
-    dummy_BxL = jnp.zeros((1, train_config.seq_len), jnp.int32)
-    self.init_state, self.abstract_state = make_state_initializer(
-        lambda rng: self.model.init(rng, dummy_BxL)["params"], self.tx, parallel)
+    if example_inputs is None:
+      example_inputs = (jnp.zeros((1, train_config.seq_len), jnp.int32),)
+    self._init_state, self.abstract_state, self.trainable_mask = make_state_initializer(
+        lambda rng: model.init(rng, *example_inputs)["params"], self.tx, parallel,
+        train_config.get("trainable_params", ""))
+    spec = objective.batch_spec
+    self.batch_shardings = {k: parallel.replicated if k in spec.replicated
+                            else parallel.batch_sharding(1) for k in spec.keys}
     state_sharding = jax.tree.map(lambda s: s.sharding, self.abstract_state)
-    batch_sharding = {k: parallel.batch_sharding() for k in BATCH_KEYS}
-    self._train_step = jax.jit(self._step, in_shardings=(state_sharding, batch_sharding),
+    step = make_train_step(objective, self.tx, self.schedule, train_config.grad_accum_steps,
+                           self.trainable_mask)
+    self._train_step = jax.jit(step, in_shardings=(state_sharding, self.batch_shardings, None),
                                out_shardings=(state_sharding, parallel.replicated),
                                donate_argnums=0)
-    self._eval_step = jax.jit(self._eval, in_shardings=(state_sharding.params, batch_sharding),
+
+    def eval_sums(params, batch, frozen):
+      return objective.loss_fn(params, batch, None, frozen)[1]
+
+    self._eval_step = jax.jit(eval_sums, in_shardings=(state_sharding.params,
+                                                       self.batch_shardings, None),
                               out_shardings=parallel.replicated)
 
   def _check_batch_shape(self):
@@ -96,154 +78,114 @@ class Trainer:
                       f"grad_accum_steps={accum} micro-batches each divisible by the "
                       f"data*fsdp mesh size {multiple}")
 
-  # ---- compiled steps ---------------------------------------------------------------------
+  # ---- state and steps ----------------------------------------------------------------------
 
-  def _step(self, state: TrainState, batch):
-    cfg = self.config
-    accum = cfg.grad_accum_steps
-    deterministic = self.model_config.dropout == 0.0
-    total_weight = jnp.maximum(batch["loss_mask"].astype(jnp.float32).sum(), 1.0)
-    step_rng = jax.random.fold_in(state.rng, state.step)
+  def init_state(self, seed: int, params: Any = None) -> TrainState:
+    """The step-0 state: params from the seed, or the given ones (placed in their shardings)
+    with a fresh optimizer state."""
+    return self._init_state(seed, params)
 
-    def micro_grads(micro, rng):
-      def loss_fn(params):
-        loss_sum, sums = lm_loss_sums(self.model, params, micro, rng, deterministic, cfg.z_loss,
-                                      cfg.loss_chunk_len)
-        return loss_sum / total_weight, sums
-      return jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-
-    if accum == 1:
-      (loss, sums), grads = micro_grads(batch, step_rng)
-    else:
-      # [B, L] -> [A, B/A, L]; scan keeps one micro-batch of activations alive at a time.
-      micros = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
-
-      def body(carry, xs):
-        micro, index = xs
-        out = micro_grads(micro, jax.random.fold_in(step_rng, index))
-        return jax.tree.map(jnp.add, carry, out), None
-
-      first = jax.tree.map(lambda x: x[0], micros)
-      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_grads, first, step_rng))
-      ((loss, sums), grads), _ = jax.lax.scan(body, zeros, (micros, jnp.arange(accum)))
-
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {
-        "loss": loss,
-        "accuracy": sums["correct_sum"] / jnp.maximum(sums["weight_sum"], 1.0),
-        "grad_norm": optax.tree.norm(grads),
-        "learning_rate": self.schedule(state.step),
-    }
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-  def _eval(self, params, batch):
-    _, sums = lm_loss_sums(self.model, params, batch, None, True, 0.0,
-                           self.config.loss_chunk_len)
-    return sums
-
-  # ---- host side --------------------------------------------------------------------------
+  def initial_params(self, spec: str, seed: int) -> Any:
+    """Params to start from: `spec` is an llmjax run, RUN/checkpoints/STEP or hf:DIR
+    (llmjax.weights.load_initial_params); what it lacks (a wrapper's heads) comes from the
+    seed."""
+    from llmjax.weights import load_initial_params
+    fresh = self.init_state(seed).params
+    return load_initial_params(spec, self.abstract_state.params, self.parallel, fresh)
 
   def to_device(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Assembles global arrays from this process's share of the batch."""
-    return {k: jax.make_array_from_process_local_data(self.parallel.batch_sharding(),
+    return {k: jax.make_array_from_process_local_data(self.batch_shardings[k],
                                                       np.asarray(host_batch[k]))
-            for k in BATCH_KEYS}
+            for k in self.objective.batch_spec.keys}
 
-  def train_step(self, state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
+  def lower_step(self, batch_shapes: dict[str, jax.ShapeDtypeStruct], frozen: Any = None):
+    """The train step lowered for these batch shapes (`.compile()` it ahead of time, e.g. for
+    XLA's memory analysis); the compiled step is called as step(state, batch, frozen)."""
     with self.parallel.context():
-      return self._train_step(state, batch)
+      return self._train_step.lower(self.abstract_state, batch_shapes, frozen)
 
-  def evaluate(self, params, batches: Sequence[dict[str, jax.Array]]) -> dict[str, float]:
-    """Token-weighted loss and accuracy over `batches` (already on device)."""
+  def train_step(self, state: TrainState, batch, frozen: Any = None):
+    """One step: (state, metrics). `state` is donated."""
+    with self.parallel.context():
+      return self._train_step(state, batch, frozen)
+
+  def evaluate(self, params, batches: Sequence[dict[str, jax.Array]],
+               frozen: Any = None) -> dict[str, float]:
+    """The objective's evaluation metrics over `batches` (already on device), from sums."""
     totals = None
     with self.parallel.context():
       for batch in batches:
-        sums = self._eval_step(params, batch)
+        sums = self._eval_step(params, batch, frozen)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    weight = max(float(totals["weight_sum"]), 1.0)
-    return {"loss": float(totals["nll_sum"]) / weight,
-            "accuracy": float(totals["correct_sum"]) / weight}
+    return self.objective.summarise_eval(jax.device_get(totals))
+
+  # ---- the loop -----------------------------------------------------------------------------
 
   def fit(self, workdir: str, train_iter: Iterator[dict[str, np.ndarray]],
           eval_batches: Sequence[dict[str, np.ndarray]] = (), seed: int = 0,
-          resume: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) training to `train.steps`; returns the final metrics.
+          resume: bool = True, frozen: Any = None, init_from: Any = None) -> dict[str, Any]:
+    """Runs (or resumes) training to `train.steps` through `llmjax.train.loop.run_loop`.
 
-    Each 'train' row of metrics.jsonl averages loss, accuracy and grad norm over the steps since
-    the previous row (learning_rate is the current one); 'eval' rows cover `eval_batches`.
-
-    Writes metrics.jsonl and tensorboard/ (process 0) and checkpoints/ (all processes) under
-    `workdir`. SIGTERM or `train.stop_after_steps` saves a checkpoint and returns early with
-    'stopped_early' set; a NaN/inf loss raises TrainingDivergedError and keeps the last good
-    checkpoint.
+    Args:
+      workdir: the run directory (metrics, TensorBoard, checkpoints).
+      train_iter: host batches; a grain iterator's position is checkpointed with the state.
+      eval_batches: host batches evaluated every `eval_every` steps and at the end.
+      seed: the params' and the steps' randomness.
+      resume: continue from the latest checkpoint in workdir, if any.
+      frozen: params passed to every loss call unchanged (placed in their shardings).
+      init_from: what a fresh run starts from: None/'' (the seed; default
+        `train.init_from`), a checkpoint spec (llmjax run, RUN/checkpoints/STEP, hf:DIR) or a
+        params tree.
+    Returns:
+      {'step', 'state', 'resumed_from_step', 'stopped_early', 'train' (last logged row),
+      'eval' (last evaluation)}.
     """
-    cfg = self.config
-    checkpointer = Checkpointer(f"{workdir}/checkpoints", cfg.keep_checkpoints,
-                                cfg.async_checkpoint)
-    # A grain iterator's position is checkpointed with the state; other iterators restart.
-    data_iter = train_iter if hasattr(train_iter, "get_state") else None
-    state = self.init_state(seed)
-    latest = checkpointer.latest_step() if resume else None
-    if latest is not None:
-      state = checkpointer.restore(latest, self.abstract_state, data_iter)
-    start = int(jax.device_get(state.step))
-    eval_device = [self.to_device(b) for b in eval_batches]
-    writer = runio.MetricsWriter(workdir, keep_through_step=start)
-    tokens_per_step = cfg.batch_size * cfg.seq_len
-    flops_per_token = self.model_config.flops_per_token(cfg.seq_len)
-    peak = peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
-    stop_at = cfg.steps if not cfg.stop_after_steps else min(cfg.steps,
-                                                             start + cfg.stop_after_steps)
-    result = {"resumed_from_step": start, "stopped_early": False}
-    progress = runio.progress_bar(cfg.steps, start, cfg.progress, "train")
-    last_good_checkpoint = latest
-    with SigtermFlag() as sigterm:
-      try:
-        step, tick, tick_step = start, time.perf_counter(), start
-        window = None  # metrics summed on device since the last log, averaged when logged
-        while step < stop_at:
-          state, metrics = self.train_step(state, self.to_device(next(train_iter)))
-          window = metrics if window is None else jax.tree.map(jnp.add, window, metrics)
-          step += 1
-          progress.update(1)
-          stopping_early = sigterm.is_set() or (step == stop_at and stop_at < cfg.steps)
-          log_now = step % cfg.log_every == 0 or step == stop_at
-          save_now = step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping_early
-          if log_now or save_now:
-            host = {k: float(v) / (step - tick_step) for k, v in jax.device_get(window).items()}
-            host["learning_rate"] = float(metrics["learning_rate"])  # the current one
-            if not math.isfinite(host["loss"]):
-              raise TrainingDivergedError(
-                  f"loss is {host['loss']} at step {step}; training stopped. The last "
-                  f"good checkpoint (step {last_good_checkpoint}) is kept in "
-                  f"{checkpointer.directory}")
-            if log_now:
-              elapsed = time.perf_counter() - tick
-              tokens_per_s = tokens_per_step * (step - tick_step) / max(elapsed, 1e-9)
-              host.update(tokens_per_s=tokens_per_s,
-                          step_time_s=elapsed / max(step - tick_step, 1),
-                          mfu=tokens_per_s * flops_per_token / peak)
-              writer.write(step, "train", host)
-              progress.set_postfix(loss=f"{host['loss']:.4f}",
-                                   tok_s=f"{tokens_per_s:,.0f}")
-              result["train"] = host
-          if eval_device and (step % cfg.eval_every == 0 or step == stop_at):
-            result["eval"] = self.evaluate(state.params, eval_device)
-            writer.write(step, "eval", result["eval"])
-          if save_now:
-            checkpointer.save(step, state, data_iter)
-            last_good_checkpoint = step
-          if stopping_early:
-            result["stopped_early"] = True
-            break
-          if log_now:  # restart the clock after eval and saving, which are not step time
-            tick, tick_step, window = time.perf_counter(), step, None
-      finally:
-        progress.close()
-        writer.close()
-        checkpointer.close()
-    result.update(step=step, state=state)
-    return result
+    if init_from is None:
+      init_from = self.config.get("init_from", "")
+    program = _TrainerProgram(self, train_iter, [self.to_device(b) for b in eval_batches],
+                              seed, frozen, init_from)
+    result: LoopResult = run_loop(program, workdir, self.config, resume,
+                                  progress_keys=("loss", "tokens_per_s"))
+    out = {"step": result.step, "state": result.state,
+           "resumed_from_step": result.resumed_from_step,
+           "stopped_early": result.stopped_early}
+    if result.train is not None:
+      out["train"] = result.train
+    if result.eval:
+      out["eval"] = result.eval[0]
+    return out
 
+
+class _TrainerProgram:
+  """A Trainer as the loop's TrainProgram: one batch per step."""
+
+  max_steps_per_call = 1
+  replicas = None
+
+  def __init__(self, trainer: Trainer, train_iter, eval_batches, seed, frozen, init_from):
+    self.trainer, self.train_iter, self.eval_batches = trainer, train_iter, eval_batches
+    self.seed, self.frozen, self.init_from = seed, frozen, init_from
+    self.abstract_state = trainer.abstract_state
+    # A grain iterator's position is checkpointed with the state; other iterators restart.
+    self.data_iterator = train_iter if hasattr(train_iter, "get_state") else None
+    self.flops_per_step = trainer.flops_per_step
+
+  def init_state(self):
+    params = None
+    if isinstance(self.init_from, str) and self.init_from:
+      params = self.trainer.initial_params(self.init_from, self.seed)
+    elif not isinstance(self.init_from, str) and self.init_from is not None:
+      params = self.init_from
+    return self.trainer.init_state(self.seed, params)
+
+  def train(self, state, num_steps):
+    assert num_steps == 1
+    return self.trainer.train_step(state, self.trainer.to_device(next(self.train_iter)),
+                                   self.frozen)
+
+  def evaluate(self, state, step):
+    del step
+    if not self.eval_batches:
+      return []
+    return [self.trainer.evaluate(state.params, self.eval_batches, self.frozen)]

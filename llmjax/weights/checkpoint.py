@@ -85,13 +85,8 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self._manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
-  def restore_params(self, step: int, abstract_params: Any) -> Any:
-    """Restores only `params` of a train-state checkpoint (the optimizer state stays on disk).
-
-    Args:
-      step: a step in `all_steps()`.
-      abstract_params: jax.ShapeDtypeStruct pytree with shardings, shaped like the params.
-    """
+  def saved_params(self, step: int) -> Any:
+    """The tree of `params` saved at `step`, as metadata (shapes and dtypes, no values)."""
     if step not in self.all_steps():
       raise UserError(f"checkpoint step {step} not found in {self.directory}; "
                       f"available: {self.all_steps()}")
@@ -100,14 +95,31 @@ class Checkpointer:
     if not isinstance(saved, dict) or "params" not in saved:
       raise UserError(f"checkpoint {self.directory}/{step} holds no 'params' (not a train state "
                       "of llmjax.train)")
-    check_compatible(saved["params"], abstract_params)
-    target = {"params": abstract_params}
+    return saved["params"]
+
+  def restore_params(self, step: int, abstract_params: Any, under: str | None = None) -> Any:
+    """Restores only `params` of a train-state checkpoint (the optimizer state stays on disk).
+
+    Args:
+      step: a step in `all_steps()`.
+      abstract_params: jax.ShapeDtypeStruct pytree with shardings, shaped like the params (or
+        like their sub-tree `under`).
+      under: restore only `params[under]` (e.g. the decoder inside a wrapper's params).
+    """
+    saved = self.saved_params(step)
+    if under is not None:
+      if not isinstance(saved, dict) or under not in saved:
+        raise CheckpointMismatchError(
+            f"checkpoint {self.directory}/{step} has no parameter sub-tree {under!r}")
+      saved = saved[under]
+    check_compatible(saved, abstract_params)
+    target = {"params": abstract_params if under is None else {under: abstract_params}}
     restored = ocp.PyTreeCheckpointer().restore(
         os.path.join(self.directory, str(step), "state"),
         args=ocp.args.PyTreeRestore(
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=True))
-    return restored["params"]
+    return restored["params"] if under is None else restored["params"][under]
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -1,0 +1,69 @@
+"""The train step built from an Objective: exact gradient accumulation, a trained param subset,
+frozen params beside the trained ones.
+
+Shape letters: B global batch, A gradient-accumulation micro-steps.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from llmjax.train.objective import Objective
+from llmjax.train.state import TrainState, combine, partition
+
+
+def make_train_step(objective: Objective, tx: optax.GradientTransformation,
+                    schedule: Callable[[jax.Array], jax.Array], grad_accum_steps: int,
+                    trainable_mask: Any) -> Callable:
+  """Returns step(state, batch, frozen) -> (state, metrics), pure and jittable.
+
+  The loss is the objective's summed loss divided by the whole batch's weight, so A micro-steps
+  of B/A rows add up to the full batch's gradient; only the trainable params (the mask's True
+  leaves) get gradients and optimizer updates. Metrics: loss, grad_norm, learning_rate,
+  loss_tokens (tokens the loss covered) and the objective's train metrics.
+  """
+  spec = objective.batch_spec
+
+  def step(state: TrainState, batch, frozen):
+    total_weight = spec.weight(batch)
+    step_rng = jax.random.fold_in(state.rng, state.step)
+    trainable, fixed = partition(state.params, trainable_mask)
+
+    def micro_grads(micro, rng):
+      def loss_of(trainable_params):
+        loss_sum, sums = objective.loss_fn(combine(trainable_params, fixed), micro, rng, frozen)
+        return loss_sum / total_weight, sums
+      return jax.value_and_grad(loss_of, has_aux=True)(trainable)
+
+    if grad_accum_steps == 1:
+      (loss, sums), grads = micro_grads(batch, step_rng)
+    else:
+      # [B, ...] -> [A, B/A, ...]; scan keeps one micro-batch of activations alive at a time.
+      split = {k: batch[k].reshape(grad_accum_steps, -1, *batch[k].shape[1:])
+               for k in spec.sharded}
+      whole = {k: batch[k] for k in spec.replicated}
+
+      def body(carry, xs):
+        micro, index = xs
+        out = micro_grads({**micro, **whole}, jax.random.fold_in(step_rng, index))
+        return jax.tree.map(jnp.add, carry, out), None
+
+      first = {**jax.tree.map(lambda x: x[0], split), **whole}
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_grads, first, step_rng))
+      ((loss, sums), grads), _ = jax.lax.scan(body, zeros,
+                                              (split, jnp.arange(grad_accum_steps)))
+
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    params = combine(optax.apply_updates(trainable, updates), fixed)
+    metrics = {
+        "loss": loss,
+        **objective.train_metrics(sums, total_weight),
+        "grad_norm": optax.tree.norm(grads),
+        "learning_rate": schedule(state.step),
+        "loss_tokens": spec.tokens(batch),
+    }
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return step
