@@ -45,22 +45,22 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str) -> tqdm.tqd
                    disable=not (is_writer() and enabled), desc=desc)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
   if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
     value = value.item()
   if isinstance(value, float) and not math.isfinite(value):
     return str(value)  # JSON has no NaN/inf; keep it visible rather than invalid
   if isinstance(value, Mapping):
-    return {str(k): _jsonable(v) for k, v in value.items()}
+    return {str(k): jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
+    return [jsonable(v) for v in value]
   return value
 
 
 def write_json(path: os.PathLike, payload: Mapping[str, Any]) -> None:
   """Writes `payload` as indented JSON, atomically, on process 0 only."""
   if is_writer():
-    atomic_write_text(path, json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(payload), indent=2, sort_keys=True) + "\n")
 
 
 class MetricsWriter:
@@ -84,7 +84,7 @@ class MetricsWriter:
   def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
-    row = {"step": int(step), "split": split, **_jsonable(dict(metrics))}
+    row = {"step": int(step), "split": split, **jsonable(dict(metrics))}
     self._file.write(json.dumps(row) + "\n")
     for name, value in row.items():
       if name not in ("step", "split") and isinstance(value, (int, float)):

@@ -9,6 +9,7 @@ from llmjax import main
 
 TINY = ("--config.task.modulus=11", "--config.num_seeds=2", "--config.train.steps=60",
         "--config.train.eval_every=20", "--config.train.checkpoint_every=40",
+        "--config.train.log_every=20",
         "--config.model.d_model=32", "--config.model.d_ff=64", "--config.train.progress=False")
 
 
@@ -20,8 +21,14 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
   result = run_cli(grok_args(tmp_path))
   assert result.returncode == 0, result.stderr
   rows = read_jsonl(tmp_path / "metrics.jsonl")
+  train_rows = [r for r in rows if r["split"] == "train"]
+  rows = [r for r in rows if r["split"] == "eval"]
   assert sorted({(r["step"], r["seed"]) for r in rows}) == [
       (s, i) for s in (0, 20, 40, 60) for i in (0, 1)]
+  # The engine's loop logs each seed's training loss, averaged over the steps since the last.
+  assert sorted((r["step"], r["seed"]) for r in train_rows) == [
+      (s, i) for s in (20, 40, 60) for i in (0, 1)]
+  assert all(r["loss"] > 0 for r in train_rows)
   for row in rows:
     assert 0.0 <= row["train_accuracy"] <= 1.0 and row["violation"] >= 0.0
     assert {"violation_commutativity", "violation_associativity_max",
@@ -35,9 +42,14 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
   assert summary["restricted_loss_seed0"] > 0 and summary["key_frequencies_seed0"]
   for plot in ("accuracy", "loss", "violation", "effective_dimension", "pca_stages", "fourier"):
     assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 1000, plot
-  # Resuming with more steps continues from the step-60 checkpoint.
-  result = run_cli(grok_args(tmp_path, "--config.train.steps=80"))
+  # Resuming with more steps continues from the step-60 checkpoint; stop_after_steps stops
+  # (and checkpoints) grokking as it does every training experiment.
+  result = run_cli(grok_args(tmp_path, "--config.train.steps=100",
+                             "--config.train.stop_after_steps=20"))
   assert result.returncode == 0, result.stderr
+  assert "resuming from step 60" in result.stderr
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["steps"] == 80 and summary["stopped_early"] is True
   steps = sorted({r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")})
   assert steps == [0, 20, 40, 60, 80]
 

@@ -200,3 +200,66 @@ def test_generate_and_score_clis_on_an_llmjax_run_agree(tmp_path):
   summary = json.loads((tmp_path / "gen" / "summary.json").read_text())
   assert summary["completions"] == 4 and summary["tokens_generated"] == sum(
       len(g["tokens"]) for g in generations)
+
+
+def test_runners_take_params_per_call_without_recompiling(llama):
+  """Two param trees through one runner, and a second runner of the same model: one compile
+  per program (counted by jax's lowering events), results that follow the params."""
+  from jax import monitoring
+  lowering = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+  cfg, params = llama
+  other = jax.tree.map(lambda x: -x, params)
+  lowerings = []
+  listener = lambda event, *args, **kwargs: lowerings.append(event)  # noqa: E731
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    # Shapes no other test uses: the compile cache is shared by every runner of the model.
+    sampling = SamplingParams(max_new_tokens=7)
+    generator = Generator(cfg, batch_size=3, length_bucket=12)
+    first = generator.generate_ids(params, PROMPTS, sampling)
+    compiled = lowerings.count(lowering)
+    assert compiled >= 1
+    second = generator.generate_ids(other, PROMPTS, sampling)
+    again = Generator(cfg, batch_size=3, length_bucket=12).generate_ids(params, PROMPTS,
+                                                                        sampling)
+    scorer = Scorer(cfg, batch_size=3, length_bucket=12)
+    pairs = [(p, c[0].tokens) for p, c in zip(PROMPTS, first)]
+    scores = [scorer.score_ids(p, pairs) for p in (params, other)]
+    after_scoring = lowerings.count(lowering)
+    scores_again = Scorer(cfg, batch_size=3, length_bucket=12).score_ids(params, pairs)
+    assert lowerings.count(lowering) == after_scoring
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert after_scoring - compiled <= 1  # the scorer's one program; generation recompiled none
+  assert [c[0].tokens for c in first] == [c[0].tokens for c in again]
+  assert [c[0].tokens for c in first] != [c[0].tokens for c in second]
+  assert [s.token_logprobs for s in scores[0]] == [s.token_logprobs for s in scores_again]
+  assert [s.token_logprobs for s in scores[0]] != [s.token_logprobs for s in scores[1]]
+
+
+def test_prefix_lm_prompts_decode_through_the_cache_like_the_full_forward():
+  """A prompt whose first tokens form a bidirectional prefix: the prefill and each cached
+  decode step give the logits of the full prefix-LM forward over the growing row."""
+  cfg, params = _model()
+  model = Decoder(cfg)
+  prompt = jnp.asarray([[1, 5, 7, 9, 2]])
+  prefix = jnp.asarray([[1, 1, 1, 0, 0]], bool)
+  from llmjax.infer.cache import init_cache
+  cache = init_cache(model, 1, 8)
+  logits, variables = model.apply({"params": params, "cache": cache}, prompt, decode=True,
+                                  mask_mode="prefix_lm", prefix_mask_BxL=prefix,
+                                  mutable=["cache"])
+  full = lambda row: model.apply(  # noqa: E731
+      {"params": params}, row, mask_mode="prefix_lm",
+      prefix_mask_BxL=jnp.pad(prefix, ((0, 0), (0, row.shape[1] - 5))))
+  np.testing.assert_allclose(logits, full(prompt), atol=1e-5)
+  row = prompt
+  for _ in range(2):
+    token = jnp.argmax(logits[:, -1], -1)[:, None]
+    row = jnp.concatenate([row, token], axis=1)
+    logits, variables = model.apply(
+        {"params": params, "cache": variables["cache"]}, token,
+        jnp.asarray([[row.shape[1] - 1]]), decode=True, mutable=["cache"])
+    np.testing.assert_allclose(logits[:, 0], full(row)[:, -1], atol=1e-5)
+  # Bidirectional prefixes change the prompt's logits: the test above is not the causal one.
+  assert not np.allclose(full(prompt)[:, :2], model.apply({"params": params}, prompt)[:, :2])

@@ -4,16 +4,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import flax.linen as nn
 
 from llmjax.config_base import base_config
+from llmjax.data.batches import lm_batch
 from llmjax.errors import TrainingDivergedError
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
 from llmjax.train.flops import measured_cpu_matmul_flops, peak_flops_per_device
-from llmjax.train.losses import chunked_cross_entropy, cross_entropy
-from llmjax.train.optim import build_optimizer, decay_mask, learning_rate_schedule
-from llmjax.data.batches import lm_batch
 from llmjax.train.lm import lm_trainer
+from llmjax.train.losses import chunked_cross_entropy, cross_entropy
+from llmjax.train.objective import BatchSpec, Objective
+from llmjax.train.optim import build_optimizer, decay_mask, learning_rate_schedule
+from llmjax.train.trainer import Trainer
 
 MODEL = ModelConfig(vocab_size=32, d_model=32, n_layers=1, n_heads=2, d_ff=64, n_kv_heads=1)
 
@@ -71,6 +74,9 @@ def test_gradient_accumulation_equals_full_batch():
     results.append((state.params, metrics))
   (params_1, metrics_1), (params_4, metrics_4) = results
   np.testing.assert_allclose(metrics_1["loss"], metrics_4["loss"], rtol=1e-6)
+  # Throughput counts the tokens the loss covers (the mask), not batch x length.
+  assert float(metrics_1["loss_tokens"]) == float(metrics_4["loss_tokens"]) == (
+      batch["loss_mask"].sum()) == 8 * 16 - 10
   np.testing.assert_allclose(metrics_1["grad_norm"], metrics_4["grad_norm"], rtol=1e-5)
   # Adam divides by sqrt(v): float noise in tiny gradients shows up at ~1e-6 of a 1e-2 step.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params_1, params_4)
@@ -85,6 +91,27 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     bad.fit(str(tmp_path), itertools.repeat(fixed_batch()))
   assert (tmp_path / "checkpoints" / "40").exists()
   assert not (tmp_path / "checkpoints" / "45").exists()
+
+
+def test_finite_loss_with_non_finite_gradients_never_saves_a_checkpoint(tmp_path):
+  # d/dw sqrt(|w| * 0) at any w is 0 * inf = NaN, while the loss itself is 0: the update makes
+  # every param NaN at a save step whose loss is finite.
+  config = base_config("x")
+  config.train.update(steps=4, batch_size=2, seq_len=4, log_every=1, checkpoint_every=1,
+                      progress=False)
+  model = nn.Dense(3)
+
+  def loss_fn(params, batch, rng, frozen):
+    out = model.apply({"params": params}, batch["x"])
+    return jnp.sum(jnp.sqrt(jnp.abs(out) * 0.0)), {}
+
+  trainer = Trainer(model, Objective(loss_fn, BatchSpec(("x",))), config.train, config.optim,
+                    Parallel.from_config(config.mesh), example_inputs=(jnp.zeros((1, 5)),))
+  batches = itertools.repeat({"x": np.ones((2, 5), np.float32)})
+  with pytest.raises(TrainingDivergedError,
+                     match="parameters are not finite at step 1; .*no good checkpoint"):
+    trainer.fit(str(tmp_path), batches)
+  assert not any(p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
 
 
 def test_schedules_and_decay_mask():

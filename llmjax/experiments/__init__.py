@@ -1,8 +1,14 @@
 """The experiment registry: `config.experiment` names a module whose `run(config, workdir)`
-returns the summary dict. Modules are imported only when selected."""
+returns the summary dict. Modules are imported only when selected.
+
+A researcher's own experiment needs no registration: `config.experiment = "my_project.my_exp"`
+(a dotted module path importable from the working directory, with a `run(config, workdir)`)
+runs on the same command line, run contract and engine.
+"""
 
 import difflib
 import importlib
+import os
 from typing import Any, Callable
 
 from llmjax.errors import UserError
@@ -17,9 +23,21 @@ EXPERIMENTS = {
 
 
 def get_experiment(name: str) -> Callable[[Any, str], dict]:
-  if name not in EXPERIMENTS:
-    close = difflib.get_close_matches(name, EXPERIMENTS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise UserError(f"config.experiment = {name!r} is not registered{hint}; expected one of "
-                    f"{sorted(EXPERIMENTS)}")
-  return importlib.import_module(EXPERIMENTS[name]).run
+  if name in EXPERIMENTS:
+    return importlib.import_module(EXPERIMENTS[name]).run
+  if "." in name:
+    try:
+      module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+      if e.name is None or not name.startswith(e.name):
+        raise  # the module exists but one of its own imports is missing
+      raise UserError(f"config.experiment = {name!r}: no module {e.name!r} importable from "
+                      f"{os.getcwd()}") from None
+    if not callable(getattr(module, "run", None)):
+      raise UserError(f"config.experiment = {name!r}: the module defines no run(config, "
+                      "workdir)")
+    return module.run
+  close = difflib.get_close_matches(name, EXPERIMENTS, n=1)
+  hint = f" (did you mean {close[0]!r}?)" if close else ""
+  raise UserError(f"config.experiment = {name!r} is not registered{hint}; expected one of "
+                  f"{sorted(EXPERIMENTS)} or a dotted module path with a run(config, workdir)")
