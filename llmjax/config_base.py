@@ -42,6 +42,9 @@ def base_config(experiment: str) -> ml_collections.ConfigDict:
   config.experiment = experiment
   config.seed = 0
   config.resume = True  # continue from the latest checkpoint in the workdir, if any
+  # With resume=False on a workdir holding checkpoints: move that run into replaced-<time>/
+  # (without it such a run is refused, so two histories never mix).
+  config.overwrite = False
 
   # Mesh axis sizes; one may be -1 to take the remaining devices.
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})

@@ -94,3 +94,10 @@ def initialize(options: DistributedOptions) -> None:
     jax.distributed.initialize(**kwargs)
   except (RuntimeError, ValueError) as e:
     raise UserError(f"jax.distributed.initialize failed: {str(e).splitlines()[0]}") from None
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches this point (a no-op in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)

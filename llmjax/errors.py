@@ -19,3 +19,9 @@ class CheckpointMismatchError(UserError):
 
 class TrainingDivergedError(UserError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class StorageError(UserError):
+  """A write to disk failed (full, read-only, no permission): the message names the path and
+  what survived; the command line then exits without the libraries' exit handlers, which would
+  only fail on the same disk again."""

@@ -7,6 +7,12 @@ or --coordinator_address HOST:PORT --num_processes N --process_id I, and --local
 Loads the config, applies the overrides (typed by the config's own values), runs the experiment
 named by `config.experiment`, and writes the run contract: DIR/config.json before the run,
 DIR/summary.json after it. A user mistake prints one `error: ...` line and exits 2.
+
+The workdir is the run's record (llmjax/rundir.py): one run holds it at a time; a run rejected
+before it wrote anything leaves it as it found it; a run that fails after training began keeps
+its config.json and writes a summary.json saying it failed; `resume=False` never mixes a new
+history into an earlier run's checkpoints. SIGTERM and Ctrl-C save a checkpoint and stop (exit
+0 and 130).
 """
 
 import difflib
@@ -19,8 +25,9 @@ from typing import Sequence
 from absl import flags
 from ml_collections import config_dict, config_flags
 
-from llmjax import distributed, hostenv, runio
-from llmjax.errors import UserError
+from llmjax import distributed, hostenv, rundir, runio
+from llmjax.errors import StorageError, UserError
+from llmjax.train import preemption
 
 USAGE = ("usage: python -m llmjax.main --config configs/NAME.py[:PRESET] --workdir DIR "
          "[--config.KEY=VALUE ...]")
@@ -31,9 +38,15 @@ def load_config_file(spec: str) -> config_dict.ConfigDict:
   path, _, preset = spec.partition(":")
   if not os.path.isfile(path):
     raise UserError(f"config file {path}: not found")
+  if not path.endswith(".py"):
+    raise UserError(f"config file {path}: expected a Python file (configs/NAME.py) defining "
+                    "get_config()")
   module_spec = importlib.util.spec_from_file_location(f"llmjax_config_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f"config file {path}:{e.lineno}: not valid Python ({e.msg})") from None
   if not hasattr(module, "get_config"):
     raise UserError(f"config file {path}: defines no get_config()")
   takes_preset = bool(inspect.signature(module.get_config).parameters)
@@ -95,13 +108,17 @@ def parse_args(argv: Sequence[str], require_workdir: bool = True):
     flags.DEFINE_integer("process_id", None, "this process's index", flag_values=flag_values)
     flags.DEFINE_string("local_device_ids", None, "comma-separated local accelerator ids",
                         flag_values=flag_values)
-    flag_values(["llmjax"] + args)
+    positional = flag_values(["llmjax"] + args)[1:]
   except flags.IllegalFlagValueError as e:
     raise UserError(f"bad config value: {str(e).splitlines()[0]}") from None
   except flags.UnrecognizedFlagError as e:
     raise UserError(f"unknown flag --{e.flagname}; {USAGE}") from None
   except flags.Error as e:
     raise UserError(str(e).splitlines()[0]) from None
+  if positional:  # absl leaves what is not a flag (or a flag's value) to the program
+    arg = positional[0]
+    hint = f"; did you mean --{arg}?" if arg.startswith("config.") else ""
+    raise UserError(f"unexpected argument {arg!r}{hint} ({USAGE})")
   if require_workdir and not flag_values.workdir:
     raise UserError(f"--workdir is required; {USAGE}")
   distributed_options = distributed.options_from(
@@ -118,36 +135,89 @@ def run(argv: Sequence[str]) -> dict:
   distributed.initialize(distributed_options)  # before anything touches a device
   from llmjax.experiments import get_experiment  # after parsing: keeps `--help`-speed errors
   experiment = get_experiment(config.experiment)
-  os.makedirs(workdir, exist_ok=True)
-  config_path = os.path.join(workdir, "config.json")
-  previous = open(config_path).read() if os.path.exists(config_path) else None
-  runio.write_json(config_path, config.to_dict())
-  try:
-    summary = experiment(config, workdir)
-  except UserError:
-    # A rejected run leaves the workdir as it found it: config.json describes its checkpoints.
-    if runio.is_writer():
-      if previous is None:
-        os.remove(config_path)
-      else:
-        runio.atomic_write_text(config_path, previous)
-    raise
-  runio.write_json(os.path.join(workdir, "summary.json"), summary)
+  if runio.is_writer():
+    rundir.prepare(workdir)
+  rundir.reset()
+  preemption.reset()
+  with rundir.WorkdirLock(workdir):
+    _set_aside_an_earlier_run(config, workdir)
+    before = set(os.listdir(workdir)) if runio.is_writer() else set()
+    config_path = os.path.join(workdir, "config.json")
+    previous = open(config_path).read() if os.path.exists(config_path) else None
+    runio.write_json(config_path, config.to_dict())
+    try:
+      summary = experiment(config, workdir)
+    except (UserError, KeyboardInterrupt) as e:
+      if not runio.is_writer():
+        raise
+      if rundir.began():  # keep the record whole: config.json describes the checkpoints
+        try:
+          runio.write_json(os.path.join(workdir, "summary.json"), {
+              "status": "failed" if isinstance(e, UserError) else "interrupted",
+              "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
+        except OSError:  # the disk that failed the run cannot take its summary either
+          pass
+      else:  # a rejected run leaves the workdir as it found it
+        _roll_back(workdir, before, config_path, previous)
+      raise
+    summary.setdefault("status", "stopped" if summary.get("stopped_early") else "completed")
+    runio.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
+
+
+def _set_aside_an_earlier_run(config, workdir: str) -> None:
+  """resume=False on a workdir with another run's checkpoints: refuse, or move that run aside
+  when config.overwrite is set."""
+  steps = rundir.earlier_checkpoints(workdir)
+  if config.get("resume", True) or not steps:
+    return
+  if not config.get("overwrite", False):
+    raise UserError(f"workdir {workdir} holds checkpoints of an earlier run (steps {steps}); "
+                    "config.resume=False would mix two histories: use a new --workdir, or add "
+                    "--config.overwrite=True to move the earlier run aside")
+  moved = rundir.move_aside(workdir)
+  distributed.barrier("llmjax_move_aside")
+  if runio.is_writer():
+    print(f"moved the earlier run in {workdir} to {moved}", file=sys.stderr)
+
+
+def _roll_back(workdir: str, before: set[str], config_path: str, previous: str | None) -> None:
+  for name in set(os.listdir(workdir)) - before - {"config.json"}:
+    path = os.path.join(workdir, name)
+    if os.path.isdir(path) and not os.listdir(path):  # e.g. an empty checkpoints/
+      os.rmdir(path)
+  if previous is None:
+    os.remove(config_path)
+  else:
+    runio.atomic_write_text(config_path, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   try:
     run(sys.argv[1:] if argv is None else argv)
   except UserError as e:
+    runio.unmute_stderr()  # muted after a failed write (weights/checkpoint.py)
     print(f"error: {e}", file=sys.stderr)
+    _EXIT_WITHOUT_HANDLERS[0] = isinstance(e, StorageError)
     return 2
   except KeyboardInterrupt:
     print("error: interrupted", file=sys.stderr)
     return 130
-  return 0
+  # Ctrl-C inside a training loop saved a checkpoint and stopped it, as SIGTERM does.
+  return 130 if preemption.stopped_by() == "SIGINT" else 0
+
+
+# Set when a failed write ended the run: the libraries' exit handlers (TensorBoard's flush,
+# orbax's pending writes) would fail on the same disk and print their tracebacks after the one
+# error line.
+_EXIT_WITHOUT_HANDLERS = [False]
 
 
 if __name__ == "__main__":
   hostenv.reexec_with_huge_page_malloc()
-  sys.exit(main())
+  code = main()
+  if _EXIT_WITHOUT_HANDLERS[0]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+  sys.exit(code)

@@ -39,6 +39,31 @@ def atomic_write_text(path: os.PathLike, text: str) -> None:
     tmp.write_text(text)
 
 
+_MUTED = {"stderr_fd": None}
+
+
+def mute_stderr() -> None:
+  """Sends whatever the process writes to stderr from now on (background threads' and C++
+  libraries' tracebacks after a failed write) to /dev/null; `unmute_stderr` brings it back for
+  the one error line. Idempotent."""
+  if _MUTED["stderr_fd"] is not None:
+    return
+  sys.stderr.flush()
+  _MUTED["stderr_fd"] = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+
+
+def unmute_stderr() -> None:
+  if _MUTED["stderr_fd"] is None:
+    return
+  sys.stderr.flush()
+  os.dup2(_MUTED["stderr_fd"], 2)
+  os.close(_MUTED["stderr_fd"])
+  _MUTED["stderr_fd"] = None
+
+
 def progress_bar(total: int, initial: int, enabled: bool, desc: str) -> tqdm.tqdm:
   """Progress (step, ETA, postfix metrics) on stderr, from process 0 only."""
   return tqdm.tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True,
@@ -93,7 +118,10 @@ class MetricsWriter:
   def close(self) -> None:
     if self.enabled:
       self._file.close()
-      self._tb.close()
+      try:
+        self._tb.close()
+      except OSError:  # a full disk: the run's own error says so; TensorBoard is a mirror
+        pass
 
 
 def read_metrics(workdir: os.PathLike, split: str | None = None) -> list[dict[str, Any]]:

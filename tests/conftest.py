@@ -49,9 +49,11 @@ def read_jsonl(path):
   return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
 
 
-def sigterm_after_metrics(args, workdir, min_rows: int, timeout: float = 240):
-  """Starts `python -m llmjax.main ARGS`, sends SIGTERM once workdir/metrics.jsonl has
-  `min_rows` rows, and returns the finished process (with .returncode and .stderr)."""
+def sigterm_after_metrics(args, workdir, min_rows: int, timeout: float = 240,
+                          signal_number: int = signal.SIGTERM):
+  """Starts `python -m llmjax.main ARGS`, sends SIGTERM (or `signal_number`) once
+  workdir/metrics.jsonl has `min_rows` rows, and returns the finished process (with .returncode
+  and .stderr)."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   process = subprocess.Popen([sys.executable, "-m", "llmjax.main", *args], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -61,6 +63,6 @@ def sigterm_after_metrics(args, workdir, min_rows: int, timeout: float = 240):
                                         len(read_jsonl(metrics)) >= min_rows):
     assert process.poll() is None, process.communicate()[1]
     time.sleep(0.2)
-  process.send_signal(signal.SIGTERM)
+  process.send_signal(signal_number)
   _, process.stderr = process.communicate(timeout=120)
   return process

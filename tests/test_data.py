@@ -133,12 +133,16 @@ def test_corpus_is_built_once_and_reused(tmp_path):
 
   def split():
     calls.append(1)
-    return iter([("", "alpha"), ("", "beta")])
+    return iter([("", "alpha", "a.txt:1"), ("Q", "beta", "a.txt:3")])
 
   for _ in range(2):
     sources = build_corpus("reuse_test", {"train": split}, tmp_path)
   assert len(calls) == 1
-  assert sorted(r["text"] for r in sources["train"]) == [b"alpha", b"beta"]
+  train = sources["train"]
+  assert sorted((train[i]["text"], train[i]["where"]) for i in range(len(train))) == [
+      (b"alpha", b"a.txt:1"), (b"beta", b"a.txt:3")]
+  # The longest documents, recorded at build time, come back with the cached corpus too.
+  assert train.longest == [(5, "a.txt:3"), (5, "a.txt:1")]
 
 
 def test_malformed_source_row_fails_the_build_and_leaves_no_corpus(tmp_path):
@@ -146,11 +150,11 @@ def test_malformed_source_row_fails_the_build_and_leaves_no_corpus(tmp_path):
   bad.write_text('{"text": "fine"}\n{"text": oops}\n')
 
   def split():
-    return (("", r["text"]) for r in readers.read_jsonl(bad, required=("text",)))
+    return (("", r["text"], "") for r in readers.read_jsonl(bad, required=("text",)))
 
   with pytest.raises(DataError, match="bad.jsonl:2"):
     build_corpus("bad_rows", {"train": split}, tmp_path / "cache")
-  assert not list((tmp_path / "cache").glob("local_corpus/bad_rows/1.0.0/*.array_record*"))
+  assert not list((tmp_path / "cache").glob("local_corpus/bad_rows/*/*.array_record*"))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "gsm8k" / "train.jsonl").exists(),

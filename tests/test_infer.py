@@ -158,7 +158,7 @@ def test_repetition_penalty_discourages_seen_tokens(llama):
 
 def test_bad_requests_are_user_errors(llama):
   cfg, params = llama
-  with pytest.raises(UserError, match="prompt 1 is empty"):
+  with pytest.raises(UserError, match="prompt 2 is empty"):
     Generator(cfg).generate_ids(params, [[1], []], SamplingParams())
   with pytest.raises(UserError, match="sampling.top_p"):
     SamplingParams(top_p=0.0)

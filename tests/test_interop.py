@@ -184,7 +184,7 @@ def test_unsupported_or_inconsistent_checkpoints_are_named(checkpoints, tmp_path
   with pytest.raises(UserError, match=r"tensor 'model.layers.0.mlp.\w+_proj.weight' has shape "
                                       r"\(64, 128\); config.json implies \(64, 256\)"):
     load_hf(variant("wider", intermediate_size=256))
-  with pytest.raises(UserError, match="rope scaling type 'yarn'"):
+  with pytest.raises(UserError, match="rope type 'yarn' is not supported"):
     load_hf(variant("yarn", rope_parameters={"rope_type": "yarn", "factor": 2.0,
                                              "rope_theta": 1e4}))
   with pytest.raises(UserError, match="lacks tensor 'model.layers.2"):
@@ -299,4 +299,4 @@ def test_generate_cli_on_a_transformers_directory(checkpoints, tmp_path):
   result = run_cli(["--config", "configs/generate.py", "--workdir", str(tmp_path / "bad"),
                     f"--config.checkpoint=hf:{directory}", f"--config.prompts={bad}"])
   assert result.returncode == 2
-  assert "bad.jsonl: row 2: field 'prompt' must be a string" in result.stderr
+  assert "bad.jsonl:2: field 'prompt' must be a string" in result.stderr

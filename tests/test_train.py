@@ -82,35 +82,43 @@ def test_gradient_accumulation_equals_full_batch():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), params_1, params_4)
 
 
+def dense_trainer(nan_gradients: bool, **train):
+  """A Dense layer fitting ones; with `nan_gradients` the loss gains sqrt(|out| * 0), which is
+  0 while its gradient is 0 * inf = NaN: a finite loss whose update poisons every param."""
+  config = base_config("x")
+  config.train.update(steps=4, batch_size=2, seq_len=4, log_every=1, checkpoint_every=1,
+                      progress=False)
+  config.train.update(train)
+  model = nn.Dense(3)
+
+  def loss_fn(params, batch, rng, frozen):
+    out = model.apply({"params": params}, batch["x"])
+    loss = jnp.sum((out - 1.0) ** 2)
+    return loss + (jnp.sum(jnp.sqrt(jnp.abs(out) * 0.0)) if nan_gradients else 0.0), {}
+
+  return Trainer(model, Objective(loss_fn, BatchSpec(("x",))), config.train, config.optim,
+                 Parallel.from_config(config.mesh), example_inputs=(jnp.zeros((1, 5)),))
+
+
+DENSE_BATCHES = itertools.repeat({"x": np.ones((2, 5), np.float32)})
+
+
 def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
-  good = make_trainer(checkpoint_every=5, log_every=5)
-  good.fit(str(tmp_path), itertools.repeat(fixed_batch()), resume=False)  # steps 5..40 saved
-  # A NaN learning rate poisons the parameters at the first resumed update.
-  bad = make_trainer(lr=float("nan"), steps=60, checkpoint_every=5, log_every=5)
+  good = dense_trainer(False, steps=40, checkpoint_every=5, log_every=5)
+  good.fit(str(tmp_path), DENSE_BATCHES, resume=False)  # steps 5..40 saved
+  # Resumed with NaN gradients: the update of step 41 poisons the params, the loss of the
+  # steps after it is NaN, and the log at step 45 stops the run before its checkpoint.
+  bad = dense_trainer(True, steps=60, checkpoint_every=5, log_every=5)
   with pytest.raises(TrainingDivergedError, match="loss is nan at step 45.*step 40"):
-    bad.fit(str(tmp_path), itertools.repeat(fixed_batch()))
+    bad.fit(str(tmp_path), DENSE_BATCHES)
   assert (tmp_path / "checkpoints" / "40").exists()
   assert not (tmp_path / "checkpoints" / "45").exists()
 
 
 def test_finite_loss_with_non_finite_gradients_never_saves_a_checkpoint(tmp_path):
-  # d/dw sqrt(|w| * 0) at any w is 0 * inf = NaN, while the loss itself is 0: the update makes
-  # every param NaN at a save step whose loss is finite.
-  config = base_config("x")
-  config.train.update(steps=4, batch_size=2, seq_len=4, log_every=1, checkpoint_every=1,
-                      progress=False)
-  model = nn.Dense(3)
-
-  def loss_fn(params, batch, rng, frozen):
-    out = model.apply({"params": params}, batch["x"])
-    return jnp.sum(jnp.sqrt(jnp.abs(out) * 0.0)), {}
-
-  trainer = Trainer(model, Objective(loss_fn, BatchSpec(("x",))), config.train, config.optim,
-                    Parallel.from_config(config.mesh), example_inputs=(jnp.zeros((1, 5)),))
-  batches = itertools.repeat({"x": np.ones((2, 5), np.float32)})
   with pytest.raises(TrainingDivergedError,
                      match="parameters are not finite at step 1; .*no good checkpoint"):
-    trainer.fit(str(tmp_path), batches)
+    dense_trainer(True).fit(str(tmp_path), DENSE_BATCHES)
   assert not any(p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
 
 

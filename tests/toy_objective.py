@@ -28,19 +28,26 @@ def get_config():
   config.train.update(steps=8, batch_size=4, seq_len=32, log_every=1, eval_every=1000,
                       checkpoint_every=4, progress=False, trainable_params="layer_1/.*")
   config.beta = 0.5
+  # Adds sqrt(|logits| * 0): 0 in the loss, NaN in every gradient (tests the NaN guard).
+  config.nan_gradients = False
   return config
 
 
-def kl_regularised_objective(model: Decoder, beta: float) -> Objective:
+def kl_regularised_objective(model: Decoder, beta: float,
+                             nan_gradients: bool = False) -> Objective:
   def loss_fn(params, batch, rng, frozen):
     del rng
     args = (batch["inputs"], batch["positions"], batch["segment_ids"])
-    logp = jax.nn.log_softmax(model.apply({"params": params}, *args).astype(jnp.float32))
+    logits = model.apply({"params": params}, *args).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits)
     ref_logp = jax.nn.log_softmax(model.apply({"params": frozen}, *args).astype(jnp.float32))
     nll = -jnp.take_along_axis(logp, batch["targets"][..., None], -1)[..., 0]
     kl = jnp.sum(jnp.exp(logp) * (logp - ref_logp), -1)
     mask = batch["loss_mask"].astype(jnp.float32)
-    return ((nll + beta * kl) * mask).sum(), {"nll": (nll * mask).sum(), "kl": (kl * mask).sum()}
+    loss = ((nll + beta * kl) * mask).sum()
+    if nan_gradients:
+      loss = loss + jnp.sum(jnp.sqrt(jnp.abs(logits) * 0.0))
+    return loss, {"nll": (nll * mask).sum(), "kl": (kl * mask).sum()}
 
   return Objective(loss_fn, LM_BATCH)
 
@@ -48,8 +55,8 @@ def kl_regularised_objective(model: Decoder, beta: float) -> Objective:
 def run(config, workdir: str) -> dict:
   model = Decoder(ModelConfig.from_dict(config.model.to_dict()))
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
-  trainer = Trainer(model, kl_regularised_objective(model, config.beta), config.train,
-                    config.optim, parallel)
+  trainer = Trainer(model, kl_regularised_objective(model, config.beta, config.nan_gradients),
+                    config.train, config.optim, parallel)
   tokenizer = load_tokenizer(config.data.tokenizer)
   batches = lm_batches(make_corpus(config.data)["train"], tokenizer, config.train.seq_len,
                        config.train.batch_size, seed=config.seed)

@@ -12,10 +12,12 @@ name carries the source files' size and mtime, so editing a file rebuilds it.
 
 import os
 import pathlib
+from typing import Callable, Iterable
 
+from llmjax import checks
 from llmjax.data import readers
 from llmjax.data.builders import build_corpus
-from llmjax.errors import UserError
+from llmjax.errors import DataError, UserError
 from llmjax.tasks.corpus import procedural_documents
 
 CORPORA = ("procedural", "gsm8k", "jsonl", "text")
@@ -28,8 +30,7 @@ def default_cache_dir() -> str:
 def _fingerprint(*paths: str) -> str:
   parts = []
   for path in paths:
-    if not os.path.isfile(path):
-      raise UserError(f"{path}: file not found")
+    readers.check_file(path)
     stat = os.stat(path)
     parts.append(f"{stat.st_size:x}{int(stat.st_mtime):x}")
   return "_".join(parts)
@@ -39,14 +40,30 @@ def _safe(name: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in name)[-80:]
 
 
+def _not_empty(rows: Callable[[], Iterable[tuple[str, str, str]]], what: str):
+  """The split's rows; a source with no document at all is a UserError naming it."""
+  def generate():
+    empty = True
+    for row in rows():
+      empty = False
+      yield row
+    if empty:
+      raise DataError(f"{what}: no documents (a corpus split needs at least one)")
+  return generate
+
+
 def make_corpus(data_config) -> dict:
-  """Returns {'train': source, 'validation': source} for `data_config.corpus`."""
+  """Returns {'train': CorpusSplit, 'validation': CorpusSplit} for `data_config.corpus`."""
   kind, cache = data_config.corpus, data_config.cache_dir or default_cache_dir()
   if kind == "procedural":
     n, seed = data_config.num_docs, data_config.seed
-    splits = {"train": lambda: (("", d) for d in procedural_documents(n, seed)),
-              "validation": lambda: (("", d) for d in procedural_documents(
-                  max(n // 10, 1), seed + 1_000_003))}
+    checks.positive_ints(data_config, "data", "num_docs")
+
+    def documents(count, doc_seed):
+      return lambda: (("", d, f"procedural document {i + 1}")
+                      for i, d in enumerate(procedural_documents(count, doc_seed)))
+    splits = {"train": documents(n, seed),
+              "validation": documents(max(n // 10, 1), seed + 1_000_003)}
     return build_corpus(f"procedural_n{n}_s{seed}", splits, cache)
 
   if kind == "gsm8k":
@@ -54,8 +71,9 @@ def make_corpus(data_config) -> dict:
     train, test = str(root / "train.jsonl"), str(root / "test.jsonl")
 
     def rows(path):
-      return lambda: ((r["question"], "\n" + r["answer"])
-                      for r in readers.read_jsonl(path, required=("question", "answer")))
+      return _not_empty(lambda: ((r["question"], "\n" + r["answer"], f"{path}:{line}")
+                                 for line, r in readers.read_jsonl_numbered(
+                                     path, required=("question", "answer"))), path)
     return build_corpus(f"gsm8k_{_fingerprint(train, test)}",
                         {"train": rows(train), "validation": rows(test)}, cache)
 
@@ -65,12 +83,15 @@ def make_corpus(data_config) -> dict:
 
     def rows(path):
       if kind == "text":
-        return lambda: (("", d) for d in readers.read_text(path, data_config.text_unit))
+        return _not_empty(lambda: (("", d, f"{path}:{line}") for line, d in
+                                   readers.read_text_numbered(path, data_config.text_unit)),
+                          path)
       fields = [data_config.text_field] + ([data_config.prompt_field]
                                            if data_config.prompt_field else [])
-      return lambda: ((str(r[data_config.prompt_field]) if data_config.prompt_field else "",
-                       str(r[data_config.text_field]))
-                      for r in readers.read_jsonl(path, required=fields))
+      return _not_empty(lambda: (
+          (str(r[data_config.prompt_field]) if data_config.prompt_field else "",
+           str(r[data_config.text_field]), f"{path}:{line}")
+          for line, r in readers.read_jsonl_numbered(path, required=fields)), path)
     fingerprint = _fingerprint(data_config.path, data_config.eval_path)
     name = f"{kind}_{_safe(data_config.path)}_{fingerprint}"
     return build_corpus(name, {"train": rows(data_config.path),

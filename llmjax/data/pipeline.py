@@ -47,6 +47,42 @@ class _Tokenize(grain.transforms.Map):
     return {"tokens": tokens, "loss_mask": weights}
 
 
+# Tokens a document may have beyond its UTF-8 bytes: BOS and EOS, and a piece a tokenizer adds
+# on its own (sentencepiece's leading '▁'). Every tokenizer here spends at least a byte a token.
+_TOKENS_BEYOND_BYTES = 8
+
+
+def _row_tokens(tokenizer: Tokenizer, row) -> int:
+  prompt = len(tokenizer.encode(_text(row["prompt"]), add_bos=True)) if row["prompt"] else 1
+  return prompt + len(tokenizer.encode(_text(row["text"]), add_eos=True))
+
+
+def check_document_lengths(source: Sequence[dict], tokenizer: Tokenizer, chunk_len: int,
+                           max_chunks: int) -> None:
+  """Every document fits in `max_chunks` chunks of `chunk_len` tokens, or a DataError names
+  the first that does not (file and line when the corpus records them), before training.
+
+  A corpus that recorded its longest document at build time (`CorpusSplit.longest`) settles
+  the usual case without reading a row: a document cannot have more tokens than UTF-8 bytes
+  (plus a few). Otherwise the rows long enough in bytes are tokenized.
+  """
+  limit = chunk_len * max_chunks
+  longest = getattr(source, "longest", None)
+  if longest is not None and (not longest or longest[0][0] + _TOKENS_BEYOND_BYTES <= limit):
+    return
+  for index in range(len(source)):
+    row = source[index]
+    size = len(_text(row["prompt"]).encode("utf-8")) + len(_text(row["text"]).encode("utf-8"))
+    if size + _TOKENS_BEYOND_BYTES <= limit:
+      continue
+    tokens = _row_tokens(tokenizer, row)
+    if tokens > limit:
+      where = _text(row["where"]) if row.get("where") else f"row {index + 1}"
+      raise DataError(f"{where}: a document of {tokens} tokens needs more than "
+                      f"data.max_chunks_per_document={max_chunks} chunks of {chunk_len}; "
+                      "raise that limit")
+
+
 class _Chunk(grain.experimental.FlatMapTransform):
   """Splits a tokenized document into pieces of at most `size` tokens, in order."""
 
@@ -87,6 +123,7 @@ def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, globa
     raise UserError(f"batch size {global_batch} does not split over {num_shards} data shards")
   if len(source) < num_shards:
     raise UserError(f"the corpus has {len(source)} rows, fewer than {num_shards} data shards")
+  check_document_lengths(source, tokenizer, seq_len + 1, max_chunks_per_document)
   per_process = num_shards // process.shard_count
   first = process.shard_index * per_process
   shards = [_shard_batches(source, shard, num_shards, tokenizer, seq_len,

@@ -19,18 +19,39 @@ class ReadStats:
   first_skipped: str = ""  # "file:line: why" of the first skipped row
 
 
-def _check_file(path: os.PathLike) -> None:
+def check_file(path: os.PathLike) -> None:
+  """A readable data file, or a UserError saying what is there instead."""
+  if os.path.isdir(path):
+    raise UserError(f"{path}: is a directory; expected a file")
   if not os.path.isfile(path):
     raise UserError(f"{path}: file not found")
 
 
 def read_jsonl(path: os.PathLike, required: Sequence[str] = (), skip_bad: bool = False,
                stats: ReadStats | None = None) -> Iterator[dict]:
-  """Yields one dict per non-blank line; each must be a JSON object with the `required` keys."""
-  _check_file(path)
+  """Yields one dict per non-blank line; each must be UTF-8 and a JSON object with the
+  `required` keys."""
+  for _, row in read_jsonl_numbered(path, required, skip_bad, stats):
+    yield row
+
+
+def read_jsonl_numbered(path: os.PathLike, required: Sequence[str] = (),
+                        skip_bad: bool = False,
+                        stats: ReadStats | None = None) -> Iterator[tuple[int, dict]]:
+  """`read_jsonl` with each row's line number (from 1)."""
+  check_file(path)
   stats = stats if stats is not None else ReadStats()
-  with open(path, encoding="utf-8") as f:
-    for line_number, line in enumerate(f, start=1):
+  with open(path, "rb") as f:
+    for line_number, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        why = f"{path}:{line_number}: not valid UTF-8 ({e.reason} at byte {e.start})"
+        if not skip_bad:
+          raise DataError(why) from None
+        stats.skipped += 1
+        stats.first_skipped = stats.first_skipped or why
+        continue
       if not line.strip():
         continue
       try:
@@ -48,13 +69,19 @@ def read_jsonl(path: os.PathLike, required: Sequence[str] = (), skip_bad: bool =
         stats.first_skipped = stats.first_skipped or why
         continue
       stats.rows += 1
-      yield row
+      yield line_number, row
 
 
 def read_text(path: os.PathLike, unit: str = "paragraph") -> Iterator[str]:
   """Yields documents from a UTF-8 text file: one per 'line', per blank-line 'paragraph', or the
   whole 'file'. Empty documents are not yielded (they hold no tokens)."""
-  _check_file(path)
+  for _, document in read_text_numbered(path, unit):
+    yield document
+
+
+def read_text_numbered(path: os.PathLike, unit: str = "paragraph") -> Iterator[tuple[int, str]]:
+  """`read_text` with the line number (from 1) each document starts on."""
+  check_file(path)
   if unit not in ("line", "paragraph", "file"):
     raise UserError(f"text unit {unit!r}: expected 'line', 'paragraph' or 'file'")
   try:
@@ -66,12 +93,15 @@ def read_text(path: os.PathLike, unit: str = "paragraph") -> Iterator[str]:
   if unit == "file":
     chunks = [text]
   elif unit == "line":
-    chunks = text.splitlines()
+    chunks = text.split("\n")
   else:
     chunks = text.split("\n\n")
+  line = 1
   for chunk in chunks:
     if chunk.strip():
-      yield chunk.strip("\n")
+      leading = len(chunk) - len(chunk.lstrip("\n"))
+      yield line + leading, chunk.strip("\n")
+    line += chunk.count("\n") + (1 if unit == "line" else 2)
 
 
 def _line_of_offset(path: os.PathLike, offset: int) -> int:

@@ -100,7 +100,11 @@ class SentencePieceTokenizer(Tokenizer):
     import sentencepiece as spm
     if not os.path.isfile(model_path):
       raise UserError(f"sentencepiece model {model_path}: file not found")
-    self._sp = spm.SentencePieceProcessor(model_file=os.fspath(model_path))
+    try:
+      self._sp = spm.SentencePieceProcessor(model_file=os.fspath(model_path))
+    except (RuntimeError, OSError) as e:
+      raise UserError(f"sentencepiece model {model_path}: cannot be parsed "
+                      f"({str(e).splitlines()[0]})") from None
     self.vocab_size = self._sp.get_piece_size()
     self.bos_id, self.eos_id = self._sp.bos_id(), self._sp.eos_id()
     self.pad_id = self._sp.pad_id() if self._sp.pad_id() >= 0 else self.eos_id
@@ -118,7 +122,7 @@ def _read_json(path: str) -> dict[str, Any]:
   with open(path) as f:
     try:
       return json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise UserError(f"{path}: invalid JSON ({e})") from None
 
 
@@ -141,7 +145,11 @@ class HFTokenizer(Tokenizer):
     path = os.path.join(directory, "tokenizer.json")
     if not os.path.isfile(path):
       raise UserError(f"{directory}: no tokenizer.json")
-    self._tok = FastTokenizer.from_file(path)
+    try:
+      self._tok = FastTokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001 - the Rust library raises plain Exceptions
+      raise UserError(f"{path}: not a readable tokenizer.json "
+                      f"({str(e).splitlines()[0]})") from None
     # Some tokenizer.json files switch on padding/truncation; batching pads here, and nothing
     # is truncated silently.
     self._tok.no_padding()

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import scipy.stats
 
-from llmjax import plotting, runio
+from llmjax import checks, plotting, runio
 from llmjax.analysis.coverage import k_coverage
 from llmjax.data.pipeline import row_batches
 from llmjax.errors import UserError
@@ -267,7 +267,22 @@ def _plot_data_vs_n(path, n_values, data, fit) -> None:
   plotting.save_figure(fig, path)
 
 
+def check_config(config) -> None:
+  """The experiment's own settings, before anything is built or compiled."""
+  checks.positive_ints(config.task, "task", "n_tokens", "num_test")
+  checks.non_negative_ints(config.task, "task", "num_train")
+  checks.positive_ints(config.coverage, "coverage", "k", "max_k")
+  checks.positive_ints(config, "config", "eval_batch_size")
+  checks.positive_ints(config.train, "train", "eval_batches")
+  for key in ("seen_fraction", "train_fraction"):
+    value = config.task[key]
+    checks.expect(0 < value <= 1, f"task.{key}", value, "a fraction in (0, 1]")
+  checks.expect(0 < config.sweep.target_accuracy <= 1, "sweep.target_accuracy",
+                config.sweep.target_accuracy, "a fraction in (0, 1]")
+
+
 def run(config, workdir: str) -> dict:
+  check_config(config)
   if config.mode == "single":
     return run_single(config, workdir)
   if config.mode == "sweep":

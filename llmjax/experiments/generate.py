@@ -4,8 +4,8 @@ W/generations.jsonl, throughput in the summary."""
 import collections
 import os
 
-from llmjax.experiments.inference_io import (encode_prompt, load_for_inference, read_requests,
-                                             write_jsonl)
+from llmjax.experiments.inference_io import (check_prompts, encode_prompt, load_for_inference,
+                                             read_requests, write_jsonl)
 from llmjax.infer import Generator, SamplingParams, generate_text
 
 
@@ -23,6 +23,7 @@ def run(config, workdir: str) -> dict:
   loaded, parallel = load_for_inference(config)
   tokenizer = loaded.tokenizer
   prompts = [encode_prompt(tokenizer, row, config.chat) for row in rows]
+  check_prompts(rows, prompts, loaded.config, [sampling.max_new_tokens - 1] * len(rows))
   generator = Generator(loaded.config, parallel, config.batch_size, config.length_bucket,
                         tokenizer.pad_id)
   stop_ids = sorted(set(tokenizer.stop_ids) | set(config.sampling.stop_token_ids))
@@ -39,10 +40,10 @@ def run(config, workdir: str) -> dict:
                "tokens": c.tokens, "logprob": c.logprob, "token_logprobs": c.logprobs,
                "finish_reason": c.finish_reason}
 
-  write_jsonl(os.path.join(workdir, "generations.jsonl"), records())
+  nonfinite = write_jsonl(os.path.join(workdir, "generations.jsonl"), records())
   generated = sum(len(c.tokens) for cs in results for c in cs)
   reasons = collections.Counter(c.finish_reason for cs in results for c in cs)
   return {"model": loaded.source, "prompts": len(rows),
           "completions": sum(len(cs) for cs in results), "tokens_generated": generated,
           "seconds": seconds, "tokens_per_s": generated / seconds if seconds else 0.0,
-          "finish_reasons": dict(reasons)}
+          "finish_reasons": dict(reasons), "nonfinite_logprobs": nonfinite}

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from llmjax import runio
+from llmjax import checks, runio
 from llmjax.analysis import geometry, stages, symmetry
 from llmjax.errors import UserError
 from llmjax.experiments import grokking_plots
@@ -37,7 +37,7 @@ from llmjax.models import Decoder, ModelConfig
 from llmjax.numerics import argmax_first
 from llmjax.tasks.algorithmic import Task, make_task
 from llmjax.train.grokfast import grokfast_ema, grokfast_ma
-from llmjax.train.loop import run_loop
+from llmjax.train.loop import check_train_config, run_loop
 from llmjax.train.multiseed import MultiSeedProgram, MultiSeedTrainer
 from llmjax.train.optim import build_optimizer
 
@@ -136,12 +136,16 @@ def build_optimizer_for(config):
 # ---- the run -------------------------------------------------------------------------------
 
 def run(config, workdir: str) -> dict:
+  checks.positive_ints(config, "config", "num_seeds")
+  checks.expect(0 < config.task.train_fraction < 1, "task.train_fraction",
+                config.task.train_fraction, "a fraction in (0, 1)")
+  checks.expect(0 < config.analysis.violation_threshold < 1, "analysis.violation_threshold",
+                config.analysis.violation_threshold, "a fraction in (0, 1)")
   task = make_task(config.task)
   model_values = config.model.to_dict()
   model_values.update(vocab_size=task.vocab_size, max_len=task.inputs_NxT.shape[1])
   model = Decoder(ModelConfig.from_dict(model_values))
-  if config.num_seeds < 1:
-    raise UserError(f"num_seeds = {config.num_seeds}: expected at least 1")
+  check_train_config(config.train)
   seeds = [config.seed + i for i in range(config.num_seeds)]
   splits = [task.split(seed, config.task.train_fraction) for seed in seeds]
   train_mask = np.zeros((len(seeds), task.size), np.float32)

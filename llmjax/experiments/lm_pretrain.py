@@ -2,7 +2,7 @@
 
 import jax
 
-from llmjax import plotting, runio
+from llmjax import checks, plotting, runio
 from llmjax.data.corpora import make_corpus
 from llmjax.data.pipeline import lm_batches, take
 from llmjax.data.tokenizers import load_tokenizer
@@ -13,6 +13,10 @@ from llmjax.train.lm import lm_trainer
 
 
 def run(config, workdir: str) -> dict:
+  checks.positive_ints(config.train, "train", "eval_batches")
+  checks.positive_ints(config.data, "data", "max_chunks_per_document")
+  if config.data.num_shards is not None:
+    checks.positive_ints(config.data, "data", "num_shards")
   tokenizer = load_tokenizer(config.data.tokenizer)
   model_config = ModelConfig.from_dict(config.model.to_dict())
   if model_config.vocab_size < tokenizer.vocab_size:

@@ -128,7 +128,8 @@ class Generator(BatchedRunner):
     """
     for i, prompt in enumerate(prompts):
       if len(prompt) == 0:
-        raise UserError(f"prompt {i} is empty: generation needs at least one token (e.g. BOS)")
+        raise UserError(f"prompt {i + 1} is empty: generation needs at least one token "
+                        "(e.g. BOS)")
     params = runner_params(params)
     all_rows = [(i, r) for i in range(len(prompts)) for r in range(sampling.n)]
     stop_ids = jnp.asarray(sorted(set(int(t) for t in stop_token_ids)) or [-1], jnp.int32)

@@ -9,6 +9,7 @@ Export writes `model.safetensors` (or numbered shards plus `model.safetensors.in
 larger than `max_shard_bytes`) and a config.json that transformers loads.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -45,8 +46,11 @@ def safetensors_files(directory: str) -> list[str]:
   """The checkpoint's files: those named by the shard index, else every *.safetensors."""
   index = os.path.join(directory, _INDEX)
   if os.path.isfile(index):
-    with open(index) as f:
-      names = sorted(set(json.load(f)["weight_map"].values()))
+    try:
+      with open(index) as f:
+        names = sorted(set(json.load(f)["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+      raise UserError(f"{index}: not a shard index with a 'weight_map' ({e})") from None
   else:
     names = sorted(n for n in os.listdir(directory) if n.endswith(".safetensors"))
   if not names:
@@ -96,7 +100,7 @@ def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None 
   maps = {m.hf_name: m for m in tensor_maps(cfg, family)}
   params: dict = {}
   for path in safetensors_files(directory):
-    with safe_open(path, framework="numpy") as f:
+    with _open_safetensors(path, safe_open) as f:
       for raw_name in f.keys():
         name = canonical_hf_name(raw_name, family)
         if name not in maps:
@@ -106,7 +110,11 @@ def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None 
                           f"a {family} model configured by config.json")
         tensor_map = maps.pop(name)
         shapes = [tuple(_get(abstract, p).shape) for p in tensor_map.paths]
-        hf_array = f.get_tensor(raw_name)
+        try:
+          hf_array = f.get_tensor(raw_name)
+        except Exception as e:  # noqa: BLE001 - safetensors reports damage in several types
+          raise UserError(f"{path}: tensor {raw_name!r} cannot be read; the file is damaged "
+                          f"({str(e).splitlines()[0]})") from None
         expected = tensor_map.expected_hf_shape(shapes)
         if tuple(hf_array.shape) != expected:
           raise UserError(f"{os.path.basename(path)}: tensor {raw_name!r} has shape "
@@ -119,6 +127,18 @@ def load_hf(directory: str, parallel: Parallel | None = None, dtype: str | None 
     raise UserError(f"{directory}: checkpoint lacks tensor {sorted(maps)[0]!r} that a {family} "
                     "model configured by its config.json needs")
   return cfg, params, family
+
+
+@contextlib.contextmanager
+def _open_safetensors(path: str, safe_open):
+  """safe_open, with an empty, truncated or foreign file as one UserError naming it."""
+  try:
+    handle = safe_open(path, framework="numpy")
+  except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...
+    raise UserError(f"{path}: not a readable safetensors file "
+                    f"({str(e).splitlines()[0] or type(e).__name__})") from None
+  with handle as f:
+    yield f
 
 
 def _host_array(x) -> np.ndarray:

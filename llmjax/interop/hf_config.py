@@ -30,21 +30,42 @@ def family_of(hf: dict[str, Any]) -> str:
   return family
 
 
+_ROPE_TYPES = ("default", "llama3")
+
+
+def _rope_entries(value, where: str):
+  """Every dict that declares a rope type, wherever it sits under rope_scaling /
+  rope_parameters (per-layer-type entries included), with where it was found."""
+  if isinstance(value, dict):
+    if "rope_type" in value or "type" in value:
+      yield where, value
+    for key, inner in value.items():
+      if isinstance(inner, dict):
+        yield from _rope_entries(inner, f"{where}.{key}")
+
+
 def _rope(hf: dict[str, Any]) -> tuple[float, tuple | None]:
   """(theta, llama3 scaling or None) from either the v5 `rope_parameters` or the older
-  `rope_theta` + `rope_scaling` keys."""
+  `rope_theta` + `rope_scaling` keys. Every rope type declared anywhere in them must be one
+  llmjax implements, and they must agree: a yarn entry beside a default one is refused, never
+  read as plain rope."""
   params = dict(hf.get("rope_parameters") or {})
-  scaling = dict(hf.get("rope_scaling") or {})
+  entries = [*_rope_entries(params, "rope_parameters"),
+             *_rope_entries(hf.get("rope_scaling") or {}, "rope_scaling")]
+  for where, entry in entries:
+    kind = entry.get("rope_type") or entry.get("type")
+    if kind not in _ROPE_TYPES:
+      raise UserError(f"config.json {where}: rope type {kind!r} is not supported; supported: "
+                      f"{', '.join(_ROPE_TYPES)}")
+  scaled = [entry for _, entry in entries
+            if (entry.get("rope_type") or entry.get("type")) == "llama3"]
   theta = params.get("rope_theta", hf.get("rope_theta", 10_000.0))
-  kind = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-  source = params if params.get("rope_type") not in (None, "default") else scaling
-  if kind == "default":
+  if not scaled:
     return float(theta), None
-  if kind == "llama3":
-    return float(theta), (float(source["factor"]), float(source["low_freq_factor"]),
-                          float(source["high_freq_factor"]),
-                          int(source["original_max_position_embeddings"]))
-  raise UserError(f"rope scaling type {kind!r} is not supported; supported: default, llama3")
+  source = scaled[0]
+  return float(theta), (float(source["factor"]), float(source["low_freq_factor"]),
+                        float(source["high_freq_factor"]),
+                        int(source["original_max_position_embeddings"]))
 
 
 def model_config_from_hf(hf: dict[str, Any], dtype: str | None = None) -> ModelConfig:
@@ -54,8 +75,19 @@ def model_config_from_hf(hf: dict[str, Any], dtype: str | None = None) -> ModelC
     hf: the parsed config.json.
     dtype: compute and parameter dtype; default the checkpoint's (`dtype`/`torch_dtype`) when it
       is bfloat16 or float16, else float32.
+  A key the family needs that is missing or not a number is a UserError naming it.
   """
   family = family_of(hf)
+  try:
+    return _model_config(hf, family, dtype)
+  except KeyError as e:
+    raise UserError(f"config.json has no {e.args[0]!r}, which a {family} model needs") \
+        from None
+  except (TypeError, ValueError) as e:
+    raise UserError(f"config.json: a {family} setting has the wrong type ({e})") from None
+
+
+def _model_config(hf: dict[str, Any], family: str, dtype: str | None) -> ModelConfig:
   saved = hf.get("dtype") or hf.get("torch_dtype") or "float32"
   dtype = dtype or (saved if saved in ("bfloat16", "float16") else "float32")
   common = dict(dtype=dtype, param_dtype=dtype, vocab_size=int(hf["vocab_size"]),

@@ -11,12 +11,14 @@ A wrapper module (e.g. `DecoderWithHeads`) keeps its decoder's params under the 
 export and the runners accept a wrapper's params as they are.
 """
 
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 from jax.sharding import PartitionSpec
 
+from llmjax.errors import UserError
 from llmjax.parallel import Parallel
 
 DECODER_KEY = "decoder"
@@ -44,11 +46,32 @@ def logical_shardings(parallel: Parallel, boxed_tree: Any) -> Any:
   return jax.tree.map(leaf_sharding, boxed_tree, is_leaf=_is_box)
 
 
+def check_divisible(parallel: Parallel, boxed_tree: Any) -> None:
+  """Raises UserError naming the first param whose dimension the mesh cannot split evenly."""
+  rules = dict(parallel.rules)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(boxed_tree, is_leaf=_is_box)[0]:
+    if not _is_box(leaf) or len(leaf.names) != leaf.value.ndim:
+      continue
+    for size, name in zip(leaf.value.shape, leaf.names):
+      axes = rules.get(name)
+      axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      ways = math.prod(parallel.mesh.shape[a] for a in axes if a is not None)
+      if size % ways:
+        where = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                         for k in path)
+        split = " x ".join(f"mesh.{a}={parallel.mesh.shape[a]}" for a in axes if a)
+        raise UserError(f"parameter {where} has {size} along its '{name}' axis, which {split} "
+                        f"cannot split evenly: choose mesh sizes that divide the model's "
+                        "dimensions (heads, kv heads, vocab, d_ff, d_model)")
+
+
 def abstract_with_shardings(init: Callable[..., Any], parallel: Parallel, *args) -> Any:
   """What `init(*args)` would return (a tree with boxed params), as jax.ShapeDtypeStructs that
-  carry their shardings: the target layout of an initialisation, a restore or an import."""
+  carry their shardings: the target layout of an initialisation, a restore or an import. A
+  dimension the mesh cannot split evenly is a UserError naming the param."""
   with parallel.context():
     boxed = jax.eval_shape(init, *args)
+  check_divisible(parallel, boxed)
   shardings = unbox(logical_shardings(parallel, boxed))
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                       unbox(boxed), shardings)

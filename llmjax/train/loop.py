@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llmjax import runio
-from llmjax.errors import TrainingDivergedError
+from llmjax import checks, rundir, runio
+from llmjax.errors import TrainingDivergedError, UserError
 from llmjax.train.preemption import SigtermFlag
 from llmjax.weights.checkpoint import Checkpointer
 
@@ -98,18 +98,29 @@ def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = T
     TrainingDivergedError and keep the last good checkpoint.
   """
   cfg = train_config
+  check_train_config(cfg)
   checkpointer = Checkpointer(f"{workdir}/checkpoints", cfg.keep_checkpoints,
                               cfg.async_checkpoint)
   latest = checkpointer.latest_step() if resume else None
-  if latest is not None:
-    if runio.is_writer():
-      print(f"resuming from step {latest} ({checkpointer.directory})", file=sys.stderr)
-    state = checkpointer.restore(latest, program.abstract_state, program.data_iterator)
-  else:
-    state = program.init_state()
+  if latest is not None and latest > cfg.steps:
+    checkpointer.close()
+    raise UserError(f"{checkpointer.directory} holds a checkpoint at step {latest}, past "
+                    f"train.steps={cfg.steps}: set train.steps >= {latest} to continue that "
+                    "run, or use a new --workdir")
+  try:
+    if latest is not None:
+      state = checkpointer.restore(latest, program.abstract_state, program.data_iterator)
+      if runio.is_writer():
+        print(f"resuming from step {latest} ({checkpointer.directory})", file=sys.stderr)
+    else:
+      state = program.init_state()
+  except BaseException:
+    checkpointer.close()
+    raise
   start = int(jax.device_get(state.step))
   if on_start is not None:
     on_start(start)
+  rundir.mark_began()  # from here on the run writes its record
   writer = runio.MetricsWriter(workdir, keep_through_step=start)
   stop_at = cfg.steps if not cfg.stop_after_steps else min(cfg.steps,
                                                            start + cfg.stop_after_steps)
@@ -135,6 +146,7 @@ def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = T
       result.eval = rows
       postfix.update(_median_row(rows))
 
+  failing = False
   with SigtermFlag() as sigterm:
     try:
       if eval_at_start and start == 0:
@@ -178,19 +190,46 @@ def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = T
         progress.set_postfix({k: _short(postfix[k]) for k in progress_keys if k in postfix})
         if stopping_early:
           result.stopped_early = True
-          if runio.is_writer() and sigterm.is_set():
-            print(f"stopped at step {step} on SIGTERM; checkpoint saved in "
-                  f"{checkpointer.directory}; rerun the same command to resume",
-                  file=sys.stderr)
+          if sigterm.is_set():
+            sigterm.record_stop()
+            if runio.is_writer():
+              print(f"stopped at step {step} on {sigterm.signal_name}; checkpoint saved in "
+                    f"{checkpointer.directory}; rerun the same command to resume",
+                    file=sys.stderr)
           break
         if log_now:  # restart the clock after eval and saving, which are not step time
           tick, tick_step, window = time.perf_counter(), step, None
+    except BaseException:
+      failing = True
+      raise
     finally:
-      progress.close()
-      writer.close()
-      checkpointer.close()
+      _close_all((progress.close, writer.close, checkpointer.close), failing)
   result.state, result.step = state, step
   return result
+
+
+def check_train_config(cfg) -> None:
+  """The loop's settings, checked before anything compiles (one line naming the key)."""
+  checks.positive_ints(cfg, "train", "steps", "log_every", "eval_every", "checkpoint_every",
+                       "keep_checkpoints")
+  if cfg.stop_after_steps is not None:
+    checks.positive_ints(cfg, "train", "stop_after_steps")
+  if cfg.peak_flops_per_device is not None:
+    checks.expect(cfg.peak_flops_per_device > 0, "train.peak_flops_per_device",
+                  cfg.peak_flops_per_device, "a positive number of FLOP/s")
+
+
+def _close_all(closers, failing: bool) -> None:
+  """Runs every closer; raises the first error unless an error is already on its way (then
+  what fails in closing follows from it, and must not replace it)."""
+  first = None
+  for close in closers:
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001
+      first = first or e
+  if first is not None and not failing:
+    raise first
 
 
 def _steps_to_boundary(step: int, stop_at: int, max_steps: int, cfg) -> int:

@@ -9,6 +9,7 @@ than two dimensions, i.e. norm scales and biases, get no weight decay).
 import jax
 import optax
 
+from llmjax import checks
 from llmjax.errors import UserError
 
 OPTIMIZERS = ("adamw", "sgd", "adafactor")
@@ -39,8 +40,19 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def check_optim_config(optim_config) -> None:
+  """`optim.*` checked before anything compiles: a negative or non-finite learning rate would
+  train by gradient ascent or poison the params."""
+  checks.non_negative_floats(optim_config, "optim", "lr", "weight_decay", "end_lr_fraction",
+                             "clip_norm", "eps")
+  checks.non_negative_ints(optim_config, "optim", "warmup_steps")
+  for key in ("b1", "b2", "momentum"):
+    checks.in_range(optim_config, "optim", key, 0.0, 1.0)
+
+
 def build_optimizer(optim_config, total_steps: int):
   """Returns (optax transformation, schedule)."""
+  check_optim_config(optim_config)
   schedule = learning_rate_schedule(optim_config, total_steps)
   name = optim_config.name
   mask = None if optim_config.decay_norms_and_biases else decay_mask

@@ -1,31 +1,52 @@
-"""SIGTERM as a request to checkpoint and stop, for every training loop.
+"""SIGTERM and Ctrl-C as requests to checkpoint and stop, for every training loop.
 
-Schedulers (SLURM, Kubernetes, TPU maintenance) send SIGTERM before killing a job. While a
-`SigtermFlag` is active the signal only sets a flag; the loop checks it after each step (or
-chunk of steps), saves a checkpoint and returns, and the process exits 0.
+Schedulers (SLURM, Kubernetes, TPU maintenance) send SIGTERM before killing a job; a person
+presses Ctrl-C (SIGINT). While a `SigtermFlag` is active either signal only sets a flag; the loop
+checks it after each step (or chunk of steps), saves a checkpoint and returns, and the process
+exits 0 after SIGTERM and 130 after Ctrl-C (`stopped_by`). A second Ctrl-C interrupts at once.
 """
 
 import signal
 
+_LAST_STOP = {"signal": None}
+
+
+def stopped_by() -> str | None:
+  """'SIGTERM' or 'SIGINT' when the last loop of this process stopped on that signal."""
+  return _LAST_STOP["signal"]
+
+
+def reset() -> None:
+  _LAST_STOP["signal"] = None
+
 
 class SigtermFlag:
-  """Context manager: inside it, SIGTERM sets `is_set()` instead of terminating."""
+  """Context manager: inside it, SIGTERM and the first SIGINT set `is_set()` instead of
+  terminating."""
 
   def __init__(self):
-    self._set = False
-    self._previous = None
+    self.signal_name: str | None = None
+    self._previous = {}
 
   def is_set(self) -> bool:
-    return self._set
+    return self.signal_name is not None
 
   def _handler(self, signum, frame):
-    del signum, frame
-    self._set = True
+    del frame
+    if signum == signal.SIGINT and self.signal_name == "SIGINT":
+      raise KeyboardInterrupt  # a second Ctrl-C: stop now
+    self.signal_name = signal.Signals(signum).name
+
+  def record_stop(self) -> None:
+    """Called by the loop when it stops on the signal (for the process's exit code)."""
+    _LAST_STOP["signal"] = self.signal_name
 
   def __enter__(self):
-    self._previous = signal.signal(signal.SIGTERM, self._handler)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      self._previous[signum] = signal.signal(signum, self._handler)
     return self
 
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
     return False

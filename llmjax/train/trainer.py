@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llmjax import checks
 from llmjax.errors import UserError
 from llmjax.parallel import Parallel
-from llmjax.train.loop import LoopResult, run_loop
+from llmjax.train.loop import LoopResult, check_train_config, run_loop
 from llmjax.train.objective import Objective
 from llmjax.train.optim import build_optimizer
 from llmjax.train.state import TrainState, make_state_initializer
@@ -46,8 +47,8 @@ class Trainer:
                flops_per_step: float | None = None):
     self.model, self.objective = model, objective
     self.config, self.parallel, self.flops_per_step = train_config, parallel, flops_per_step
-    self.tx, self.schedule = build_optimizer(optim_config, train_config.steps)
     self._check_batch_shape()
+    self.tx, self.schedule = build_optimizer(optim_config, train_config.steps)
     if example_inputs is None:
       example_inputs = (jnp.zeros((1, train_config.seq_len), jnp.int32),)
     self._init_state, self.abstract_state, self.trainable_mask = make_state_initializer(
@@ -72,6 +73,10 @@ class Trainer:
 
   def _check_batch_shape(self):
     cfg, multiple = self.config, self.parallel.batch_size_multiple
+    check_train_config(cfg)
+    checks.positive_ints(cfg, "train", "batch_size", "seq_len", "grad_accum_steps")
+    checks.non_negative_ints(cfg, "train", "loss_chunk_len")
+    checks.non_negative_floats(cfg, "train", "z_loss")
     accum = cfg.grad_accum_steps
     if cfg.batch_size % accum or (cfg.batch_size // accum) % multiple:
       raise UserError(f"train.batch_size = {cfg.batch_size}: must split into "
@@ -88,9 +93,11 @@ class Trainer:
   def initial_params(self, spec: str, seed: int) -> Any:
     """Params to start from: `spec` is an llmjax run, RUN/checkpoints/STEP or hf:DIR
     (llmjax.weights.load_initial_params); what it lacks (a wrapper's heads) comes from the
-    seed."""
+    seed. '' gives the seed's params."""
     from llmjax.weights import load_initial_params
     fresh = self.init_state(seed).params
+    if not spec:
+      return fresh
     return load_initial_params(spec, self.abstract_state.params, self.parallel, fresh)
 
   def to_device(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:

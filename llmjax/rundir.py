@@ -1,0 +1,118 @@
+"""The workdir as a run record that is never lost or mixed.
+
+- `prepare(workdir)`: a workdir that is a file, lies under one, or cannot be written is one
+  clear error, before anything runs.
+- `WorkdirLock`: one run per workdir. Process 0 holds an exclusive `flock` on WORKDIR/.lock for
+  the run's lifetime (the other processes of a multi-process run work inside it); a second run
+  is refused with the holder's pid, host and start time. The kernel drops the lock when its
+  process dies, so a lock file left by a killed run never blocks.
+- `began()` / `mark_began()`: whether this run has written to the record (metrics, checkpoints):
+  a run rejected before that leaves the workdir as it found it; a run that fails after keeps
+  its config.json, which describes its checkpoints.
+- `earlier_checkpoints` / `move_aside`: `config.resume=False` on a workdir that holds another
+  run's checkpoints is refused, or with `config.overwrite=True` that run is moved whole into
+  WORKDIR/replaced-<time>/, so two histories never mix.
+"""
+
+import errno
+import fcntl
+import os
+import socket
+import time
+
+from llmjax import runio
+from llmjax.errors import UserError
+
+LOCK = ".lock"
+_STATE = {"began": False}
+
+
+def prepare(workdir: str) -> None:
+  """Creates `workdir` (process 0), or raises UserError naming what is in the way."""
+  path = os.path.abspath(workdir)
+  if os.path.isfile(path):
+    raise UserError(f"workdir {workdir}: is a file; expected a directory")
+  parent = path
+  while parent and not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if parent and not os.path.isdir(parent):
+    raise UserError(f"workdir {workdir}: lies under {parent}, which is a file")
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".write-test-{os.getpid()}")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"workdir {workdir}: cannot write there ({e.strerror})") from None
+
+
+class WorkdirLock:
+  """Context manager: the run's exclusive hold on its workdir (process 0 only)."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK)
+    self._file = None
+
+  def __enter__(self):
+    if not runio.is_writer():
+      return self
+    self._file = open(self.path, "a+")
+    try:
+      fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+        raise
+      self._file.seek(0)
+      holder = self._file.read().strip() or "another process"
+      self._file.close()
+      self._file = None
+      raise UserError(f"workdir {os.path.dirname(self.path)} is in use by another run "
+                      f"({holder}); wait for it to finish or use another --workdir") from None
+    self._file.seek(0)
+    self._file.truncate()
+    self._file.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    self._file.flush()
+    return self
+
+  def __exit__(self, *exc):
+    if self._file is not None:
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+    return False
+
+
+def mark_began() -> None:
+  """Called by whatever first writes to the run record (the train loop's metrics writer)."""
+  _STATE["began"] = True
+
+
+def began() -> bool:
+  return _STATE["began"]
+
+
+def reset() -> None:
+  """Forget an earlier run of this process (main calls it at the start of every run)."""
+  _STATE["began"] = False
+
+
+def earlier_checkpoints(workdir: str) -> list[int]:
+  """The checkpoint steps an earlier run left in WORKDIR/checkpoints."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def move_aside(workdir: str) -> str:
+  """Moves everything of an earlier run (all but the lock and earlier replaced-* folders) into
+  WORKDIR/replaced-<time>/; returns that folder (process 0 moves, every process gets the name)."""
+  target = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
+  if runio.is_writer():
+    os.makedirs(target)
+    for name in os.listdir(workdir):
+      if name != LOCK and not name.startswith("replaced-") and name != os.path.basename(target):
+        os.rename(os.path.join(workdir, name), os.path.join(target, name))
+  return target
