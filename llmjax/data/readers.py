@@ -45,31 +45,32 @@ def read_jsonl_numbered(path: os.PathLike, required: Sequence[str] = (),
     for line_number, raw in enumerate(f, start=1):
       try:
         line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        why = f"{path}:{line_number}: not valid UTF-8 ({e.reason} at byte {e.start})"
-        if not skip_bad:
-          raise DataError(why) from None
-        stats.skipped += 1
-        stats.first_skipped = stats.first_skipped or why
-        continue
-      if not line.strip():
-        continue
-      try:
+        if not line.strip():
+          continue
         row = json.loads(line)
         if not isinstance(row, dict):
           raise ValueError(f"expected a JSON object, got {type(row).__name__}")
         missing = [k for k in required if k not in row]
         if missing:
           raise ValueError(f"missing field {missing[0]!r}; expected fields {list(required)}")
+      except UnicodeDecodeError as e:
+        _bad_row(f"{path}:{line_number}: not valid UTF-8 ({e.reason} at byte {e.start})",
+                 skip_bad, stats)
+        continue
       except ValueError as e:  # json.JSONDecodeError is a ValueError
-        why = f"{path}:{line_number}: malformed row: {str(e).splitlines()[0]}"
-        if not skip_bad:
-          raise DataError(why) from None
-        stats.skipped += 1
-        stats.first_skipped = stats.first_skipped or why
+        _bad_row(f"{path}:{line_number}: malformed row: {str(e).splitlines()[0]}", skip_bad,
+                 stats)
         continue
       stats.rows += 1
       yield line_number, row
+
+
+def _bad_row(why: str, skip_bad: bool, stats: ReadStats) -> None:
+  """Raises DataError(why), or counts the row as skipped when the caller allows skipping."""
+  if not skip_bad:
+    raise DataError(why) from None
+  stats.skipped += 1
+  stats.first_skipped = stats.first_skipped or why
 
 
 def read_text(path: os.PathLike, unit: str = "paragraph") -> Iterator[str]:
