@@ -39,6 +39,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
   assert summary["stopped_early"] is True and summary["steps"] >= 3
   saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
   assert saved == [summary["steps"]]
+  assert summary["status"] == "stopped"
+  assert process.stderr.strip().splitlines()[-1] == (
+      f"stopped at step {summary['steps']} on SIGTERM; checkpoint saved in "
+      f"{tmp_path}/checkpoints; rerun the same command to resume")
   resumed = run_cli(tiny_args(tmp_path, f"--config.train.steps={summary['steps'] + 2}"))
   assert resumed.returncode == 0, resumed.stderr
   assert json.loads((tmp_path / "summary.json").read_text())["resumed_from_step"] == \
@@ -55,3 +59,25 @@ def test_compatibility_check_names_first_difference():
     check_compatible(saved, {"params": {**saved["params"], "c": saved["params"]["a"]}})
   with pytest.raises(CheckpointMismatchError, match="'params/b' does not exist"):
     check_compatible(saved, {"params": {"a": saved["params"]["a"]}})
+
+
+def test_a_failed_write_is_one_line_naming_the_step_and_the_last_complete_one(tmp_path):
+  # Where a small filesystem cannot be mounted (tests/test_failures.py), the OS error itself.
+  import errno
+  import jax.numpy as jnp
+  from llmjax import runio
+  from llmjax.errors import StorageError
+  from llmjax.weights.checkpoint import Checkpointer
+  checkpointer = Checkpointer(tmp_path, async_save=False)
+  state = {"w": jnp.ones(3)}
+  checkpointer.save(1, state)
+  checkpointer._manager.save = lambda *args, **kwargs: (_ for _ in ()).throw(
+      OSError(errno.ENOSPC, "No space left on device"))
+  try:
+    with pytest.raises(StorageError, match=f"cannot save checkpoint step 2 in {tmp_path} \\(No "
+                                           "space left on device\\); the last complete "
+                                           "checkpoint is step 1"):
+      checkpointer.save(2, state)
+    checkpointer.close()  # what follows from the failure is not raised again
+  finally:
+    runio.unmute_stderr()  # a failed write mutes the process's stderr (the CLI's last words)

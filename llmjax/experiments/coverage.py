@@ -277,8 +277,8 @@ def check_config(config) -> None:
   for key in ("seen_fraction", "train_fraction"):
     value = config.task[key]
     checks.expect(0 < value <= 1, f"task.{key}", value, "a fraction in (0, 1]")
-  checks.expect(0 < config.sweep.target_accuracy <= 1, "sweep.target_accuracy",
-                config.sweep.target_accuracy, "a fraction in (0, 1]")
+  checks.expect(0 <= config.sweep.target_accuracy <= 1, "sweep.target_accuracy",
+                config.sweep.target_accuracy, "a fraction in [0, 1]")
 
 
 def run(config, workdir: str) -> dict:
