@@ -140,10 +140,11 @@ def run(argv: Sequence[str]) -> dict:
   rundir.reset()
   preemption.reset()
   with rundir.WorkdirLock(workdir):
-    _set_aside_an_earlier_run(config, workdir)
+    _refuse_to_mix_histories(config, workdir)
     before = set(os.listdir(workdir)) if runio.is_writer() else set()
     config_path = os.path.join(workdir, "config.json")
     previous = open(config_path).read() if os.path.exists(config_path) else None
+    rundir.remember_previous_config(workdir, previous)
     runio.write_json(config_path, config.to_dict())
     try:
       summary = experiment(config, workdir)
@@ -165,20 +166,17 @@ def run(argv: Sequence[str]) -> dict:
   return summary
 
 
-def _set_aside_an_earlier_run(config, workdir: str) -> None:
-  """resume=False on a workdir with another run's checkpoints: refuse, or move that run aside
-  when config.overwrite is set."""
+def _refuse_to_mix_histories(config, workdir: str) -> None:
+  """resume=False on a workdir with another run's checkpoints, without overwrite: refused
+  before anything is written. (With overwrite the train loop moves that run aside once the new
+  one begins training, so a run rejected before then changes nothing; the loop also guards
+  the checkpoints of experiments that train in subfolders.)"""
   steps = rundir.earlier_checkpoints(workdir)
-  if config.get("resume", True) or not steps:
+  if config.get("resume", True) or config.get("overwrite", False) or not steps:
     return
-  if not config.get("overwrite", False):
-    raise UserError(f"workdir {workdir} holds checkpoints of an earlier run (steps {steps}); "
-                    "config.resume=False would mix two histories: use a new --workdir, or add "
-                    "--config.overwrite=True to move the earlier run aside")
-  moved = rundir.move_aside(workdir)
-  distributed.barrier("llmjax_move_aside")
-  if runio.is_writer():
-    print(f"moved the earlier run in {workdir} to {moved}", file=sys.stderr)
+  raise UserError(f"workdir {workdir} holds checkpoints of an earlier run (steps {steps}); "
+                  "config.resume=False would mix two histories: use a new --workdir, or add "
+                  "--config.overwrite=True to move the earlier run aside")
 
 
 def _roll_back(workdir: str, before: set[str], config_path: str, previous: str | None) -> None:

@@ -9,8 +9,9 @@ it, and the result it returned. A rerun of the pipeline
   - reruns a stage whose config changed, whose outputs were changed or removed, or whose
     upstream stage reran, and then every stage after it;
   - resumes a stage that crashed: it was started with the same config and upstream
-    (`started.json`), so its directory (e.g. a training run's checkpoints) is kept and the stage
-    continues from there; a stage started under another config starts from an empty directory.
+    (`started.json`) and never finished, so its directory (e.g. a training run's checkpoints)
+    is kept and the stage continues from there; a stage started under another config, or one
+    that finished and must run again, starts from an empty directory.
 
 A crash in stage 3 therefore never reruns stages 1-2. Values pass between stages in memory
 (`ctx.keep`, e.g. freshly trained params) within one process, and through the stage's files
@@ -27,7 +28,7 @@ import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-from llmjax import runio
+from llmjax import distributed, runio
 from llmjax.errors import UserError
 
 DONE, STARTED = "done.json", "started.json"
@@ -112,18 +113,23 @@ class Pipeline:
         continue
       rerun_rest = True
       started = _read(os.path.join(directory, STARTED))
-      resumed = started is not None and _matches(started, identity)
+      finished_before = os.path.exists(os.path.join(directory, DONE))
+      resumed = started is not None and _matches(started, identity) and not finished_before
       if runio.is_writer():
         if not resumed and os.path.isdir(directory):
           shutil.rmtree(directory)
         os.makedirs(directory, exist_ok=True)
         runio.write_json(os.path.join(directory, STARTED), identity)
-        if os.path.exists(os.path.join(directory, DONE)):
-          os.remove(os.path.join(directory, DONE))
+      distributed.barrier(f"llmjax_stage_{stage.name}")
       _say(f"stage {stage.name}: {'resuming' if resumed else 'running'}")
       ctx = StageContext(self, stage)
       ctx.resumed = resumed
       result = stage.run(ctx)
+      try:
+        json.dumps(runio.jsonable(result))
+      except (TypeError, ValueError) as e:
+        raise UserError(f"pipeline stage {stage.name} returned a result that is not JSON "
+                        f"({e}); return numbers, strings, lists and dicts") from None
       manifest = {"stage": stage.name, "config": dict(stage.config), **identity,
                   "outputs": _output_hashes(directory, stage.outputs), "result": result,
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -10,8 +10,9 @@
   a run rejected before that leaves the workdir as it found it; a run that fails after keeps
   its config.json, which describes its checkpoints.
 - `earlier_checkpoints` / `move_aside`: `config.resume=False` on a workdir that holds another
-  run's checkpoints is refused, or with `config.overwrite=True` that run is moved whole into
-  WORKDIR/replaced-<time>/, so two histories never mix.
+  run's checkpoints is refused, or with `config.overwrite=True` that run is moved whole (its
+  config.json too) into WORKDIR/replaced-<time>/ when the new run begins training, so two
+  histories never mix and a rejected run moves nothing.
 """
 
 import errno
@@ -20,11 +21,11 @@ import os
 import socket
 import time
 
-from llmjax import runio
+from llmjax import distributed, runio
 from llmjax.errors import UserError
 
 LOCK = ".lock"
-_STATE = {"began": False}
+_STATE = {"began": False, "previous_config": None}
 
 
 def prepare(workdir: str) -> None:
@@ -55,8 +56,17 @@ class WorkdirLock:
     self._file = None
 
   def __enter__(self):
-    if not runio.is_writer():
-      return self
+    holder = self._take() if runio.is_writer() else None
+    # Every process of a multi-process run learns process 0's answer, so all of them stop.
+    refused = distributed.broadcast_flag(holder is not None)
+    if refused:
+      raise UserError(f"workdir {os.path.dirname(self.path)} is in use by another run "
+                      f"({holder or 'see process 0'}); wait for it to finish or use another "
+                      "--workdir")
+    return self
+
+  def _take(self) -> str | None:
+    """Takes the lock; returns None, or who holds it."""
     self._file = open(self.path, "a+")
     try:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -67,14 +77,13 @@ class WorkdirLock:
       holder = self._file.read().strip() or "another process"
       self._file.close()
       self._file = None
-      raise UserError(f"workdir {os.path.dirname(self.path)} is in use by another run "
-                      f"({holder}); wait for it to finish or use another --workdir") from None
+      return holder
     self._file.seek(0)
     self._file.truncate()
     self._file.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
     self._file.flush()
-    return self
+    return None
 
   def __exit__(self, *exc):
     if self._file is not None:
@@ -96,6 +105,13 @@ def began() -> bool:
 def reset() -> None:
   """Forget an earlier run of this process (main calls it at the start of every run)."""
   _STATE["began"] = False
+  _STATE["previous_config"] = None
+
+
+def remember_previous_config(workdir: str, text: str | None) -> None:
+  """The config.json this run replaced in `workdir`: it goes with the earlier run when that is
+  moved aside."""
+  _STATE["previous_config"] = (os.path.abspath(workdir), text)
 
 
 def earlier_checkpoints(workdir: str) -> list[int]:
@@ -107,12 +123,22 @@ def earlier_checkpoints(workdir: str) -> list[int]:
 
 
 def move_aside(workdir: str) -> str:
-  """Moves everything of an earlier run (all but the lock and earlier replaced-* folders) into
-  WORKDIR/replaced-<time>/; returns that folder (process 0 moves, every process gets the name)."""
-  target = os.path.join(workdir, time.strftime("replaced-%Y%m%d-%H%M%S"))
+  """Moves everything of an earlier run in `workdir` (all but the lock, earlier replaced-*
+  folders and this run's config.json, whose predecessor goes along) into
+  WORKDIR/replaced-<time>/; returns that folder. Process 0 moves; every process waits for it."""
+  stamp = time.strftime("replaced-%Y%m%d-%H%M%S")
+  target, n = os.path.join(workdir, stamp), 1
+  while os.path.exists(target):
+    n += 1
+    target = os.path.join(workdir, f"{stamp}-{n}")
   if runio.is_writer():
     os.makedirs(target)
     for name in os.listdir(workdir):
-      if name != LOCK and not name.startswith("replaced-") and name != os.path.basename(target):
-        os.rename(os.path.join(workdir, name), os.path.join(target, name))
+      if name in (LOCK, "config.json") or name.startswith("replaced-"):
+        continue
+      os.rename(os.path.join(workdir, name), os.path.join(target, name))
+    remembered = _STATE["previous_config"]
+    if remembered and remembered[0] == os.path.abspath(workdir) and remembered[1] is not None:
+      runio.atomic_write_text(os.path.join(target, "config.json"), remembered[1])
+  distributed.barrier("llmjax_move_aside")
   return target

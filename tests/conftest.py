@@ -59,8 +59,9 @@ def sigterm_after_metrics(args, workdir, min_rows: int, timeout: float = 240,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   metrics = pathlib.Path(workdir) / "metrics.jsonl"
   deadline = time.time() + timeout
+  # Whole rows only: the writer may be in the middle of one.
   while time.time() < deadline and not (metrics.exists() and
-                                        len(read_jsonl(metrics)) >= min_rows):
+                                        metrics.read_text().count("\n") >= min_rows):
     assert process.poll() is None, process.communicate()[1]
     time.sleep(0.2)
   process.send_signal(signal_number)

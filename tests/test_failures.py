@@ -68,6 +68,8 @@ def finished(tmp_path_factory):
     ("optim.weight_decay=-0.1", "optim.weight_decay = -0.1: expected a finite number >= 0"),
     ("optim.b2=1.5", "optim.b2 = 1.5: expected a number in [0.0, 1.0)"),
     ("data.num_docs=0", "data.num_docs = 0: expected a positive integer"),
+    ("model.mask_mode=prefix_lm", "model.mask_mode = 'prefix_lm': the LM objective "
+     "(next-token prediction) needs 'causal'"),
 ])
 def test_settings_are_checked_before_anything_runs(tmp_path, capsys, override, message):
   assert main.main(small_args(tmp_path, f"--config.{override}")) == 2
@@ -148,17 +150,26 @@ def test_a_run_rejected_on_a_finished_workdir_changes_nothing(finished, capsys):
   assert checkpoint_steps(finished) == [4, 8]
 
 
-def test_resume_false_with_overwrite_moves_the_earlier_run_aside(tmp_path):
+def test_resume_false_with_overwrite_moves_the_earlier_run_aside(tmp_path, capsys):
   assert run_cli(small_args(tmp_path, "--config.train.steps=4",
                             "--config.train.checkpoint_every=4")).returncode == 0
+  # A run rejected for another reason moves nothing: the move happens when training begins.
+  assert main.main(small_args(tmp_path, "--config.resume=False", "--config.overwrite=True",
+                              "--config.train.steps=0")) == 2
+  assert error_line(capsys) == "error: train.steps = 0: expected a positive integer"
+  assert checkpoint_steps(tmp_path) == [4]
+  assert not [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
   again = run_cli(small_args(tmp_path, "--config.train.steps=2", "--config.resume=False",
                              "--config.overwrite=True"))
   assert again.returncode == 0, again.stderr
   moved = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
   assert len(moved) == 1 and f"moved the earlier run in {tmp_path} to {moved[0]}" in again.stderr
   assert checkpoint_steps(moved[0]) == [4] and checkpoint_steps(tmp_path) == [2]
+  # The earlier run moves whole, its config.json with it.
   assert json.loads((moved[0] / "summary.json").read_text())["steps"] == 4
+  assert json.loads((moved[0] / "config.json").read_text())["train"]["steps"] == 4
   assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 2
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 2
 
 
 def test_one_run_per_workdir_and_a_dead_holder_never_blocks(tmp_path):
@@ -170,8 +181,8 @@ def test_one_run_per_workdir_and_a_dead_holder_never_blocks(tmp_path):
                            text=True)
   try:
     deadline = time.time() + 180
-    while not (tmp_path / "metrics.jsonl").exists() or not read_jsonl(
-        tmp_path / "metrics.jsonl"):
+    metrics = tmp_path / "metrics.jsonl"
+    while not metrics.exists() or "\n" not in metrics.read_text():  # a whole row written
       assert first.poll() is None and time.time() < deadline
       time.sleep(0.2)
     second = run_cli(small_args(tmp_path, "--config.train.steps=100000"))
@@ -243,8 +254,8 @@ def test_a_damaged_checkpoint_names_its_step_and_the_intact_ones(finished, tmp_p
   assert main.main(small_args(copy, "--config.train.steps=12")) == 2
   line = error_line(capsys)
   assert line.startswith(f"error: checkpoint step 8 in {copy}/checkpoints cannot be read (")
-  assert line.endswith(f"intact earlier steps: [4]; move {copy}/checkpoints/8 aside and rerun "
-                       "to resume from step 4")
+  assert line.endswith(f"earlier steps whose metadata reads: [4]; move {copy}/checkpoints/8 "
+                       "aside and rerun to resume from step 4")
 
 
 def test_broken_model_and_tokenizer_files_are_one_line(tmp_path):
@@ -254,6 +265,12 @@ def test_broken_model_and_tokenizer_files_are_one_line(tmp_path):
   hf.mkdir()
   base = {"model_type": "llama", "vocab_size": 16, "hidden_size": 8, "num_attention_heads": 2,
           "num_hidden_layers": 1, "intermediate_size": 16}
+  (hf / "config.json").write_bytes(b'{"model_type": "llama\xff"}')
+  with pytest.raises(UserError, match=f"{hf}/config.json: invalid JSON"):
+    load_hf(str(hf))
+  (hf / "config.json").write_text("[1, 2]")
+  with pytest.raises(UserError, match=f"{hf}/config.json: expected a JSON object, got list"):
+    load_hf(str(hf))
   (hf / "config.json").write_text(json.dumps({**base, "hidden_size": None}))
   with pytest.raises(UserError, match="config.json: a llama setting has the wrong type"):
     load_hf(str(hf))

@@ -8,7 +8,7 @@ import flax.linen as nn
 
 from llmjax.config_base import base_config
 from llmjax.data.batches import lm_batch
-from llmjax.errors import TrainingDivergedError
+from llmjax.errors import TrainingDivergedError, UserError
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
 from llmjax.train.flops import measured_cpu_matmul_flops, peak_flops_per_device
@@ -113,6 +113,48 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     bad.fit(str(tmp_path), DENSE_BATCHES)
   assert (tmp_path / "checkpoints" / "40").exists()
   assert not (tmp_path / "checkpoints" / "45").exists()
+
+
+def test_resume_false_never_mixes_a_new_history_into_old_checkpoints(tmp_path):
+  # The loop's own guard: experiments that train in subfolders (the coverage sweep) have it too.
+  dense_trainer(False, steps=2).fit(str(tmp_path), DENSE_BATCHES)
+  with pytest.raises(UserError, match=r"holds checkpoints of an earlier run \(steps \[1, 2\]\)"):
+    dense_trainer(False, steps=2).fit(str(tmp_path), DENSE_BATCHES, resume=False)
+  dense_trainer(False, steps=1).fit(str(tmp_path), DENSE_BATCHES, resume=False, overwrite=True)
+  moved = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
+  assert len(moved) == 1 and sorted(p.name for p in (moved[0] / "checkpoints").iterdir()
+                                    if p.name.isdigit()) == ["1", "2"]
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
+
+
+def test_the_step_is_plain_cross_entropy_gradient_and_adamw():
+  # The Objective-built step against the update written out directly: value_and_grad of the
+  # masked mean cross-entropy, clipping and AdamW from optax, nothing else.
+  import optax
+  trainer = make_trainer(lr=1e-2)
+  state = trainer.init_state(0)
+  batch = fixed_batch(seed=4)
+  batch["loss_mask"][1, :5] = 0
+  params = jax.tree.map(jnp.copy, state.params)
+  model = trainer.model
+
+  def loss(p):
+    logits = model.apply({"params": p}, batch["inputs"], batch["positions"],
+                         batch["segment_ids"]).astype(jnp.float32)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["targets"][..., None], -1)
+    mask = batch["loss_mask"]
+    return (nll[..., 0] * mask).sum() / mask.sum()
+
+  value, grads = jax.value_and_grad(loss)(params)
+  tx = optax.chain(optax.clip_by_global_norm(1.0),
+                   optax.adamw(1e-2, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+                               mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)))
+  updates, _ = tx.update(grads, tx.init(params), params)
+  expected = optax.apply_updates(params, updates)
+  state, metrics = trainer.train_step(state, trainer.to_device(batch))
+  np.testing.assert_allclose(metrics["loss"], value, rtol=1e-6)
+  np.testing.assert_allclose(metrics["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), state.params, expected)
 
 
 def test_finite_loss_with_non_finite_gradients_never_saves_a_checkpoint(tmp_path):

@@ -63,6 +63,7 @@ def run(config, workdir: str) -> dict:
   # The reference: the params this run starts from, loaded again on every (re)start.
   reference = trainer.initial_params(config.train.init_from, config.seed)
   result = trainer.fit(workdir, iter(batches), seed=config.seed, resume=config.resume,
+                       overwrite=config.overwrite,
                        frozen=reference)
   np.savez(f"{workdir}/reference_at_end.npz",
            **{str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(reference))})

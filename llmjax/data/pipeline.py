@@ -44,7 +44,7 @@ class _Tokenize(grain.transforms.Map):
     weights = np.ones_like(tokens)
     if self._mask_prompt:
       weights[:len(prompt)] = 0
-    return {"tokens": tokens, "loss_mask": weights}
+    return {"tokens": tokens, "loss_mask": weights, "where": _text(row.get("where", b""))}
 
 
 # Tokens a document may have beyond its UTF-8 bytes: BOS and EOS, and a piece a tokenizer adds
@@ -90,11 +90,16 @@ class _Chunk(grain.experimental.FlatMapTransform):
     self.size, self.max_fan_out = size, max_fan_out
 
   def flat_map(self, doc):
+    # The length check before training (check_document_lengths) bounds tokens by bytes; a
+    # tokenizer whose normalisation expands text past that bound is caught here.
     n = len(doc["tokens"])
     if n > self.size * self.max_fan_out:
-      raise DataError(f"a document of {n} tokens needs more than data.max_chunks_per_document="
-                      f"{self.max_fan_out} chunks of {self.size}; raise that limit")
-    return [{k: v[i:i + self.size] for k, v in doc.items()} for i in range(0, n, self.size)]
+      where = f"{doc['where']}: " if doc.get("where") else ""
+      raise DataError(f"{where}a document of {n} tokens needs more than "
+                      f"data.max_chunks_per_document={self.max_fan_out} chunks of {self.size}; "
+                      "raise that limit")
+    return [{k: doc[k][i:i + self.size] for k in ("tokens", "loss_mask")}
+            for i in range(0, n, self.size)]
 
 
 def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, global_batch: int,

@@ -119,11 +119,14 @@ class SentencePieceTokenizer(Tokenizer):
 def _read_json(path: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     return {}
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise UserError(f"{path}: invalid JSON ({e})") from None
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{path}: invalid JSON ({e})") from None
+  if not isinstance(value, dict):
+    raise UserError(f"{path}: expected a JSON object, got {type(value).__name__}")
+  return value
 
 
 def _token_text(value) -> str | None:

@@ -91,7 +91,7 @@ def train_model(config, task, workdir: str):
   eval_batches = [to_batch(held_out[i:i + B]) for i in range(0, len(held_out) - B + 1, B)]
   result = trainer.fit(workdir, iter(row_batches(rows, B, config.seed, to_batch)),
                        eval_batches[:config.train.eval_batches], seed=config.seed,
-                       resume=config.resume)
+                       resume=config.resume, overwrite=config.overwrite)
   return model_config, result["state"].params, trainer, result
 
 

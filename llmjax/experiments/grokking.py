@@ -170,7 +170,7 @@ def run(config, workdir: str) -> dict:
             for i in range(len(seeds))]
 
   result = run_loop(MultiSeedProgram(trainer, seeds, batch, evaluate_rows), workdir,
-                    config.train, config.resume, eval_at_start=True,
+                    config.train, config.resume, config.overwrite, eval_at_start=True,
                     progress_keys=("train_accuracy", "test_accuracy", "violation"),
                     on_save=lambda step: snapshots.save(), on_start=snapshots.keep_through)
   summary = summarise(config, workdir, task, model, result.state, snapshots)

@@ -41,7 +41,7 @@ def run(config, workdir: str) -> dict:
     raise UserError(f"the validation split has too little text for one batch of "
                     f"{config.train.batch_size} x {config.train.seq_len} tokens")
   result = trainer.fit(workdir, iter(batches("train", train=True)), eval_batches,
-                       seed=config.seed, resume=config.resume)
+                       seed=config.seed, resume=config.resume, overwrite=config.overwrite)
 
   train_rows, eval_rows = runio.read_metrics(workdir, "train"), runio.read_metrics(workdir, "eval")
   plotting.plot_curves(f"{workdir}/plots/loss.png", {

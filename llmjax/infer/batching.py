@@ -11,6 +11,7 @@ model share them.
 import math
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
+from llmjax.errors import UserError
 from llmjax.models import Decoder, ModelConfig, decoder_params
 from llmjax.parallel import Parallel
 from llmjax.runio import progress_bar
@@ -31,6 +32,10 @@ class BatchedRunner:
 
   def __init__(self, model_config: ModelConfig, parallel: Parallel | None = None,
                batch_size: int = 16, length_bucket: int = 64, pad_id: int = 0):
+    if model_config.mask_mode != "causal":
+      raise UserError(f"model.mask_mode = {model_config.mask_mode!r}: generation and scoring "
+                      "read a causal decoder (a prefix-LM prompt can be decoded through "
+                      "Decoder(decode=True) with prefix_mask_BxL)")
     self.config = model_config
     self.parallel = parallel or Parallel.from_config({"data": -1})
     multiple = self.parallel.batch_size_multiple

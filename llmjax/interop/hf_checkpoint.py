@@ -36,10 +36,13 @@ def read_hf_config(directory: str) -> dict[str, Any]:
   if not os.path.isfile(path):
     raise UserError(f"{directory}: no config.json (expected a Hugging Face model directory)")
   try:
-    with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
+    with open(path, encoding="utf-8") as f:
+      config = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise UserError(f"{path}: invalid JSON ({e})") from None
+  if not isinstance(config, dict):
+    raise UserError(f"{path}: expected a JSON object, got {type(config).__name__}")
+  return config
 
 
 def safetensors_files(directory: str) -> list[str]:

@@ -166,6 +166,7 @@ def hf_config_from_model(cfg: ModelConfig, family: str, extra: dict | None = Non
   if family not in FAMILIES:
     raise UserError(f"export family {family!r}: expected one of {FAMILIES}")
   need(cfg.dtype in ("float32", "bfloat16", "float16"), f"dtype {cfg.dtype}")
+  need(cfg.mask_mode == "causal", f"mask_mode {cfg.mask_mode} (Hugging Face decoders are causal)")
   hf = {"architectures": [ARCHITECTURES[family]], "model_type": family,
         "vocab_size": cfg.vocab_size, "tie_word_embeddings": cfg.tie_embeddings,
         "dtype": cfg.param_dtype, "torch_dtype": cfg.param_dtype}

@@ -5,11 +5,17 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from llmjax.data.batches import BATCH_KEYS
+from llmjax.errors import UserError
 from llmjax.models import Decoder, ModelConfig, unembedding
 from llmjax.parallel import Parallel
 from llmjax.train.losses import chunked_cross_entropy, cross_entropy
 from llmjax.train.objective import BatchSpec, Objective
 from llmjax.train.trainer import Trainer
+
+def require_causal(model_config: ModelConfig, what: str) -> None:
+  if model_config.mask_mode != "causal":
+    raise UserError(f"model.mask_mode = {model_config.mask_mode!r}: {what} needs 'causal'")
+
 
 LM_BATCH = BatchSpec(keys=BATCH_KEYS, weight_key="loss_mask", token_keys=("loss_mask",))
 
@@ -35,7 +41,9 @@ def lm_loss_sums(model: nn.Module, params, batch, rng, deterministic: bool, z_lo
 
 def lm_objective(model: nn.Module, z_loss: float = 0.0, loss_chunk_len: int = 0) -> Objective:
   """Next-token cross-entropy of `model` (a Decoder) on LM batches; the step logs accuracy,
-  evaluation logs loss and accuracy per target token."""
+  evaluation logs loss and accuracy per target token. The model must be causal: with a
+  bidirectional mask a position would see the token it predicts."""
+  require_causal(model.config, "the LM objective (next-token prediction)")
 
   def loss_fn(params, batch, rng, frozen):
     del frozen

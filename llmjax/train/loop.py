@@ -77,7 +77,7 @@ _all_finite_jit = jax.jit(_all_finite)
 
 
 def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = True,
-             eval_at_start: bool = False, progress_keys: Sequence[str] = ("loss",),
+             overwrite: bool = False, eval_at_start: bool = False, progress_keys: Sequence[str] = ("loss",),
              on_save: Callable[[int], None] | None = None,
              on_start: Callable[[int], None] | None = None) -> LoopResult:
   """Runs (or resumes) `program` to `train_config.steps`.
@@ -88,6 +88,9 @@ def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = T
     train_config: `config.train`: steps, log_every, eval_every, checkpoint_every,
       keep_checkpoints, async_checkpoint, stop_after_steps, peak_flops_per_device, progress.
     resume: continue from the latest checkpoint in workdir/checkpoints, if any.
+    overwrite: with resume=False, move an earlier run found in workdir aside (into
+      workdir/replaced-<time>/) when training begins; without it such a run is refused, so two
+      histories never mix.
     eval_at_start: evaluate before the first step of a fresh run (step 0).
     progress_keys: metrics shown beside the progress bar (latest train or eval value).
     on_save: called with the step after each checkpoint save (e.g. to save side files).
@@ -101,6 +104,18 @@ def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = T
   check_train_config(cfg)
   checkpointer = Checkpointer(f"{workdir}/checkpoints", cfg.keep_checkpoints,
                               cfg.async_checkpoint)
+  if not resume and checkpointer.all_steps():
+    earlier = checkpointer.all_steps()
+    checkpointer.close()
+    if not overwrite:
+      raise UserError(f"{checkpointer.directory} holds checkpoints of an earlier run (steps "
+                      f"{earlier}); config.resume=False would mix two histories: use a new "
+                      "--workdir, or add --config.overwrite=True to move the earlier run aside")
+    moved = rundir.move_aside(workdir)
+    if runio.is_writer():
+      print(f"moved the earlier run in {workdir} to {moved}", file=sys.stderr)
+    checkpointer = Checkpointer(f"{workdir}/checkpoints", cfg.keep_checkpoints,
+                                cfg.async_checkpoint)
   latest = checkpointer.latest_step() if resume else None
   if latest is not None and latest > cfg.steps:
     checkpointer.close()

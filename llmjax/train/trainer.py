@@ -131,7 +131,8 @@ class Trainer:
 
   def fit(self, workdir: str, train_iter: Iterator[dict[str, np.ndarray]],
           eval_batches: Sequence[dict[str, np.ndarray]] = (), seed: int = 0,
-          resume: bool = True, frozen: Any = None, init_from: Any = None) -> dict[str, Any]:
+          resume: bool = True, frozen: Any = None, init_from: Any = None,
+          overwrite: bool = False) -> dict[str, Any]:
     """Runs (or resumes) training to `train.steps` through `llmjax.train.loop.run_loop`.
 
     Args:
@@ -140,6 +141,7 @@ class Trainer:
       eval_batches: host batches evaluated every `eval_every` steps and at the end.
       seed: the params' and the steps' randomness.
       resume: continue from the latest checkpoint in workdir, if any.
+      overwrite: with resume=False, move an earlier run in workdir aside instead of refusing.
       frozen: params passed to every loss call unchanged (placed in their shardings).
       init_from: what a fresh run starts from: None/'' (the seed; default
         `train.init_from`), a checkpoint spec (llmjax run, RUN/checkpoints/STEP, hf:DIR) or a
@@ -152,7 +154,7 @@ class Trainer:
       init_from = self.config.get("init_from", "")
     program = _TrainerProgram(self, train_iter, [self.to_device(b) for b in eval_batches],
                               seed, frozen, init_from)
-    result: LoopResult = run_loop(program, workdir, self.config, resume,
+    result: LoopResult = run_loop(program, workdir, self.config, resume, overwrite,
                                   progress_keys=("loss", "tokens_per_s"))
     out = {"step": result.step, "state": result.state,
            "resumed_from_step": result.resumed_from_step,

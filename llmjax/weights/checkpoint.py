@@ -177,12 +177,12 @@ class Checkpointer:
     except UserError:
       raise
     except Exception as e:  # noqa: BLE001 - tensorstore, orbax and OS errors alike
-      intact = [s for s in self.all_steps() if s < step and self._readable(s)]
-      how = (f"move {self.directory}/{step} aside and rerun to resume from step {intact[-1]}"
-             if intact else "no earlier step is intact: start a new run")
+      readable = [s for s in self.all_steps() if s < step and self._readable(s)]
+      how = (f"move {self.directory}/{step} aside and rerun to resume from step {readable[-1]}"
+             if readable else "no earlier step is readable: start a new run")
       raise UserError(f"checkpoint step {step} in {self.directory} cannot be read "
                       f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                      f"intact earlier steps: {intact}; {how}") from None
+                      f"earlier steps whose metadata reads: {readable}; {how}") from None
 
   def _readable(self, step: int) -> bool:
     try:

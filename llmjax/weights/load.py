@@ -65,11 +65,13 @@ class RunCheckpoint:
     if not os.path.isfile(config_path) or not os.path.isdir(os.path.join(path, "checkpoints")):
       raise UserError(f"checkpoint {spec}: expected 'hf:DIR', an llmjax run directory (with "
                       "config.json and checkpoints/) or RUN/checkpoints/STEP")
-    with open(config_path) as f:
-      try:
+    try:
+      with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{config_path}: invalid JSON ({e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise UserError(f"{config_path}: invalid JSON ({e})") from None
+    if not isinstance(config, dict):
+      raise UserError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
     return cls(path, config, step)
 
   def model_config(self) -> ModelConfig:
