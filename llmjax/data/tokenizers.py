@@ -52,6 +52,14 @@ class Tokenizer:
     raise UserError("chat prompts need a tokenizer with a chat template (a Hugging Face "
                     "tokenizer directory); this one has none")
 
+  def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
+    raise UserError("chat prompts need a tokenizer with a chat template (a Hugging Face "
+                    "tokenizer directory); this one has none")
+
+  def encode_text(self, text: str) -> list[int]:
+    """Text that already holds its special tokens (a rendered chat template), encoded as is."""
+    return self._encode(text)
+
   def batch_encode(self, texts: Sequence[str], max_len: int | None = None,
                    padding_side: str = "right", add_bos: bool = False,
                    add_eos: bool = False) -> tuple[np.ndarray, np.ndarray]:

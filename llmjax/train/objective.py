@@ -7,6 +7,10 @@ and `sums` a dict of scalars summed the same way; the step divides by the whole 
 (`BatchSpec.weight`), so gradient accumulation over micro-batches is exact. `rng` is the step's
 dropout/sampling key (None in evaluation); `frozen` is whatever params the experiment holds fixed
 beside the trained ones (a reference model, a teacher), or None.
+
+An objective that carries a statistic from step to step (bco_pair's running reward mean) says
+so with `carry_init` and `carry_update`; its loss_fn then takes the carry as a fifth argument,
+and the carry lives in the train state, so it is checkpointed and resumed with it.
 """
 
 import dataclasses
@@ -75,12 +79,22 @@ class Objective:
       (default: each sum per unit of weight).
     eval_metrics: host sums over all evaluation batches -> the logged evaluation metrics
       (default: each sum per unit of `weight_sum` if the sums carry one, else as they are).
+    carry_init: () -> the carry at step 0 (a pytree of arrays), or None for no carry.
+    carry_update: (carry, the step's sums over the whole batch) -> the next step's carry.
   """
 
   loss_fn: LossFn
   batch_spec: BatchSpec
   train_metrics: Callable[[Mapping[str, jax.Array], jax.Array], dict] = mean_per_weight
   eval_metrics: Callable[[Mapping[str, float]], dict] | None = None
+  carry_init: Callable[[], Any] | None = None
+  carry_update: Callable[[Any, Mapping[str, jax.Array]], Any] | None = None
+
+  def loss(self, params, batch, rng, frozen, carry):
+    """loss_fn, given the carry when the objective has one."""
+    if self.carry_init is None:
+      return self.loss_fn(params, batch, rng, frozen)
+    return self.loss_fn(params, batch, rng, frozen, carry)
 
   def summarise_eval(self, sums: Mapping[str, float]) -> dict[str, float]:
     if self.eval_metrics is not None:

@@ -33,6 +33,7 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array
+  carry: Any = None  # what an objective carries from step to step (llmjax.train.objective)
 
 
 def _is_leaf(x) -> bool:
@@ -80,7 +81,7 @@ def combine(trainable: Any, fixed: Any) -> Any:
 
 def make_state_initializer(init_params: Callable[[jax.Array], Any],
                            tx: optax.GradientTransformation, parallel: Parallel,
-                           trainable: str = ""):
+                           trainable: str = "", carry_init: Callable[[], Any] | None = None):
   """Compiles a sharded initialiser.
 
   Args:
@@ -88,6 +89,7 @@ def make_state_initializer(init_params: Callable[[jax.Array], Any],
     tx: the optimizer.
     parallel: the mesh and rules.
     trainable: regex of the trained param paths ('' = all; see `trainable_mask`).
+    carry_init: the objective's carry at step 0, if it has one.
   Returns:
     (init_fn(seed, params=None) -> TrainState placed in its shardings, with the seed's params or
     the given ones (already in their shardings); abstract TrainState of jax.ShapeDtypeStruct
@@ -100,7 +102,8 @@ def make_state_initializer(init_params: Callable[[jax.Array], Any],
       params = init_params(params_rng)
     mask = trainable_mask(params, trainable)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(partition(params, mask)[0]), rng=state_rng)
+                      opt_state=tx.init(partition(params, mask)[0]), rng=state_rng,
+                      carry=None if carry_init is None else carry_init())
 
   abstract = abstract_with_shardings(lambda seed: boxed_state(seed, None), parallel, 0)
   mask = trainable_mask(abstract.params, trainable)

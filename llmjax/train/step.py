@@ -33,7 +33,8 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
 
     def micro_grads(micro, rng):
       def loss_of(trainable_params):
-        loss_sum, sums = objective.loss_fn(combine(trainable_params, fixed), micro, rng, frozen)
+        loss_sum, sums = objective.loss(combine(trainable_params, fixed), micro, rng, frozen,
+                                        state.carry)
         return loss_sum / total_weight, sums
       return jax.value_and_grad(loss_of, has_aux=True)(trainable)
 
@@ -57,6 +58,9 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
 
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     params = combine(optax.apply_updates(trainable, updates), fixed)
+    carry = state.carry
+    if objective.carry_update is not None:
+      carry = objective.carry_update(carry, sums)
     metrics = {
         "loss": loss,
         **objective.train_metrics(sums, total_weight),
@@ -64,6 +68,7 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
         "learning_rate": schedule(state.step),
         "loss_tokens": spec.tokens(batch),
     }
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         carry=carry), metrics
 
   return step

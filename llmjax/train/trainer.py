@@ -53,7 +53,7 @@ class Trainer:
       example_inputs = (jnp.zeros((1, train_config.seq_len), jnp.int32),)
     self._init_state, self.abstract_state, self.trainable_mask = make_state_initializer(
         lambda rng: model.init(rng, *example_inputs)["params"], self.tx, parallel,
-        train_config.get("trainable_params", ""))
+        train_config.get("trainable_params", ""), objective.carry_init)
     spec = objective.batch_spec
     self.batch_shardings = {k: parallel.replicated if k in spec.replicated
                             else parallel.batch_sharding(1) for k in spec.keys}
@@ -64,11 +64,11 @@ class Trainer:
                                out_shardings=(state_sharding, parallel.replicated),
                                donate_argnums=0)
 
-    def eval_sums(params, batch, frozen):
-      return objective.loss_fn(params, batch, None, frozen)[1]
+    def eval_sums(params, batch, frozen, carry):
+      return objective.loss(params, batch, None, frozen, carry)[1]
 
     self._eval_step = jax.jit(eval_sums, in_shardings=(state_sharding.params,
-                                                       self.batch_shardings, None),
+                                                       self.batch_shardings, None, None),
                               out_shardings=parallel.replicated)
 
   def _check_batch_shape(self):
@@ -118,12 +118,13 @@ class Trainer:
       return self._train_step(state, batch, frozen)
 
   def evaluate(self, params, batches: Sequence[dict[str, jax.Array]],
-               frozen: Any = None) -> dict[str, float]:
-    """The objective's evaluation metrics over `batches` (already on device), from sums."""
+               frozen: Any = None, carry: Any = None) -> dict[str, float]:
+    """The objective's evaluation metrics over `batches` (already on device), from sums
+    (`carry`: the objective's, e.g. the train state's at this step)."""
     totals = None
     with self.parallel.context():
       for batch in batches:
-        sums = self._eval_step(params, batch, frozen)
+        sums = self._eval_step(params, batch, frozen, carry)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     return self.objective.summarise_eval(jax.device_get(totals))
 
@@ -197,4 +198,4 @@ class _TrainerProgram:
     del step
     if not self.eval_batches:
       return []
-    return [self.trainer.evaluate(state.params, self.eval_batches, self.frozen)]
+    return [self.trainer.evaluate(state.params, self.eval_batches, self.frozen, state.carry)]

@@ -1,0 +1,161 @@
+"""Preference training on the engine's loop: the pairwise objective for any PreferenceLoss.
+
+Shape letters: B pairs, L length, V vocab.
+
+A batch holds both completions of each pair (llmjax.data.examples.pair_batch: the LM batch keys
+prefixed 'chosen_' and 'rejected_', and 'pair_index'); one forward pass runs the 2B sequences.
+The reference's log-probs come from frozen reference params passed to every step (`frozen`),
+or were computed once before training and ride in the batch ('ref_chosen_logps',
+'ref_rejected_logps': `reference_logprobs`), so the reference need not stay in memory.
+
+Metrics, per pair unless said otherwise:
+  reward_accuracy    share of pairs whose chosen reward beats the rejected one
+  reward_margin      chosen minus rejected reward; chosen_reward, rejected_reward
+  chosen_logps, rejected_logps      the policy's summed log-probs
+  chosen_drift, rejected_drift      log pi - log pi_ref: with the reference at the initial
+                     params (the default) the drift from step 0; a falling chosen_drift while
+                     the margin grows is likelihood displacement
+  kl                 per completion token, KL(pi || pi_ref) of the next-token distributions
+                     (only with frozen reference params: precomputed log-probs hold no logits)
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llmjax.data.batches import BATCH_KEYS
+from llmjax.train.objective import BatchSpec, Objective
+from llmjax.train.preference import PreferenceLoss, running_mean_update
+
+SIDES = ("chosen", "rejected")
+PAIR_KEYS = ("pair_index",) + tuple(f"{side}_{key}" for side in SIDES for key in BATCH_KEYS)
+REFERENCE_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+def pair_batch_spec(precomputed_reference: bool) -> BatchSpec:
+  """Pairs split along B; the loss is a sum over pairs, normalised by their number."""
+  keys = PAIR_KEYS + (REFERENCE_KEYS if precomputed_reference else ())
+  return BatchSpec(keys=keys, weight_key=None,
+                   token_keys=("chosen_loss_mask", "rejected_loss_mask"))
+
+
+def both_sides(batch, key: str) -> jax.Array:
+  """[2B, ...]: the chosen rows, then the rejected ones."""
+  return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]], axis=0)
+
+
+def sequence_logps(model: nn.Module, params, batch, rng=None):
+  """(logits_2BxLxV f32, summed completion log-probs [2B], completion tokens [2B])."""
+  deterministic = rng is None or model.config.dropout == 0.0
+  logits = model.apply({"params": params}, both_sides(batch, "inputs"),
+                       both_sides(batch, "positions"), both_sides(batch, "segment_ids"),
+                       deterministic=deterministic,
+                       rngs=None if deterministic else {"dropout": rng}).astype(jnp.float32)
+  mask = both_sides(batch, "loss_mask").astype(jnp.float32)
+  token_logps = jnp.take_along_axis(jax.nn.log_softmax(logits),
+                                    both_sides(batch, "targets")[..., None], -1)[..., 0]
+  return logits, (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def needs_reference_params(loss: PreferenceLoss, precomputed_reference: bool) -> bool:
+  """Whether each step needs the reference's params (as `frozen`)."""
+  return loss.uses_reference and not precomputed_reference
+
+
+def preference_objective(model: nn.Module, loss: PreferenceLoss,
+                         precomputed_reference: bool = False) -> Objective:
+  """The pairwise objective of `loss` for `model` (a Decoder). `frozen` holds the reference's
+  params when `needs_reference_params`; else it is not read."""
+  carries = loss.loss_type == "bco_pair"
+
+  def loss_fn(params, batch, rng, frozen, carry=None):
+    logits, logps, counts = sequence_logps(model, params, batch, rng)
+    ref_logits = None
+    if not loss.uses_reference:
+      ref_logps = jnp.zeros_like(logps)
+    elif precomputed_reference:
+      ref_logps = jnp.concatenate([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+    else:
+      ref_logits, ref_logps, _ = sequence_logps(model, frozen, batch)
+      ref_logits, ref_logps = jax.lax.stop_gradient((ref_logits, ref_logps))
+    # What the loss reads: summed log-probs, or token averages for ipo / simpo / orpo.
+    per = jnp.maximum(counts, 1.0) if loss.averaged else 1.0
+    seq, ref_seq = logps / per, ref_logps / per
+    B = logps.shape[0] // 2
+    delta = 0.0
+    if carries:  # TRL updates the running mean with this batch before using it
+      delta, _ = running_mean_update(carry["mean"], carry["count"],
+                                     (loss.beta * (seq - ref_seq)).mean())
+    losses_B, chosen_B, rejected_B = loss(seq[:B], seq[B:], ref_seq[:B], ref_seq[B:], delta)
+    drift = logps - ref_logps
+    sums = {
+        "pairs": jnp.float32(B),
+        "reward_accuracy": (chosen_B > rejected_B).sum(),
+        "reward_margin": (chosen_B - rejected_B).sum(),
+        "chosen_reward": chosen_B.sum(), "rejected_reward": rejected_B.sum(),
+        "chosen_logps": logps[:B].sum(), "rejected_logps": logps[B:].sum(),
+    }
+    if loss.uses_reference:
+      sums.update(chosen_drift=drift[:B].sum(), rejected_drift=drift[B:].sum())
+    if ref_logits is not None:
+      kl_2BxL = (jax.nn.softmax(logits) * (jax.nn.log_softmax(logits)
+                                           - jax.nn.log_softmax(ref_logits))).sum(-1)
+      mask = both_sides(batch, "loss_mask").astype(jnp.float32)
+      sums.update(kl_sum=(kl_2BxL * mask).sum(), kl_tokens=mask.sum())
+    if carries:
+      sums.update(reward_sum=(chosen_B.sum() + rejected_B.sum()), reward_count=jnp.float32(2 * B))
+    return losses_B.sum(), sums
+
+  def per_pair(sums):
+    pairs = jnp.maximum(sums["pairs"], 1.0)
+    out = {k: v / pairs for k, v in sums.items()
+           if k not in ("pairs", "kl_sum", "kl_tokens", "reward_sum", "reward_count")}
+    if "kl_sum" in sums:
+      out["kl"] = sums["kl_sum"] / jnp.maximum(sums["kl_tokens"], 1.0)
+    return out
+
+  def eval_metrics(sums):
+    return {k: float(v) for k, v in per_pair(sums).items()}
+
+  def carry_update(carry, sums):
+    mean, count = running_mean_update(carry["mean"], carry["count"],
+                                      sums["reward_sum"] / sums["reward_count"])
+    return {"mean": mean, "count": count}
+
+  return Objective(
+      loss_fn, pair_batch_spec(precomputed_reference),
+      train_metrics=lambda sums, weight: per_pair(sums), eval_metrics=eval_metrics,
+      carry_init=(lambda: {"mean": jnp.float32(0), "count": jnp.float32(0)}) if carries else None,
+      carry_update=carry_update if carries else None)
+
+
+def reference_logprobs(model: nn.Module, params, batches, to_device) -> np.ndarray:
+  """[N, 2] summed log-probs of each pair's chosen and rejected completion under `params`
+  (the reference), for `batches` of host pair batches covering the pairs (by 'pair_index').
+
+  Args:
+    model: the Decoder.
+    params: the reference's params, placed on the mesh.
+    batches: host pair batches (llmjax.data.examples.pair_batch) of the whole pair set.
+    to_device: the Trainer's host-to-device function for pair batches.
+  """
+  compiled = jax.jit(lambda p, b: sequence_logps(model, p, b)[1])
+  indices, values = [], []
+  for batch in batches:
+    logps = np.asarray(jax.device_get(compiled(params, to_device(batch))))
+    B = logps.shape[0] // 2
+    indices.append(np.asarray(batch["pair_index"]))
+    values.append(np.stack([logps[:B], logps[B:]], axis=1))
+  index = np.concatenate(indices)
+  out = np.zeros((index.max() + 1, 2), np.float32)
+  out[index] = np.concatenate(values)
+  return out
+
+
+def with_reference(batch: dict[str, Any], ref_logps_Nx2: np.ndarray) -> dict[str, Any]:
+  """The host batch with its pairs' precomputed reference log-probs."""
+  rows = ref_logps_Nx2[np.asarray(batch["pair_index"])]
+  return {**batch, "ref_chosen_logps": rows[:, 0], "ref_rejected_logps": rows[:, 1]}
