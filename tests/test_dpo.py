@@ -100,9 +100,9 @@ def test_precomputed_reference_trains_exactly_like_frozen_params(pairs):
   state_a, state_b = on_the_fly.init_state(0), precomputed.init_state(0)
   reference = jax.tree.map(jnp.copy, state_a.params)
   host = pair_batch(pairs, range(4), LENGTH, 0)
-  ref = reference_logprobs(precomputed.model, reference, [pair_batch(pairs, [1, 0], LENGTH, 0),
-                                                          pair_batch(pairs, [3, 2], LENGTH, 0)],
-                           on_the_fly.to_device)
+  # Batches of 3 over 4 pairs: the last one is partial.
+  ref = reference_logprobs(precomputed.model, reference, pairs, 3, LENGTH, 0,
+                           on_the_fly.to_device, on_the_fly.parallel)
   for _ in range(3):
     state_a, metrics_a = on_the_fly.train_step(state_a, on_the_fly.to_device(host), reference)
     state_b, metrics_b = precomputed.train_step(state_b,

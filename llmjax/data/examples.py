@@ -57,16 +57,16 @@ def encode_example(tokenizer: Tokenizer, prompt, completion) -> tuple[list[int],
           tokenizer.encode_text(full_text[len(prompt_text):]))
 
 
-def _fit(prompt: list[int], completion: list[int], max_tokens: int):
-  """The sequence cut to max_tokens: the prompt's start first (keeping one token), then the
-  completion's end. Returns (prompt, completion, whether anything was cut)."""
-  excess = len(prompt) + len(completion) - max_tokens
+def _fit(prompt: list[int], completions: list[list[int]], max_tokens: int):
+  """The sequences (one shared prompt, each completion after it) cut to max_tokens: the
+  prompt's start first (keeping one token), then each too-long completion's end. Returns
+  (prompt, completions, how many sequences were cut)."""
+  excess = len(prompt) + max(map(len, completions)) - max_tokens
   if excess <= 0:
-    return prompt, completion, False
-  cut = min(excess, len(prompt) - 1)
-  prompt = prompt[cut:]
-  completion = completion[:max_tokens - len(prompt)]
-  return prompt, completion, True
+    return prompt, completions, 0
+  prompt = prompt[min(excess, len(prompt) - 1):]  # every sequence of the example loses it
+  room = max_tokens - len(prompt)
+  return prompt, [c[:room] for c in completions], len(completions)
 
 
 def read_examples(path: str, tokenizer: Tokenizer, max_tokens: int,
@@ -90,7 +90,8 @@ def read_examples(path: str, tokenizer: Tokenizer, max_tokens: int,
         if not (_is_messages(value) if chat else isinstance(value, str)):
           kind = "a list of messages, as 'prompt' is" if chat else "a string"
           raise DataError(f"{where}: field {field!r} must be {kind}")
-    for k, completion in enumerate(completions):
+    encoded = []
+    for completion in completions:
       try:
         prompt_ids, completion_ids = encode_example(tokenizer, prompt, completion)
       except UserError as e:
@@ -98,10 +99,11 @@ def read_examples(path: str, tokenizer: Tokenizer, max_tokens: int,
       if not prompt_ids or not completion_ids:
         raise DataError(f"{where}: the {'prompt' if not prompt_ids else 'completion'} encodes "
                         "to no tokens")
-      prompt_ids, completion_ids, cut = _fit(prompt_ids, completion_ids, max_tokens)
-      out.truncated += cut
-      if k == 0:
-        out.prompts.append(prompt_ids)
+      encoded.append(completion_ids)
+    prompt_ids, encoded, cut = _fit(prompt_ids, encoded, max_tokens)
+    out.truncated += cut
+    out.prompts.append(prompt_ids)
+    for k, completion_ids in enumerate(encoded):
       out.completions[k].append(completion_ids)
     out.where.append(where)
   if not out.prompts:

@@ -47,6 +47,14 @@ class _Tokenize(grain.transforms.Map):
     return {"tokens": tokens, "loss_mask": weights, "where": _text(row.get("where", b""))}
 
 
+class _Tokenized(grain.transforms.Map):
+  """Rows that are already {'tokens', 'loss_mask'} (and optionally 'where')."""
+
+  def map(self, row):
+    return {"tokens": np.asarray(row["tokens"], np.int32),
+            "loss_mask": np.asarray(row["loss_mask"], np.int32), "where": row.get("where", "")}
+
+
 # Tokens a document may have beyond its UTF-8 bytes: BOS and EOS, and a piece a tokenizer adds
 # on its own (sentencepiece's leading '▁'). Every tokenizer here spends at least a byte a token.
 _TOKENS_BEYOND_BYTES = 8
@@ -102,12 +110,14 @@ class _Chunk(grain.experimental.FlatMapTransform):
             for i in range(0, n, self.size)]
 
 
-def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, global_batch: int,
-               seed: int, train: bool = True, mask_prompt: bool = False,
+def lm_batches(source: Sequence[dict], tokenizer: Tokenizer | None, seq_len: int,
+               global_batch: int, seed: int, train: bool = True, mask_prompt: bool = False,
                max_chunks_per_document: int = 256, packing_bins: int | None = None,
                num_shards: int | None = None,
                shard_options: grain.sharding.ShardOptions | None = None) -> grain.IterDataset:
-  """Packed LM batches from a random-access source of {'prompt', 'text'} rows.
+  """Packed LM batches from a random-access source of {'prompt', 'text'} rows, or of
+  tokenized {'tokens', 'loss_mask'} rows when `tokenizer` is None (e.g. SFT examples, whose
+  loss mask already says which tokens are targets).
 
   Args:
     source: e.g. a TFDS data source from `build_corpus`.
@@ -128,7 +138,8 @@ def lm_batches(source: Sequence[dict], tokenizer: Tokenizer, seq_len: int, globa
     raise UserError(f"batch size {global_batch} does not split over {num_shards} data shards")
   if len(source) < num_shards:
     raise UserError(f"the corpus has {len(source)} rows, fewer than {num_shards} data shards")
-  check_document_lengths(source, tokenizer, seq_len + 1, max_chunks_per_document)
+  if tokenizer is not None:
+    check_document_lengths(source, tokenizer, seq_len + 1, max_chunks_per_document)
   per_process = num_shards // process.shard_count
   first = process.shard_index * per_process
   shards = [_shard_batches(source, shard, num_shards, tokenizer, seq_len,
@@ -146,7 +157,8 @@ def _shard_batches(source, shard, num_shards, tokenizer, seq_len, batch, seed, t
   ds = grain.MapDataset.source(source)[shard::num_shards]
   if train:
     ds = ds.shuffle(seed=seed).repeat(None)
-  ds = ds.map(_Tokenize(tokenizer, mask_prompt)).to_iter_dataset()
+  tokenize = _Tokenize(tokenizer, mask_prompt) if tokenizer is not None else _Tokenized()
+  ds = ds.map(tokenize).to_iter_dataset()
   ds = grain.experimental.FlatMapIterDataset(ds, _Chunk(seq_len + 1, max_chunks_per_document))
   ds = grain.experimental.FirstFitPackIterDataset(
       ds, length_struct={"tokens": seq_len + 1, "loss_mask": seq_len + 1},

@@ -19,6 +19,8 @@ EXPERIMENTS = {
     "coverage": "llmjax.experiments.coverage",
     "generate": "llmjax.experiments.generate",
     "score": "llmjax.experiments.score",
+    "sft": "llmjax.experiments.sft",
+    "dpo": "llmjax.experiments.dpo",
 }
 
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llmjax.data.batches import BATCH_KEYS
+from llmjax.data.examples import pair_batch
 from llmjax.train.objective import BatchSpec, Objective
 from llmjax.train.preference import PreferenceLoss, running_mean_update
 
@@ -132,26 +133,29 @@ def preference_objective(model: nn.Module, loss: PreferenceLoss,
       carry_update=carry_update if carries else None)
 
 
-def reference_logprobs(model: nn.Module, params, batches, to_device) -> np.ndarray:
-  """[N, 2] summed log-probs of each pair's chosen and rejected completion under `params`
-  (the reference), for `batches` of host pair batches covering the pairs (by 'pair_index').
+def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length: int,
+                       pad_id: int, to_device, parallel) -> np.ndarray:
+  """[N, 2] summed log-probs of each pair's chosen and rejected completion under `params` (the
+  reference), computed once before training so that the reference need not stay in memory.
 
   Args:
-    model: the Decoder.
-    params: the reference's params, placed on the mesh.
-    batches: host pair batches (llmjax.data.examples.pair_batch) of the whole pair set.
-    to_device: the Trainer's host-to-device function for pair batches.
+    model: the Decoder; params: the reference's, placed on `parallel`'s mesh.
+    pairs: llmjax.data.examples.Examples of pairs.
+    batch_size, length, pad_id: the training batches' shape and padding.
+    to_device: the Trainer's host-to-device function (each process passes its share).
   """
-  compiled = jax.jit(lambda p, b: sequence_logps(model, p, b)[1])
-  indices, values = [], []
-  for batch in batches:
-    logps = np.asarray(jax.device_get(compiled(params, to_device(batch))))
-    B = logps.shape[0] // 2
-    indices.append(np.asarray(batch["pair_index"]))
-    values.append(np.stack([logps[:B], logps[B:]], axis=1))
-  index = np.concatenate(indices)
-  out = np.zeros((index.max() + 1, 2), np.float32)
-  out[index] = np.concatenate(values)
+  compiled = jax.jit(lambda p, b: sequence_logps(model, p, b)[1],
+                     out_shardings=parallel.replicated)
+  share = batch_size // jax.process_count()
+  mine = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+  out = np.zeros((len(pairs), 2), np.float32)
+  for start in range(0, len(pairs), batch_size):
+    indices = list(range(start, min(start + batch_size, len(pairs))))
+    indices += indices[:1] * (batch_size - len(indices))  # a last, partial batch: repeats
+    with parallel.context():
+      logps = np.asarray(jax.device_get(compiled(
+          params, to_device(pair_batch(pairs, indices[mine], length, pad_id)))))
+    out[indices] = np.stack([logps[:batch_size], logps[batch_size:]], axis=1)
   return out
 
 

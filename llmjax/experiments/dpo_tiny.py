@@ -1,0 +1,130 @@
+"""The `dpo` tiny preset: SFT -> sample -> verified pairs -> DPO -> task accuracy, as one
+resumable pipeline (llmjax.pipeline) on the digit-sorting task (llmjax.tasks.sorting).
+
+  1. sft       SFT a fresh byte-level model on `task.sft_examples` prompts; those holding the
+               `task.trap` digit have a wrong answer (the trap digit moved one place) in a
+               `task.noise` share, more than half: the policy learns the mistake as its
+               greedy answer.
+  2. pairs     Sample `task.samples` completions of the SFT policy (temperature 1) for held-out
+               prompts; a pair's chosen answer is a sample verified right (else the correct
+               answer), its rejected one a sample verified wrong; prompts whose samples were
+               all right give no pair (counted).
+  3. dpo       Preference-train from the SFT params with them as the reference.
+  4. evaluate  Greedy accuracy of the SFT and the DPO policy on test prompts, on all of them
+               and on those holding the trap digit.
+Params pass from stage to stage in memory; a rerun in a new process reads them back from the
+stage's checkpoints.
+"""
+
+import json
+import os
+
+from llmjax.data.examples import read_examples
+from llmjax.errors import UserError
+from llmjax.experiments.dpo import stage_config, summarise, train_dpo
+from llmjax.experiments.sft import train_sft
+from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
+from llmjax.infer import Generator, SamplingParams, generate_text
+from llmjax.parallel import Parallel
+from llmjax.pipeline import Pipeline, Stage
+from llmjax.tasks import sorting
+from llmjax.weights import load_model
+
+
+def _write_jsonl(path: str, rows) -> None:
+  with open(path, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row) + "\n")
+
+
+def run(config, workdir: str) -> dict:
+  if config.task.kind != "sorting":
+    raise UserError(f"task.kind = {config.task.kind!r}: expected 'sorting' or '' (pair files)")
+  task, seed = config.task, config.seed
+  parallel = Parallel.from_config(config.mesh, config.sharding_rules)
+  start = starting_point(config, parallel)
+  record_model(config, workdir, start)
+  tokenizer = start.tokenizer
+  length = config.train.seq_len + 1
+  sft_config = stage_config(config, train=dict(config.sft.train), optim=dict(config.sft.optim))
+  generator = Generator(start.model_config, parallel, batch_size=task.sample_batch,
+                        length_bucket=16, pad_id=tokenizer.pad_id)
+
+  def params_of(ctx, stage):
+    return ctx.artifact(stage, "params",
+                        lambda directory: load_model(directory, parallel).params)
+
+  def complete(params, prompts, sampling, sample_seed=0):
+    ids = [tokenizer.encode_prompt(p) for p in prompts]
+    results, _ = generate_text(generator, params, tokenizer, ids, sampling, seed=sample_seed,
+                               stop_token_ids=tokenizer.stop_ids)
+    return [[c.text for c in completions] for completions in results]
+
+  def sft(ctx):
+    _write_jsonl(ctx.path("train.jsonl"), sorting.noisy_examples(
+        sorting.prompts(task.sft_examples, task.digits, seed), task.noise, task.trap, seed))
+    _write_jsonl(ctx.path("dev.jsonl"), sorting.noisy_examples(
+        sorting.prompts(256, task.digits, seed + 1), task.noise, task.trap, seed + 1))
+    train = read_examples(ctx.path("train.jsonl"), tokenizer, length, ("completion",))
+    dev = read_examples(ctx.path("dev.jsonl"), tokenizer, length, ("completion",))
+    record_model(sft_config, ctx.directory, start)
+    result = train_sft(sft_config, ctx.directory, start, parallel, train, dev)
+    ctx.keep("params", result["state"].params)
+    return {"steps": result["step"]}
+
+  def pairs(ctx):
+    params = params_of(ctx, "sft")
+    sampling = SamplingParams(temperature=1.0, n=task.samples, max_new_tokens=task.digits + 1)
+    counts = {}
+    for name, count, offset in (("train", task.pair_prompts, 2), ("eval", task.eval_prompts, 3)):
+      prompts = sorting.prompts(count, task.digits, seed + offset)
+      rows, all_right = [], 0
+      for prompt, samples in zip(prompts, complete(params, prompts, sampling, seed + offset)):
+        right = [s for s in samples if sorting.is_correct(prompt, s)]
+        wrong = [s for s in samples if not sorting.is_correct(prompt, s)]
+        if not wrong:
+          all_right += 1
+          continue
+        rows.append({"prompt": prompt, "chosen": right[0] if right else sorting.answer(prompt),
+                     "rejected": wrong[0]})
+      _write_jsonl(ctx.path(f"{name}_pairs.jsonl"), rows)
+      counts.update({f"{name}_pairs": len(rows), f"{name}_prompts_all_right": all_right})
+    return counts
+
+  def dpo(ctx):
+    sft_start = StartingPoint(start.model_config, params_of(ctx, "sft"), tokenizer, "sft stage")
+    train = read_examples(os.path.join(workdir, "pairs", "train_pairs.jsonl"), tokenizer,
+                          length, ("chosen", "rejected"))
+    evaluation = read_examples(os.path.join(workdir, "pairs", "eval_pairs.jsonl"), tokenizer,
+                               length, ("chosen", "rejected"))
+    record_model(config, ctx.directory, start)
+    result = train_dpo(config, ctx.directory, sft_start, parallel, train, evaluation)
+    ctx.keep("params", result["state"].params)
+    return summarise(ctx.directory, result, train, evaluation)
+
+  def evaluate(ctx):
+    prompts = sorting.prompts(task.test_prompts, task.digits, seed + 4)
+    greedy = SamplingParams(max_new_tokens=task.digits + 1)
+    trap = [sorting.has_trap(p, task.trap) for p in prompts]
+    accuracy = {"test_prompts": len(prompts), "test_prompts_with_trap": sum(trap)}
+    for stage in ("sft", "dpo"):
+      answers = complete(params_of(ctx, stage), prompts, greedy)
+      right = [sorting.is_correct(p, a[0]) for p, a in zip(prompts, answers)]
+      accuracy[f"{stage}_task_accuracy"] = sum(right) / len(prompts)
+      accuracy[f"{stage}_trap_accuracy"] = sum(r for r, t in zip(right, trap) if t) / sum(trap)
+      accuracy[f"{stage}_other_accuracy"] = (sum(r for r, t in zip(right, trap) if not t)
+                                             / (len(prompts) - sum(trap)))
+    return accuracy
+
+  settings = {"task": task.to_dict(), "seed": seed, "model": config.model.to_dict()}
+  results = Pipeline(workdir, [
+      Stage("sft", sft, {**settings, "sft": config.sft.to_dict()}, ("train.jsonl",)),
+      Stage("pairs", pairs, settings, ("train_pairs.jsonl", "eval_pairs.jsonl")),
+      Stage("dpo", dpo, {**settings, "dpo": config.dpo.to_dict(),
+                         "train": config.train.to_dict(), "optim": config.optim.to_dict()}),
+      Stage("evaluate", evaluate, settings),
+  ]).run()
+  summary = {"task": "sorting", "digits": task.digits, "noise": task.noise, "trap": task.trap,
+             **results["pairs"], **{k: v for k, v in results["dpo"].items()},
+             **results["evaluate"]}
+  return summary
