@@ -168,3 +168,48 @@ def test_a_dpo_step_on_8_devices_equals_1_device(tmp_path):
   losses = json.loads(result.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(losses["eight"], losses["one"], rtol=1e-5)
   assert losses["one"][0] == pytest.approx(np.log(2.0), rel=1e-6)
+
+
+SMALL = ("--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
+         "--config.model.n_kv_heads=1", "--config.model.d_ff=64", "--config.train.progress=False")
+
+
+def test_a_malformed_pair_row_stops_the_cli_with_its_file_and_line(tmp_path):
+  from conftest import run_cli
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(json.dumps(PAIRS[0]) + "\n" + '{"prompt": "1+1=", "chosen": "2"}\n')
+  result = run_cli(["--config", "configs/dpo.py:hf", "--workdir", str(tmp_path / "run"), *SMALL,
+                    "--config.data.tokenizer=byte", f"--config.data.train={bad}",
+                    f"--config.data.eval={bad}"])
+  assert result.returncode == 2
+  assert f"{bad}:2: field 'rejected' must be a string" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_tiny_preset_pipeline_pairs_are_verified_and_a_rerun_skips_every_stage(tmp_path):
+  """The tiny preset at a smaller size: chosen answers are right, rejected ones wrong, the
+  summary carries both policies' accuracies, and a rerun does no work."""
+  from conftest import read_jsonl, run_cli
+  from llmjax.tasks import sorting
+  args = ["--config", "configs/dpo.py:tiny", "--workdir", str(tmp_path / "run"),
+          "--config.task.sft_examples=400", "--config.task.pair_prompts=96",
+          "--config.task.eval_prompts=64", "--config.task.test_prompts=32",
+          "--config.task.sample_batch=32", "--config.sft.train.steps=30",
+          "--config.sft.train.eval_every=30", "--config.sft.train.checkpoint_every=30",
+          "--config.sft.train.progress=False", "--config.train.steps=4",
+          "--config.train.batch_size=8", "--config.train.eval_every=4",
+          "--config.train.checkpoint_every=4", "--config.train.eval_batches=1",
+          "--config.train.progress=False"]
+  result = run_cli(args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  rows = read_jsonl(tmp_path / "run" / "pairs" / "train_pairs.jsonl")
+  assert rows and all(sorting.is_correct(r["prompt"], r["chosen"])
+                      and not sorting.is_correct(r["prompt"], r["rejected"]) for r in rows)
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["train_pairs"] == len(rows) and summary["steps"] == 4
+  for key in ("sft_task_accuracy", "dpo_task_accuracy", "sft_trap_accuracy",
+              "eval_reward_accuracy"):
+    assert 0.0 <= summary[key] <= 1.0
+  again = run_cli(args)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stderr.count("done, skipped") == 4

@@ -300,3 +300,31 @@ def test_generate_cli_on_a_transformers_directory(checkpoints, tmp_path):
                     f"--config.checkpoint=hf:{directory}", f"--config.prompts={bad}"])
   assert result.returncode == 2
   assert "bad.jsonl:2: field 'prompt' must be a string" in result.stderr
+
+
+def test_dpo_cli_from_a_transformers_directory(checkpoints, tmp_path):
+  """`--config.init=hf:DIR`: DPO starts from the imported weights (the first loss is log 2: the
+  policy is its own reference), with the reference's log-probs precomputed (the hf preset)."""
+  from tests.conftest import read_jsonl, run_cli
+  _, directory = checkpoints["llama"]
+  _tiny_tokenizer(directory)
+  pairs = tmp_path / "pairs.jsonl"
+  pairs.write_text("".join(json.dumps({"prompt": f"the quick {w}", "chosen": " brown fox",
+                                       "rejected": f" lazy {w}"}) + "\n"
+                           for w in ("dog", "fox", "hello", "world")))
+  run = tmp_path / "dpo"
+  result = run_cli(["--config", "configs/dpo.py:hf", "--workdir", str(run),
+                    f"--config.init=hf:{directory}", f"--config.data.train={pairs}",
+                    f"--config.data.eval={pairs}", "--config.train.steps=3",
+                    "--config.train.batch_size=2", "--config.train.grad_accum_steps=1",
+                    "--config.train.seq_len=16", "--config.train.log_every=1",
+                    "--config.train.eval_every=3", "--config.train.checkpoint_every=3",
+                    "--config.train.eval_batches=1", "--config.optim.warmup_steps=0",
+                    "--config.optim.lr=1e-3", "--config.train.progress=False"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((run / "summary.json").read_text())
+  assert summary["init"].startswith("llama from") and summary["steps"] == 3
+  train = [r for r in read_jsonl(run / "metrics.jsonl") if r["split"] == "train"]
+  assert train[0]["loss"] == pytest.approx(np.log(2.0), rel=1e-5)
+  assert train[-1]["reward_accuracy"] > 0.5
+  assert (run / "reference_logprobs_train.npz").is_file()

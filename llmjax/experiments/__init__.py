@@ -21,6 +21,7 @@ EXPERIMENTS = {
     "score": "llmjax.experiments.score",
     "sft": "llmjax.experiments.sft",
     "dpo": "llmjax.experiments.dpo",
+    "did_synthetic": "llmjax.experiments.did_synthetic",
 }
 
 

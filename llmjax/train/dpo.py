@@ -152,9 +152,11 @@ def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length:
   for start in range(0, len(pairs), batch_size):
     indices = list(range(start, min(start + batch_size, len(pairs))))
     indices += indices[:1] * (batch_size - len(indices))  # a last, partial batch: repeats
+    batch = pair_batch(pairs, indices[mine], length, pad_id)
+    # The training batches' layout holds the reference's columns too; they are not read here.
+    batch = with_reference(batch, np.zeros((len(pairs), 2), np.float32))
     with parallel.context():
-      logps = np.asarray(jax.device_get(compiled(
-          params, to_device(pair_batch(pairs, indices[mine], length, pad_id)))))
+      logps = np.asarray(jax.device_get(compiled(params, to_device(batch))))
     out[indices] = np.stack([logps[:batch_size], logps[batch_size:]], axis=1)
   return out
 
