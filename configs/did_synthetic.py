@@ -2,7 +2,7 @@
 llmjax/experiments/did_synthetic.py): energy-model pi_ref and pi* over an enumerable output
 space, matched and mismatched rejected-response policies, a tabular policy and a tiny decoder
 trained with DPO, SimPO and IPO. Writes summary.json (the three claims' numbers),
-js_tabular.png, js_decoder.png and displacement.png.
+js_tabular.png, js_decoder.png, margins.png and displacement.png.
 
   python -m llmjax.main --config configs/did_synthetic.py --workdir runs/did
 Runtime: see the README's DID section (measured on the host named there).
@@ -21,11 +21,14 @@ def get_config() -> ml_collections.ConfigDict:
   # pi_ref ~ exp(-reference_scale E_ref); pi* ~ pi_ref^target_power exp(-target_scale E*).
   config.energy = ml_collections.ConfigDict({"reference_scale": 1.5, "target_power": 1.0,
                                              "target_scale": 1.0})
-  # Targets of the DID-entropy sweep: pi_ref^power exp(-target_scale E*) for each power (above
-  # 1 sharpens pi_ref: a low-entropy DID; below 1 smooths it).
-  config.sweep = ml_collections.ConfigDict({"powers": [3.0, 2.0, 1.5, 1.0, 0.75, 0.5, 0.0],
-                                            "target_scale": 0.3})
+  # Targets of the DID-entropy sweep: pi_ref exp(-s E*) for each s; their DID ~ exp(-s E*)
+  # does not depend on pi_ref, and its entropy falls as |s| grows.
+  # (|s| = 4 does not converge in 2,000 steps: pairs seldom reach the outputs it favours.)
+  config.sweep = ml_collections.ConfigDict({
+      "did_scales": [-3.0, -2.0, -1.0, -0.5, -0.25, 0.25, 0.5, 1.0, 2.0, 3.0],
+      "steps": 2000, "lr": 0.2})
   # DPO's beta is also the matched pi_l's power; the wrong power is this factor times it.
+  # These settings replace config.dpo's loss_type, beta and simpo_gamma in every decoder run.
   config.objectives = ml_collections.ConfigDict({
       "dpo_beta": 0.5, "simpo_beta": 2.5, "simpo_gamma": 0.5, "ipo_beta": 0.5})
   config.wrong_power_factor = 3.0

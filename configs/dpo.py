@@ -43,7 +43,7 @@ def _tiny(config):
   config.dpo.beta = 1.0
   config.optim.update(lr=2e-4, warmup_steps=10, weight_decay=0.0)
   config.train.update(steps=150, batch_size=32, seq_len=16, log_every=25, eval_every=75,
-                      checkpoint_every=150, eval_batches=4)
+                      checkpoint_every=150, eval_batches=8)
 
 
 def _hf(config):

@@ -131,6 +131,44 @@ def test_did_synthetic_cli_writes_the_three_claims(tmp_path):
   assert summary["js_final_matched"] < 1e-4 < summary["js_final_mismatched_uniform"]
   assert summary["margin_ordering_holds"] is True
   assert -1 <= summary["displacement_vs_entropy_corr"] <= 1
-  assert len(summary["sweep"]) == 7
-  for name in ("js_tabular.png", "js_decoder.png", "displacement.png"):
+  assert len(summary["sweep"]) == 10
+  for name in ("js_tabular.png", "js_decoder.png", "margins.png", "displacement.png"):
     assert (run / name).stat().st_size > 1000
+
+
+def test_tabular_expected_loss_is_the_mean_over_sampled_labelled_pairs():
+  import jax.numpy as jnp
+  from llmjax.analysis.tabular_policy import chosen_distribution, expected_loss
+  from llmjax.train.preference import PreferenceLoss
+  rng = np.random.default_rng(5)
+  N = 8
+  ref, rejected, theta = _random_policy(rng, N), _random_policy(rng, N), rng.normal(size=N)
+  lengths = rng.integers(2, 5, size=N).astype(np.float64)
+  # The chosen outputs are distributed as pi_ref, whatever pi_l is.
+  np.testing.assert_allclose(chosen_distribution(jnp.asarray(ref), jnp.asarray(rejected)),
+                             np.exp(ref), atol=1e-6)
+  chosen_P, rejected_P = did.bradley_terry_pairs(rng, ref, rejected, 400_000)
+  logp = theta - np.log(np.exp(theta).sum())
+  for loss in (PreferenceLoss("sigmoid", 0.5), PreferenceLoss("ipo", 0.5)):
+    scale = 1.0 / lengths if loss.averaged else np.ones(N)
+    x, x_ref = logp * scale, ref * scale
+    z = (x[chosen_P] - x_ref[chosen_P]) - (x[rejected_P] - x_ref[rejected_P])
+    per_pair = (np.logaddexp(0.0, -0.5 * z) if loss.loss_type == "sigmoid"
+                else (z - 1 / (2 * 0.5)) ** 2)
+    exact = float(expected_loss(jnp.asarray(theta), jnp.asarray(ref), jnp.asarray(rejected),
+                                loss, jnp.asarray(lengths)))
+    assert exact == pytest.approx(per_pair.mean(), rel=0.01)
+
+
+def test_tabular_dpo_with_the_matched_rejected_policy_reaches_the_target():
+  from llmjax.analysis.tabular_policy import train_tabular
+  from llmjax.train.preference import PreferenceLoss
+  rng = np.random.default_rng(6)
+  ref, target = _random_policy(rng, 10), _random_policy(rng, 10)
+  rejected = np.stack([did.matched_rejected_policy(ref, target, 0.5), ref])
+  runs = train_tabular(np.stack([ref, ref]), rejected, np.stack([target, target]),
+                       PreferenceLoss("sigmoid", 0.5), np.full(10, 3.0), 400, 0.05, 100)
+  assert runs.js[0, 0] == pytest.approx(did.js_divergence(ref, target), rel=1e-4)
+  assert runs.js[0, -1] < 1e-6  # matched: pi*
+  assert runs.js[1, -1] == pytest.approx(runs.js[1, 0], rel=1e-4)  # pi_l = pi_ref: no move
+  assert runs.chosen_drift[0, -1] == pytest.approx(-did.kl(ref, target), abs=1e-3)

@@ -186,30 +186,23 @@ def test_a_malformed_pair_row_stops_the_cli_with_its_file_and_line(tmp_path):
   assert "Traceback" not in result.stderr
 
 
-def test_tiny_preset_pipeline_pairs_are_verified_and_a_rerun_skips_every_stage(tmp_path):
-  """The tiny preset at a smaller size: chosen answers are right, rejected ones wrong, the
-  summary carries both policies' accuracies, and a rerun does no work."""
+def test_tiny_preset_meets_its_targets_and_a_rerun_skips_every_stage(tmp_path):
+  """The tiny preset as shipped: pairs are verified (chosen right, rejected wrong), held-out
+  reward accuracy is above 0.9, the DPO policy's greedy accuracy beats the SFT policy's, and a
+  rerun does no work."""
   from conftest import read_jsonl, run_cli
   from llmjax.tasks import sorting
   args = ["--config", "configs/dpo.py:tiny", "--workdir", str(tmp_path / "run"),
-          "--config.task.sft_examples=400", "--config.task.pair_prompts=96",
-          "--config.task.eval_prompts=64", "--config.task.test_prompts=32",
-          "--config.task.sample_batch=32", "--config.sft.train.steps=30",
-          "--config.sft.train.eval_every=30", "--config.sft.train.checkpoint_every=30",
-          "--config.sft.train.progress=False", "--config.train.steps=4",
-          "--config.train.batch_size=8", "--config.train.eval_every=4",
-          "--config.train.checkpoint_every=4", "--config.train.eval_batches=1",
-          "--config.train.progress=False"]
-  result = run_cli(args)
+          "--config.sft.train.progress=False", "--config.train.progress=False"]
+  result = run_cli(args, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   rows = read_jsonl(tmp_path / "run" / "pairs" / "train_pairs.jsonl")
   assert rows and all(sorting.is_correct(r["prompt"], r["chosen"])
                       and not sorting.is_correct(r["prompt"], r["rejected"]) for r in rows)
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-  assert summary["train_pairs"] == len(rows) and summary["steps"] == 4
-  for key in ("sft_task_accuracy", "dpo_task_accuracy", "sft_trap_accuracy",
-              "eval_reward_accuracy"):
-    assert 0.0 <= summary[key] <= 1.0
+  assert summary["train_pairs"] == len(rows) and summary["steps"] == 150
+  assert summary["eval_reward_accuracy"] > 0.9
+  assert summary["dpo_task_accuracy"] > summary["sft_task_accuracy"]
   again = run_cli(args)
   assert again.returncode == 0, again.stderr[-3000:]
   assert again.stderr.count("done, skipped") == 4

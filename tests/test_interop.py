@@ -306,10 +306,10 @@ def test_dpo_cli_from_a_transformers_directory(checkpoints, tmp_path):
   """`--config.init=hf:DIR`: DPO starts from the imported weights (the first loss is log 2: the
   policy is its own reference), with the reference's log-probs precomputed (the hf preset)."""
   from tests.conftest import read_jsonl, run_cli
-  _, directory = checkpoints["llama"]
+  hf_model, directory = checkpoints["llama"]
   _tiny_tokenizer(directory)
   pairs = tmp_path / "pairs.jsonl"
-  pairs.write_text("".join(json.dumps({"prompt": f"the quick {w}", "chosen": " brown fox",
+  pairs.write_text("".join(json.dumps({"prompt": "the quick", "chosen": " brown fox",
                                        "rejected": f" lazy {w}"}) + "\n"
                            for w in ("dog", "fox", "hello", "world")))
   run = tmp_path / "dpo"
@@ -326,5 +326,12 @@ def test_dpo_cli_from_a_transformers_directory(checkpoints, tmp_path):
   assert summary["init"].startswith("llama from") and summary["steps"] == 3
   train = [r for r in read_jsonl(run / "metrics.jsonl") if r["split"] == "train"]
   assert train[0]["loss"] == pytest.approx(np.log(2.0), rel=1e-5)
+  # Step 0's chosen log-prob is the transformers model's: the imported weights were trained.
+  tok = load_tokenizer(f"hf:{directory}")
+  prompt, completion = tok.encode_prompt("the quick"), tok.encode(" brown fox", add_eos=True)
+  logits = _hf_logits(hf_model, [prompt + completion])[0]
+  logprobs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+  expected = sum(logprobs[len(prompt) - 1 + i, t] for i, t in enumerate(completion))
+  assert train[0]["chosen_logps"] == pytest.approx(expected, rel=1e-4)
   assert train[-1]["reward_accuracy"] > 0.5
   assert (run / "reference_logprobs_train.npz").is_file()

@@ -55,7 +55,7 @@ def kl(logp_N, logq_N) -> float:
 def js_divergence(logp_N, logq_N) -> float:
   """Jensen-Shannon divergence in nats (0 to log 2)."""
   logm = np.logaddexp(logp_N, logq_N) - np.log(2.0)
-  return 0.5 * kl(logp_N, logm) + 0.5 * kl(logq_N, logm)
+  return max(0.5 * kl(logp_N, logm) + 0.5 * kl(logq_N, logm), 0.0)
 
 
 def matched_rejected_policy(logp_ref_N, logp_target_N, beta: float) -> np.ndarray:

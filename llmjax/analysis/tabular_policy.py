@@ -37,8 +37,8 @@ class TabularRuns:
 
 def _js(logp, logq):
   logm = jnp.logaddexp(logp, logq) - jnp.log(2.0)
-  return 0.5 * jnp.sum(jnp.exp(logp) * (logp - logm)) + 0.5 * jnp.sum(jnp.exp(logq) *
-                                                                       (logq - logm))
+  js = 0.5 * jnp.sum(jnp.exp(logp) * (logp - logm)) + 0.5 * jnp.sum(jnp.exp(logq) * (logq - logm))
+  return jnp.maximum(js, 0.0)  # float32 rounding can leave it a hair below 0
 
 
 def expected_loss(theta_N, logp_ref_N, logp_rejected_N, loss: PreferenceLoss, length_N):

@@ -6,22 +6,25 @@ Method:
      each ending with EOS (258 outputs for 6 letters up to length 3).
   2. Energy models: pi_ref proportional to exp(-reference_scale E_ref) and the target
      pi* proportional to pi_ref^target_power exp(-target_scale E*), E_ref and E* standard
-     normal per output. A power above 1 sharpens pi_ref (its DID has low entropy), below 1
-     smooths it.
+     normal per output.
   3. Rejected-response policies: matched, pi_l proportional to pi_ref^(1+beta) pi*^(-beta)
      (the theory's, for which DPO with the same beta has pi* as its optimum), and three
      mismatched ones: uniform, pi_l = pi_ref (labels carry no information), and the matched
      form with a wrong power (`wrong_power_factor` x beta).
   4. Pairs: y_w ~ pi_ref, y_l ~ pi_l, labelled by Bradley-Terry on log q_{pi_ref/pi_l}.
   5. (a) A tabular policy (one logit per output, from log pi_ref) trained on the expected loss
-     (llmjax.analysis.tabular_policy) with DPO, SimPO and IPO, for every pi_l; and over a sweep
-     of target powers (DID entropy low to high) with DPO and the matched pi_l.
+     (llmjax.analysis.tabular_policy) with DPO, SimPO and IPO, for every pi_l; and, with DPO
+     and the matched pi_l, over a sweep of targets pi* ~ pi_ref exp(-s E*) whose DID,
+     ~ exp(-s E*), does not depend on pi_ref and has an entropy set by |s| alone (low for
+     large |s|, log N at s = 0).
      (b) A tiny llmjax decoder SFT-trained on samples of pi_ref (its own distribution over the
      space is then the reference, renormalised), then trained on sampled pairs through the real
      `dpo` trainer (llmjax.experiments.dpo.train_dpo): matched pi_l with DPO, SimPO and IPO,
      and the mismatched pi_l with DPO.
-  6. Report JS(pi_theta || pi*) over steps, the log-margin ordering m* >= m_ref >= m_l of the
-     pairs, and the chosen log-likelihood drift against the DID entropy across the sweep.
+  6. Report JS(pi_theta || pi*) over steps (js_tabular.png, js_decoder.png), the log-margin
+     ordering m* >= m_ref >= m_l of the pairs (margins.png), and the chosen log-likelihood
+     drift and the policy's entropy change against the DID entropy across the sweep
+     (displacement.png); the numbers in summary.json.
 
 A useful identity: with these Bradley-Terry labels the chosen outputs are distributed exactly
 as pi_ref (and the rejected ones as pi_l) whatever pi_l is, so at the DPO optimum the mean
@@ -153,24 +156,24 @@ def run(config, workdir: str) -> dict:
       if k == "matched":
         ordering[k]["mean_dpo_policy_margin"] = float(
             did.log_margins(final_logp["dpo"], chosen_P, rejected_P).mean())
-    # The DID entropy sweep: DPO with the matched pi_l for each target power.
-    powers = list(config.sweep.powers)
-    targets = [target_policy(logp_ref, energy_target, p, config.sweep.target_scale)
-               for p in powers]
-    sweep = train_tabular(np.stack([logp_ref] * len(powers)),
+    # The DID entropy sweep: DPO with the matched pi_l for each target pi_ref exp(-s E*).
+    scales = list(config.sweep.did_scales)
+    targets = [target_policy(logp_ref, energy_target, 1.0, scale) for scale in scales]
+    sweep = train_tabular(np.stack([logp_ref] * len(scales)),
                           np.stack([did.matched_rejected_policy(logp_ref, tg, beta)
                                     for tg in targets]),
-                          np.stack(targets), losses["dpo"], lengths, t.steps, t.lr,
-                          t.log_every)
-    rows = [{"target_power": p,
+                          np.stack(targets), losses["dpo"], lengths, config.sweep.steps,
+                          config.sweep.lr, t.log_every)
+    rows = [{"did_scale": p,
              "did_entropy_normalized": did.did_entropy(tg, logp_ref) / np.log(N),
              "chosen_drift_final": float(sweep.chosen_drift[i, -1]),
              "chosen_drift_at_optimum": -did.kl(logp_ref, tg),
              "chosen_drift_median": _weighted_median(sweep.final_logp[i] - logp_ref,
                                                      np.exp(logp_ref)),
              "policy_entropy_change": float(sweep.entropy[i, -1] - sweep.entropy[i, 0]),
+             "policy_entropy_change_at_optimum": did.entropy(tg) - did.entropy(logp_ref),
              "js_final": float(sweep.js[i, -1])}
-            for i, (p, tg) in enumerate(zip(powers, targets))]
+            for i, (p, tg) in enumerate(zip(scales, targets))]
     arrays.update(sweep_drift=sweep.chosen_drift, sweep_steps=sweep.steps)
     np.savez(ctx.path("tabular.npz"), **arrays)
     return {"outputs": N, "js_initial": did.js_divergence(logp_ref, target),
@@ -232,20 +235,28 @@ def run(config, workdir: str) -> dict:
       result[f"{name}_{k}"] = {"js": {str(s): v for s, v in sorted(js.items())},
                                "js_final": js[trained["step"]],
                                "mass_on_space": float(np.exp(np.logaddexp.reduce(final)))}
+      if k == "matched":  # the trained policy's mean log margin on its own pairs
+        chosen_P, rejected_P = did.bradley_terry_pairs(np.random.default_rng(config.seed + 3),
+                                                       logp_ref, rejected[k], dec.train_pairs)
+        result[f"{name}_{k}"]["margins"] = {
+            label: float(did.log_margins(lp, chosen_P, rejected_P).mean())
+            for label, lp in (("policy", final), ("target", target), ("reference", logp_ref),
+                              ("rejected", rejected[k]))}
     return result
 
   settings = {"space": config.space.to_dict(), "energy": e.to_dict(), "seed": config.seed,
               "objectives": config.objectives.to_dict(),
               "wrong_power_factor": config.wrong_power_factor}
   model = {"model": config.model.to_dict(), "decoder": dec.to_dict()}
+  # The tabular stage is last: changing its settings reruns nothing of the decoder's.
   results = Pipeline(workdir, [
-      Stage("tabular", tabular, {**settings, "tabular": config.tabular.to_dict(),
-                                 "sweep": config.sweep.to_dict(),
-                                 "train_pairs": dec.train_pairs}, ("tabular.npz",)),
       Stage("sft", sft, {**settings, **model, "sft": config.sft.to_dict()},
             ("reference_logp.npy",)),
       Stage("decoder", decoder, {**settings, **model, "train": config.train.to_dict(),
-                                 "optim": config.optim.to_dict()}),
+                                 "optim": config.optim.to_dict(), "dpo": config.dpo.to_dict()}),
+      Stage("tabular", tabular, {**settings, "tabular": config.tabular.to_dict(),
+                                 "sweep": config.sweep.to_dict(),
+                                 "train_pairs": dec.train_pairs}, ("tabular.npz",)),
   ]).run()
   _plot(workdir, results)
   return summarise(results)
@@ -283,6 +294,7 @@ def summarise(results: dict) -> dict:
                                ("mean_target_margin", "mean_reference_margin",
                                 "mean_rejected_margin")],
       "margin_dpo_policy_matched": matched_order["mean_dpo_policy_margin"],
+      "decoder_margins_matched": dec["dpo_matched"]["margins"],
       "margin_ordering_holds_mismatched": {k: tab["margin_ordering"][k]["means_ordered"]
                                            for k in REJECTED[1:]},
       # Claim 3: chosen log-likelihood drift against the DID entropy.
@@ -314,6 +326,19 @@ def _plot(workdir: str, results: dict) -> None:
   ax.set(title="decoder through the dpo trainer", xlabel="step", ylabel="JS(pi || pi*)")
   ax.legend(fontsize=7)
   save_figure(fig, os.path.join(workdir, "js_decoder.png"))
+  ordering = results["tabular"]["margin_ordering"]
+  fig, ax = plt.subplots(figsize=(7, 3.6))
+  kinds = (("mean_target_margin", "m* (target)"), ("mean_reference_margin", "m_ref"),
+           ("mean_rejected_margin", "m_l (rejected policy)"))
+  for j, (key, label) in enumerate(kinds):
+    ax.bar(np.arange(len(REJECTED)) + (j - 1) * 0.27, [ordering[k][key] for k in REJECTED],
+           width=0.27, label=label)
+  ax.set_xticks(np.arange(len(REJECTED)), [f"pi_l {k}" for k in REJECTED])
+  ax.set(ylabel="mean log margin over the pairs",
+         title="log-margin ordering m* >= m_ref >= m_l")
+  ax.axhline(0, color="black", linewidth=0.5)
+  ax.legend(fontsize=7)
+  save_figure(fig, os.path.join(workdir, "margins.png"))
   sweep = results["tabular"]["sweep"]
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
   h = [r["did_entropy_normalized"] for r in sweep]
@@ -324,6 +349,6 @@ def _plot(workdir: str, results: dict) -> None:
   axes[1].set(xlabel="DID entropy / log N", ylabel="H(pi) - H(pi_ref) (nats)",
               title="reinforcement (<0) vs smoothing (>0)")
   for r in sweep:
-    axes[0].annotate(f"power {r['target_power']}", (r["did_entropy_normalized"],
+    axes[0].annotate(f"s = {r['did_scale']}", (r["did_entropy_normalized"],
                                                     r["chosen_drift_final"]), fontsize=7)
   save_figure(fig, os.path.join(workdir, "displacement.png"))

@@ -31,8 +31,8 @@ from llmjax.errors import UserError
 from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
 from llmjax.models import Decoder
 from llmjax.parallel import Parallel
-from llmjax.train.dpo import (needs_reference_params, preference_objective, reference_logprobs,
-                              with_reference)
+from llmjax.train.dpo import (needs_reference_params, params_fingerprint, preference_objective,
+                              reference_logprobs, with_reference)
 from llmjax.train.preference import PreferenceLoss
 from llmjax.train.trainer import Trainer
 
@@ -50,21 +50,22 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
   cfg, loss = config.train, preference_loss(config)
   checks.positive_ints(cfg, "train", "eval_batches")
   model = Decoder(start.model_config)
-  precompute = bool(config.dpo.precompute_ref_logprobs) and loss.uses_reference
+  # A reference-free loss gets the initial params' log-probs, computed once, as the baseline of
+  # its drift metrics (the loss does not read them).
+  precompute = bool(config.dpo.precompute_ref_logprobs) or not loss.uses_reference
   trainer = Trainer(model, preference_objective(model, loss, precompute), cfg, config.optim,
                     parallel, flops_per_step=start.model_config.flops_per_token(cfg.seq_len)
                     * 2 * cfg.batch_size * cfg.seq_len)
   initial = start.params if start.params is not None else trainer.init_state(config.seed).params
-  reference = None
-  if loss.uses_reference:
-    reference = (trainer.initial_params(config.dpo.reference, config.seed)
-                 if config.dpo.reference else initial)
+  reference = initial
+  if loss.uses_reference and config.dpo.reference:
+    reference = trainer.initial_params(config.dpo.reference, config.seed)
   B, L, pad = cfg.batch_size, cfg.seq_len, start.tokenizer.pad_id
   ref_logps = {}
   if precompute:
     for name, pairs in (("train", train), ("eval", evaluation)):
       ref_logps[name] = _cached_reference(
-          os.path.join(workdir, f"reference_logprobs_{name}.npz"), pairs, config,
+          os.path.join(workdir, f"reference_logprobs_{name}.npz"), pairs, reference, config,
           lambda pairs=pairs: reference_logprobs(model, reference, pairs, B, L, pad,
                                                  trainer.to_device, parallel))
     reference = None  # no longer needed in memory
@@ -81,16 +82,18 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
   batches = row_batches(np.arange(len(train)), B, config.seed,
                         lambda indices: host_batch("train", train, indices))
   frozen = reference if needs_reference_params(loss, precompute) else None
-  return trainer.fit(workdir, iter(batches), eval_batches, seed=config.seed,
-                     resume=config.resume, overwrite=config.overwrite, frozen=frozen,
-                     init_from=initial)
+  result = trainer.fit(workdir, iter(batches), eval_batches, seed=config.seed,
+                       resume=config.resume, overwrite=config.overwrite, frozen=frozen,
+                       init_from=initial)
+  result["eval_pairs_evaluated"] = len(eval_batches) * B
+  return result
 
 
-def _cached_reference(path: str, pairs: Examples, config, compute) -> np.ndarray:
-  """The reference log-probs of `pairs`, reused from `path` when the pairs, the reference and
-  the model are the ones they were computed for."""
-  key = hashlib.sha256(json.dumps([pairs.prompts, pairs.completions, config.init,
-                                   config.dpo.reference, config.model.to_dict()],
+def _cached_reference(path: str, pairs: Examples, reference, config, compute) -> np.ndarray:
+  """The reference log-probs of `pairs`, reused from `path` when the pairs, the reference's
+  values and the model are the ones they were computed for."""
+  key = hashlib.sha256(json.dumps([pairs.prompts, pairs.completions,
+                                   params_fingerprint(reference), config.model.to_dict()],
                                   default=str).encode()).hexdigest()
   if os.path.isfile(path):
     with np.load(path) as saved:
@@ -107,6 +110,7 @@ def summarise(workdir: str, result: dict, train: Examples, evaluation: Examples)
   summary = {"steps": result["step"], "stopped_early": result["stopped_early"],
              "resumed_from_step": result["resumed_from_step"], "train_pairs": len(train),
              "eval_pairs": len(evaluation),
+             "eval_pairs_evaluated": result["eval_pairs_evaluated"],
              "truncated_sequences": train.truncated + evaluation.truncated}
   evals = runio.read_metrics(workdir, "eval")
   if evals:

@@ -60,11 +60,16 @@ def run(config, workdir: str) -> dict:
                                stop_token_ids=tokenizer.stop_ids)
     return [[c.text for c in completions] for completions in results]
 
+  # Every split's prompts are distinct from every other's.
+  splits = sorting.disjoint_prompts(
+      {"sft": task.sft_examples, "dev": 256, "train_pairs": task.pair_prompts,
+       "eval_pairs": task.eval_prompts, "test": task.test_prompts}, task.digits, seed)
+
   def sft(ctx):
     _write_jsonl(ctx.path("train.jsonl"), sorting.noisy_examples(
-        sorting.prompts(task.sft_examples, task.digits, seed), task.noise, task.trap, seed))
+        splits["sft"], task.noise, task.trap, seed))
     _write_jsonl(ctx.path("dev.jsonl"), sorting.noisy_examples(
-        sorting.prompts(256, task.digits, seed + 1), task.noise, task.trap, seed + 1))
+        splits["dev"], task.noise, task.trap, seed + 1))
     train = read_examples(ctx.path("train.jsonl"), tokenizer, length, ("completion",))
     dev = read_examples(ctx.path("dev.jsonl"), tokenizer, length, ("completion",))
     record_model(sft_config, ctx.directory, start)
@@ -76,8 +81,8 @@ def run(config, workdir: str) -> dict:
     params = params_of(ctx, "sft")
     sampling = SamplingParams(temperature=1.0, n=task.samples, max_new_tokens=task.digits + 1)
     counts = {}
-    for name, count, offset in (("train", task.pair_prompts, 2), ("eval", task.eval_prompts, 3)):
-      prompts = sorting.prompts(count, task.digits, seed + offset)
+    for name, offset in (("train", 2), ("eval", 3)):
+      prompts = splits[f"{name}_pairs"]
       rows, all_right = [], 0
       for prompt, samples in zip(prompts, complete(params, prompts, sampling, seed + offset)):
         right = [s for s in samples if sorting.is_correct(prompt, s)]
@@ -103,7 +108,7 @@ def run(config, workdir: str) -> dict:
     return summarise(ctx.directory, result, train, evaluation)
 
   def evaluate(ctx):
-    prompts = sorting.prompts(task.test_prompts, task.digits, seed + 4)
+    prompts = splits["test"]
     greedy = SamplingParams(max_new_tokens=task.digits + 1)
     trap = [sorting.has_trap(p, task.trap) for p in prompts]
     accuracy = {"test_prompts": len(prompts), "test_prompts_with_trap": sum(trap)}

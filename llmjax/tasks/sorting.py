@@ -11,13 +11,30 @@ own samples (a verified right answer against a wrong one) have something real to
 
 import numpy as np
 
+from llmjax.errors import UserError
+
 PREFIX, SUFFIX = "sort ", "="
 
 
 def prompts(n: int, digits: int, seed: int) -> list[str]:
-  """n prompts of `digits` random digits each."""
+  """n prompts of `digits` random digits each (drawn with replacement)."""
   rng = np.random.default_rng(seed)
   return [PREFIX + "".join(map(str, rng.integers(0, 10, digits))) + SUFFIX for _ in range(n)]
+
+
+def disjoint_prompts(counts: dict[str, int], digits: int, seed: int) -> dict[str, list[str]]:
+  """Prompt sets of the given sizes that share no prompt: one random order of all 10^digits
+  digit strings, cut into consecutive pieces (so a test prompt was never trained on)."""
+  total, space = sum(counts.values()), 10 ** digits
+  if total > space:
+    raise UserError(f"{total} distinct prompts requested ({counts}), but {digits} digits make "
+                    f"only {space}")
+  order = np.random.default_rng(seed).permutation(space)[:total]
+  out, start = {}, 0
+  for name, n in counts.items():
+    out[name] = [PREFIX + str(i).zfill(digits) + SUFFIX for i in order[start:start + n]]
+    start += n
+  return out
 
 
 def digits_of(prompt: str) -> str:

@@ -14,7 +14,9 @@ Metrics, per pair unless said otherwise:
   chosen_logps, rejected_logps      the policy's summed log-probs
   chosen_drift, rejected_drift      log pi - log pi_ref: with the reference at the initial
                      params (the default) the drift from step 0; a falling chosen_drift while
-                     the margin grows is likelihood displacement
+                     the margin grows is likelihood displacement. A reference-free loss
+                     (simpo, orpo, reference_free) reports it when the initial params'
+                     log-probs ride in the batch as precomputed ones (the loss ignores them)
   kl                 per completion token, KL(pi || pi_ref) of the next-token distributions
                      (only with frozen reference params: precomputed log-probs hold no logits)
 """
@@ -61,6 +63,20 @@ def sequence_logps(model: nn.Module, params, batch, rng=None):
   return logits, (token_logps * mask).sum(-1), mask.sum(-1)
 
 
+def params_fingerprint(params) -> str:
+  """A digest of params' values (per leaf: path, shape, sum and sum of squares), to tell
+  whether cached log-probs were computed from these params."""
+  import hashlib
+  import json
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  stats = []
+  for path, x in leaves:
+    x = jnp.asarray(x, jnp.float32)
+    stats.append([jax.tree_util.keystr(path), list(x.shape), float(jnp.sum(x)),
+                  float(jnp.sum(jnp.square(x)))])
+  return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+
+
 def needs_reference_params(loss: PreferenceLoss, precomputed_reference: bool) -> bool:
   """Whether each step needs the reference's params (as `frozen`)."""
   return loss.uses_reference and not precomputed_reference
@@ -75,10 +91,10 @@ def preference_objective(model: nn.Module, loss: PreferenceLoss,
   def loss_fn(params, batch, rng, frozen, carry=None):
     logits, logps, counts = sequence_logps(model, params, batch, rng)
     ref_logits = None
-    if not loss.uses_reference:
-      ref_logps = jnp.zeros_like(logps)
-    elif precomputed_reference:
+    if precomputed_reference:  # the reference's, or for a reference-free loss a baseline
       ref_logps = jnp.concatenate([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+    elif not loss.uses_reference:
+      ref_logps = jnp.zeros_like(logps)
     else:
       ref_logits, ref_logps, _ = sequence_logps(model, frozen, batch)
       ref_logits, ref_logps = jax.lax.stop_gradient((ref_logits, ref_logps))
@@ -99,7 +115,7 @@ def preference_objective(model: nn.Module, loss: PreferenceLoss,
         "chosen_reward": chosen_B.sum(), "rejected_reward": rejected_B.sum(),
         "chosen_logps": logps[:B].sum(), "rejected_logps": logps[B:].sum(),
     }
-    if loss.uses_reference:
+    if loss.uses_reference or precomputed_reference:
       sums.update(chosen_drift=drift[:B].sum(), rejected_drift=drift[B:].sum())
     if ref_logits is not None:
       kl_2BxL = (jax.nn.softmax(logits) * (jax.nn.log_softmax(logits)
