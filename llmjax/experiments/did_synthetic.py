@@ -19,7 +19,7 @@ Method:
      large |s|, log N at s = 0).
      (b) A tiny llmjax decoder SFT-trained on samples of pi_ref (its own distribution over the
      space is then the reference, renormalised), then trained on sampled pairs through the real
-     `dpo` trainer (llmjax.experiments.dpo.train_dpo): matched pi_l with DPO, SimPO and IPO,
+     `dpo` trainer (llmjax.experiments.dpo_training.train_dpo): matched pi_l with DPO, SimPO and IPO,
      and the mismatched pi_l with DPO.
   6. Report JS(pi_theta || pi*) over steps (js_tabular.png, js_decoder.png), the log-margin
      ordering m* >= m_ref >= m_l of the pairs (margins.png), and the chosen log-likelihood
@@ -41,7 +41,7 @@ from llmjax.analysis import did
 from llmjax.analysis.tabular_policy import train_tabular
 from llmjax.data.examples import Examples
 from llmjax.data.tokenizers import load_tokenizer
-from llmjax.experiments.dpo import stage_config, train_dpo
+from llmjax.experiments.dpo_training import stage_config, train_dpo
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model
 from llmjax.infer.scoring import Scorer

@@ -21,7 +21,7 @@ import os
 
 from llmjax.data.examples import read_examples
 from llmjax.errors import UserError
-from llmjax.experiments.dpo import stage_config, summarise, train_dpo
+from llmjax.experiments.dpo_training import stage_config, summarise, train_dpo
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
 from llmjax.infer import Generator, SamplingParams, generate_text
