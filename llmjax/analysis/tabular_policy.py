@@ -41,14 +41,20 @@ def _js(logp, logq):
   return jnp.maximum(js, 0.0)  # float32 rounding can leave it a hair below 0
 
 
+def _labelled_pairs(logp_ref_N, logp_rejected_N):
+  """(keep_NxN, weight_NxN): the chance that pair (a ~ pi_ref, b ~ pi_l) keeps a as chosen,
+  and the chance of drawing it, pi_ref(a) pi_l(b)."""
+  reward = logp_ref_N - logp_rejected_N  # log q_{pi_ref/pi_l} up to a constant
+  keep_NxN = jax.nn.sigmoid(reward[:, None] - reward[None, :])
+  return keep_NxN, jnp.exp(logp_ref_N)[:, None] * jnp.exp(logp_rejected_N)[None, :]
+
+
 def expected_loss(theta_N, logp_ref_N, logp_rejected_N, loss: PreferenceLoss, length_N):
   """The expected preference loss of a tabular policy with logits theta_N."""
   logp = jax.nn.log_softmax(theta_N)
   scale = 1.0 / length_N if loss.averaged else 1.0
   x, x_ref = logp * scale, logp_ref_N * scale
-  reward = logp_ref_N - logp_rejected_N  # log q_{pi_ref/pi_l} up to a constant
-  keep_NxN = jax.nn.sigmoid(reward[:, None] - reward[None, :])
-  weight_NxN = jnp.exp(logp_ref_N)[:, None] * jnp.exp(logp_rejected_N)[None, :]
+  keep_NxN, weight_NxN = _labelled_pairs(logp_ref_N, logp_rejected_N)
   kept, _, _ = loss(x[:, None], x[None, :], x_ref[:, None], x_ref[None, :])
   swapped, _, _ = loss(x[None, :], x[:, None], x_ref[None, :], x_ref[:, None])
   return jnp.sum(weight_NxN * (keep_NxN * kept + (1 - keep_NxN) * swapped))
@@ -56,9 +62,7 @@ def expected_loss(theta_N, logp_ref_N, logp_rejected_N, loss: PreferenceLoss, le
 
 def chosen_distribution(logp_ref_N, logp_rejected_N):
   """[N] probability that an output is the chosen one of a pair (it equals pi_ref)."""
-  reward = logp_ref_N - logp_rejected_N
-  keep = jax.nn.sigmoid(reward[:, None] - reward[None, :])
-  weight = jnp.exp(logp_ref_N)[:, None] * jnp.exp(logp_rejected_N)[None, :]
+  keep, weight = _labelled_pairs(logp_ref_N, logp_rejected_N)
   return (weight * keep).sum(1) + (weight * (1 - keep)).sum(0)
 
 

@@ -27,6 +27,18 @@ def check_file(path: os.PathLike) -> None:
     raise UserError(f"{path}: file not found")
 
 
+def read_json_object(path: os.PathLike) -> dict:
+  """A JSON file holding one object (a config), or a UserError naming the file."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{path}: invalid JSON ({e})") from None
+  if not isinstance(value, dict):
+    raise UserError(f"{path}: expected a JSON object, got {type(value).__name__}")
+  return value
+
+
 def read_jsonl(path: os.PathLike, required: Sequence[str] = (), skip_bad: bool = False,
                stats: ReadStats | None = None) -> Iterator[dict]:
   """Yields one dict per non-blank line; each must be UTF-8 and a JSON object with the

@@ -10,7 +10,6 @@ Train a sentencepiece model on local text from the command line:
 """
 
 import argparse
-import json
 import os
 import pathlib
 import sys
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from llmjax.data.chat_template import render_chat
+from llmjax.data.readers import read_json_object
 from llmjax.errors import UserError
 
 
@@ -125,16 +125,8 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 def _read_json(path: str) -> dict[str, Any]:
-  if not os.path.isfile(path):
-    return {}
-  try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f"{path}: invalid JSON ({e})") from None
-  if not isinstance(value, dict):
-    raise UserError(f"{path}: expected a JSON object, got {type(value).__name__}")
-  return value
+  """The file's object, or {} when the (optional) file is absent."""
+  return read_json_object(path) if os.path.isfile(path) else {}
 
 
 def _token_text(value) -> str | None:

@@ -101,11 +101,13 @@ def _pearson(x, y) -> float:
   return float(np.corrcoef(x, y)[0, 1])
 
 
-def _pairs_as_examples(space_ids, prompt_ids, chosen_P, rejected_P, name) -> Examples:
-  return Examples(prompts=[list(prompt_ids)] * len(chosen_P),
-                  completions=[[list(space_ids[i]) for i in chosen_P],
-                               [list(space_ids[i]) for i in rejected_P]],
-                  where=[f"{name} pair {i + 1}" for i in range(len(chosen_P))])
+def _as_examples(prompt_ids, space_ids, name: str, *indices) -> Examples:
+  """Examples of outputs of the space after the one prompt: one completion list per index
+  array (one for SFT samples; chosen and rejected for pairs)."""
+  n = len(indices[0])
+  return Examples(prompts=[list(prompt_ids)] * n,
+                  completions=[[list(space_ids[i]) for i in side] for side in indices],
+                  where=[f"{name} {i + 1}" for i in range(n)])
 
 
 def run(config, workdir: str) -> dict:
@@ -183,15 +185,8 @@ def run(config, workdir: str) -> dict:
   def sft(ctx):
     samples = np.random.default_rng(config.seed + 2).choice(
         N, size=dec.sft_examples + dec.sft_eval_examples, p=np.exp(energy_logp_ref))
-    examples = Examples(prompts=[list(prompt_ids)] * len(samples),
-                        completions=[[list(space_ids[i]) for i in samples]],
-                        where=[f"sample {i + 1}" for i in range(len(samples))])
-    train = Examples(examples.prompts[:dec.sft_examples],
-                     [examples.completions[0][:dec.sft_examples]],
-                     examples.where[:dec.sft_examples])
-    dev = Examples(examples.prompts[dec.sft_examples:],
-                   [examples.completions[0][dec.sft_examples:]],
-                   examples.where[dec.sft_examples:])
+    train = _as_examples(prompt_ids, space_ids, "sample", samples[:dec.sft_examples])
+    dev = _as_examples(prompt_ids, space_ids, "dev sample", samples[dec.sft_examples:])
     start = StartingPoint(model_config, None, tokenizer, f"seed {config.seed}")
     sft_config = stage_config(config, train=dict(config.sft.train),
                               optim=dict(config.sft.optim))
@@ -209,16 +204,16 @@ def run(config, workdir: str) -> dict:
     logp_ref = did.normalize(np.load(os.path.join(workdir, "sft", "reference_logp.npy")))
     target, rejected = setting(logp_ref)
     start = StartingPoint(model_config, sft_params, tokenizer, "sft stage")
+    pairs = {}  # per pi_l: (train chosen_P, rejected_P), (eval chosen_P, rejected_P)
+    for k in REJECTED:
+      pair_rng = np.random.default_rng(config.seed + 3)
+      pairs[k] = [did.bradley_terry_pairs(pair_rng, logp_ref, rejected[k], n)
+                  for n in (dec.train_pairs, dec.eval_pairs)]
     runs = [("matched", name) for name in losses] + [(k, "dpo") for k in REJECTED[1:]]
     result = {}
     for k, name in runs:
-      pair_rng = np.random.default_rng(config.seed + 3)
-      train = _pairs_as_examples(space_ids, prompt_ids,
-                                 *did.bradley_terry_pairs(pair_rng, logp_ref, rejected[k],
-                                                          dec.train_pairs), "train")
-      evaluation = _pairs_as_examples(space_ids, prompt_ids,
-                                      *did.bradley_terry_pairs(pair_rng, logp_ref, rejected[k],
-                                                               dec.eval_pairs), "eval")
+      train = _as_examples(prompt_ids, space_ids, "train pair", *pairs[k][0])
+      evaluation = _as_examples(prompt_ids, space_ids, "eval pair", *pairs[k][1])
       run_config = stage_config(config, dpo=_loss_settings(losses[name]))
       directory = ctx.path(f"{name}_{k}")
       os.makedirs(directory, exist_ok=True)
@@ -236,10 +231,8 @@ def run(config, workdir: str) -> dict:
                                "js_final": js[trained["step"]],
                                "mass_on_space": float(np.exp(np.logaddexp.reduce(final)))}
       if k == "matched":  # the trained policy's mean log margin on its own pairs
-        chosen_P, rejected_P = did.bradley_terry_pairs(np.random.default_rng(config.seed + 3),
-                                                       logp_ref, rejected[k], dec.train_pairs)
         result[f"{name}_{k}"]["margins"] = {
-            label: float(did.log_margins(lp, chosen_P, rejected_P).mean())
+            label: float(did.log_margins(lp, *pairs[k][0]).mean())
             for label, lp in (("policy", final), ("target", target), ("reference", logp_ref),
                               ("rejected", rejected[k]))}
     return result

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llmjax import runio
+from llmjax.data.readers import read_json_object
 from llmjax.errors import UserError
 from llmjax.interop.hf_config import (hf_config_from_model, infer_family,
                                       model_config_from_hf)
@@ -35,14 +36,7 @@ def read_hf_config(directory: str) -> dict[str, Any]:
   path = os.path.join(directory, "config.json")
   if not os.path.isfile(path):
     raise UserError(f"{directory}: no config.json (expected a Hugging Face model directory)")
-  try:
-    with open(path, encoding="utf-8") as f:
-      config = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f"{path}: invalid JSON ({e})") from None
-  if not isinstance(config, dict):
-    raise UserError(f"{path}: expected a JSON object, got {type(config).__name__}")
-  return config
+  return read_json_object(path)
 
 
 def safetensors_files(directory: str) -> list[str]:

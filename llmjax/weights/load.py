@@ -9,12 +9,12 @@ Checkpoint specs:
 """
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 import jax
 
+from llmjax.data.readers import read_json_object
 from llmjax.data.tokenizers import Tokenizer, load_tokenizer
 from llmjax.errors import UserError
 from llmjax.interop import load_hf
@@ -65,14 +65,7 @@ class RunCheckpoint:
     if not os.path.isfile(config_path) or not os.path.isdir(os.path.join(path, "checkpoints")):
       raise UserError(f"checkpoint {spec}: expected 'hf:DIR', an llmjax run directory (with "
                       "config.json and checkpoints/) or RUN/checkpoints/STEP")
-    try:
-      with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise UserError(f"{config_path}: invalid JSON ({e})") from None
-    if not isinstance(config, dict):
-      raise UserError(f"{config_path}: expected a JSON object, got {type(config).__name__}")
-    return cls(path, config, step)
+    return cls(path, read_json_object(config_path), step)
 
   def model_config(self) -> ModelConfig:
     if "model" not in self.config:
