@@ -8,7 +8,9 @@ tiny (default) — the whole method at CPU scale, on digit sorting (llmjax.tasks
   (chosen right, rejected wrong), DPO (sigmoid, beta 1.0) from the SFT params, and compare
   both policies' greedy accuracy. A resumable pipeline: W/sft, W/pairs, W/dpo, W/evaluate.
   python -m llmjax.main --config configs/dpo.py --workdir runs/dpo_tiny
-  Runtime and result: see the README's DPO section (measured on the host named there).
+  Runtime: 73 s on host C (2-core AMD EPYC, docs/benchmarks.md). Result (seed 0): greedy task
+  accuracy 0.691 (SFT) -> 0.895 (DPO), 0.132 -> 0.786 on prompts holding a 7; reward accuracy
+  0.975 on held-out pairs (summary.json: sft_/dpo_task_accuracy, eval_reward_accuracy).
 
 hf — any local Hugging Face checkpoint and pair files; accelerator-sized (not run here):
   python -m llmjax.main --config configs/dpo.py:hf --workdir W --config.init=hf:DIR \\
