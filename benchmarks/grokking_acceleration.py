@@ -33,7 +33,7 @@ def steps_to_generalize(method: str, seeds: int, steps: int, eval_every: int,
         f"--config.train.checkpoint_every={steps}", f"--config.acceleration.method={method}",
         "--config.train.progress=False", *overrides])
   values = [summary[f"step_generalized_seed{i}"] for i in range(seeds)]
-  return [math.inf if v == "never" else float(v) for v in values]
+  return [math.inf if v is None else float(v) for v in values]
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ def main() -> None:
     for i in range(args.seeds):
       crossing, generalized = (summary[f"step_symmetry_seed{i}"],
                                summary[f"step_generalized_seed{i}"])
-      if crossing != "never" and generalized != "never":
+      if crossing is not None and generalized is not None:
         leads.append(generalized - crossing)
     result[name] = {
         "seeds_with_both": len(leads),

@@ -60,16 +60,62 @@ def test_graph_distances_and_triangle_triples(graph, vertices, diameter):
   assert (distance[edges[:, 0] * vertices + edges[:, 1]] == 1).all()
 
 
+def test_graph_reversal_pairs_each_distance_with_its_transpose():
+  task = graph_task("cycle64", num_triples=50)
+  _, left, right = task.symmetry["reversal"]
+  assert len(left) == 64 * 63 // 2
+  # Row of (u, v) is u * 64 + v (layout [u, v, =]); (3, 10) pairs with (10, 3) and both are 7
+  # apart on the 64-cycle.
+  i = int(np.flatnonzero(left == 3 * 64 + 10)[0])
+  assert right[i] == 10 * 64 + 3
+  assert list(task.inputs_NxT[right[i]]) == [10, 3, 343]
+  assert task.targets_N[left[i]] == task.targets_N[right[i]] == 344 + 7
+
+
+def _truth(coords, a, attr, rel, b):
+  """By hand: does attr(a) REL attr(b) hold? rel 0 '<', 1 '=', 2 '>'."""
+  x, y = coords[a][attr], coords[b][attr]
+  return {0: x < y, 1: x == y, 2: x > y}[rel]
+
+
 @pytest.mark.parametrize("grid", sorted(GRIDS))
-def test_comparison_answers_and_transitive_chains(grid):
+def test_comparison_answers_converse_and_chains_against_the_coordinates(grid):
   task = comparison_task(grid, num_triples=300)
+  shape = GRIDS[grid]
+  coords = [tuple(int(c) for c in np.unravel_index(e, shape)) for e in range(np.prod(shape))]
   assert task.vocab_size == 61
-  _, ab, bc, ac, true_token, false_token = task.symmetry["transitivity"]
-  assert (task.targets_N[ab] == true_token).all() and (task.targets_N[ac] == true_token).all()
-  # '<' and '>' are mirror images; '=' holds exactly for equal attributes.
-  rel = (task.inputs_NxT[:, 1] - 49) % 3
-  assert set(np.unique(task.targets_N)) == {false_token, true_token}
-  assert (task.targets_N[rel == 1] == true_token).mean() < 0.5
+  true_token, false_token = 61 - 1, 61 - 2
+  # Every row against the coordinates: input [a, 49 + 3 attr + rel, b, =].
+  for (a, relation, b, eq), target in zip(task.inputs_NxT, task.targets_N):
+    attr, rel = divmod(int(relation) - 49, 3)
+    assert eq == 58
+    assert target == (true_token if _truth(coords, a, attr, rel, b) else false_token)
+  # Entity 1 is (0, 1) / (0, 0, 1): smaller than entity 2 in the last attribute, not larger.
+  last = len(shape) - 1
+  row_less = next(i for i, x in enumerate(task.inputs_NxT) if list(x) == [1, 49 + 3 * last, 2, 58])
+  row_more = next(i for i, x in enumerate(task.inputs_NxT)
+                  if list(x) == [1, 49 + 3 * last + 2, 2, 58])
+  assert task.targets_N[row_less] == true_token and task.targets_N[row_more] == false_token
+  # Converse: (a REL b) is paired with (b REL' a), '<' <-> '>' and '=' <-> '='.
+  _, left, right = task.symmetry["converse"]
+  assert len(left) == task.size
+  for i in range(0, task.size, 37):
+    a, rel_token, b, _ = task.inputs_NxT[left[i]]
+    attr, rel = divmod(int(rel_token) - 49, 3)
+    assert list(task.inputs_NxT[right[i]]) == [b, 49 + 3 * attr + (2 - rel), a, 58]
+    assert task.targets_N[left[i]] == task.targets_N[right[i]]
+  # Transitive chains: a REL b, b REL c, a REL c all hold, with both '<' and '>' chains.
+  _, ab, bc, ac, true_tok, _ = task.symmetry["transitivity"]
+  assert true_tok == true_token and len(ab) > 100
+  relations = set()
+  for rows in zip(ab, bc, ac):
+    (a, r1, b, _), (b2, r2, c, _), (a2, r3, c2, _) = (task.inputs_NxT[r] for r in rows)
+    assert b == b2 and a == a2 and c == c2 and r1 == r2 == r3
+    attr, rel = divmod(int(r1) - 49, 3)
+    assert rel != 1 and _truth(coords, a, attr, rel, b) and _truth(coords, b, attr, rel, c)
+    assert task.targets_N[rows[2]] == true_token
+    relations.add(rel)
+  assert relations == {0, 2}
 
 
 def test_unknown_task_names_are_user_errors():

@@ -44,9 +44,55 @@ def test_stage_detection_rules():
   violation = [0.001, 0.5, 0.9, 0.7, 0.3, 0.08, 0.01, 0.01, 0.01, 0.01, 0.01]
   dims = [30, 30, 28, 25, 20, 12, 8, 5, 4, 4, 4]
   found = stages.detect_stages(steps, train, test, violation, dims, threshold=0.1)
-  # Violation is low at step 0 too, but only the crossing after memorization counts.
+  # Violation is low at step 0 too, but only the crossing after memorization counts; the
+  # dimension is within 10% of its final 4 from step 800 and has fallen from its peak of 28.
   assert found == {"step_memorized": 200, "step_symmetry": 500, "step_generalized": 600,
-                   "step_organized": 800}
+                   "step_organized": 800, "ordered": True}
+
+
+def test_a_run_that_never_memorized_reaches_no_stage():
+  steps = np.arange(0, 1100, 100)
   never = stages.detect_stages(steps, [0.5] * 11, [0.0] * 11, [1.0] * 11, [5] * 11, 0.1)
-  assert never["step_memorized"] is None and never["step_symmetry"] is None
-  assert never["step_organized"] == 0
+  assert never == {"step_memorized": None, "step_symmetry": None, "step_generalized": None,
+                   "step_organized": None, "ordered": False}
+
+
+def test_organized_needs_the_dimension_to_fall_and_comes_after_generalization():
+  steps = np.arange(0, 1100, 100)
+  train = [0.1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+  test = [0.0, 0.1, 0.2, 0.3, 0.995, 1, 1, 1, 1, 1, 1]
+  violation = [0.0, 1.0, 0.5, 0.05, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
+  flat = stages.detect_stages(steps, train, test, violation, [20] * 11, 0.1)
+  assert flat["step_generalized"] == 400 and flat["step_organized"] is None
+  assert flat["ordered"] is False
+  # A fall of 20% (25 -> 20) is below the default 25%; a fall of 40% counts.
+  small = stages.detect_stages(steps, train, test, violation, [25] * 3 + [20] * 8, 0.1)
+  assert small["step_organized"] is None
+  assert stages.detect_stages(steps, train, test, violation, [25] * 3 + [20] * 8, 0.1,
+                              min_drop=0.2)["step_organized"] == 400
+  # The dimension settles at step 200, before generalization: organized waits for step 400.
+  early = stages.detect_stages(steps, train, test, violation, [25] * 2 + [15] * 9, 0.1)
+  assert early["step_symmetry"] == 300 and early["step_organized"] == 400
+  assert early["ordered"] is True
+  # A crossing after generalization is reported as it is, and the stages are then unordered.
+  late = stages.detect_stages(steps, train, test, [0.0, 1.0, 0.9, 0.8, 0.7, 0.05] + [0.01] * 5,
+                              [25] * 2 + [15] * 9, 0.1)
+  assert late["step_symmetry"] == 500 and late["step_generalized"] == 400
+  assert late["step_organized"] == 500 and late["ordered"] is False
+
+
+def test_frequency_plane_puts_the_numbers_on_a_circle_in_order():
+  p, k, rng = 23, 5, np.random.default_rng(4)
+  x = np.arange(p)[:, None]
+  waves = np.concatenate([np.cos(2 * np.pi * k * x / p), np.sin(2 * np.pi * k * x / p),
+                          np.cos(2 * np.pi * 2 * x / p)], axis=1)
+  emb = waves @ rng.normal(size=(3, 16)) + 0.3  # a constant offset, removed by centring
+  xy = geometry.frequency_plane(emb, k)
+  radius = np.hypot(xy[:, 0], xy[:, 1])
+  assert radius.std() / radius.mean() < 0.2  # a circle (an ellipse at most, from the mixing)
+  # Number x sits at angle ±2 pi k x / p (up to a rotation): successive steps of k mod p are
+  # adjacent on the circle.
+  angle = np.unwrap(np.angle(xy[:, 0] + 1j * xy[:, 1])[(np.arange(p) * pow(k, -1, p)) % p])
+  steps = np.diff(angle)
+  assert np.all(np.sign(steps) == np.sign(steps[0]))
+  np.testing.assert_allclose(abs(angle[-1] - angle[0]), 2 * np.pi * (p - 1) / p, rtol=0.05)

@@ -7,14 +7,17 @@ from llmjax.train.grokfast import grokfast_ema, grokfast_ma
 from llmjax.train.multiseed import MultiSeedTrainer
 
 
-def test_grokfast_ema_amplifies_the_running_average():
-  tx = grokfast_ema(alpha=0.5, lamb=2.0)
+def test_grokfast_ema_follows_the_reference_gradfilter_ema():
+  # The reference (ironjr/grokfast, gradfilter_ema) starts its average at the first gradient:
+  # step 1 with lamb 2 gives g + 2 g = 3 g; afterwards h <- alpha h + (1 - alpha) g.
+  tx = grokfast_ema(alpha=0.98, lamb=2.0)
   state = tx.init({"w": jnp.zeros(2)})
-  out1, state = tx.update({"w": jnp.array([1.0, 0.0])}, state)
-  np.testing.assert_allclose(out1["w"], [1.0 + 2.0 * 0.5, 0.0])
-  out2, state = tx.update({"w": jnp.array([0.0, 2.0])}, state)
-  ema = np.array([0.25, 1.0])
-  np.testing.assert_allclose(out2["w"], np.array([0.0, 2.0]) + 2.0 * ema)
+  g1, g2 = np.array([1.0, -4.0]), np.array([0.5, 2.0])
+  out1, state = tx.update({"w": jnp.asarray(g1)}, state)
+  np.testing.assert_allclose(out1["w"], 3.0 * g1, rtol=1e-6)
+  out2, state = tx.update({"w": jnp.asarray(g2)}, state)
+  h2 = 0.98 * g1 + 0.02 * g2
+  np.testing.assert_allclose(out2["w"], g2 + 2.0 * h2, rtol=1e-6)
 
 
 def test_grokfast_ma_waits_for_a_full_window():

@@ -1,6 +1,7 @@
 """The grokking experiment end to end on a tiny table, and its acceleration methods."""
 
 import json
+import math
 
 import pytest
 
@@ -39,8 +40,21 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
               "min_violation"):
     assert key in summary and f"{key}_seed0" in summary and f"{key}_seed1" in summary
   assert summary["final_train_accuracy_seed0"] == rows[-2]["train_accuracy"]
-  assert summary["restricted_loss_seed0"] > 0 and summary["key_frequencies_seed0"]
-  for plot in ("accuracy", "loss", "violation", "effective_dimension", "pca_stages", "fourier"):
+  # The values of the restricted/excluded losses are tested on a planted Fourier model
+  # (test_geometry.py); here that the run reports them for seed 0.
+  assert all(isinstance(summary[k], float) and math.isfinite(summary[k])
+             for k in ("restricted_loss_seed0", "excluded_loss_seed0"))
+  # Stages never reached are null, never step 0; medians are over the seeds that reached them.
+  for key in ("memorized", "symmetry", "generalized", "organized"):
+    per_seed = [summary[f"step_{key}_seed{i}"] for i in (0, 1)]
+    assert all(v is None or v > 0 for v in per_seed), (key, per_seed)
+    assert summary[f"num_seeds_{key}"] == sum(v is not None for v in per_seed)
+  assert summary["violation_statistic"] == "violation_max"
+  assert summary["step_time_s"] > 0
+  for row in rows:  # the violation on training inputs never exceeds the whole table's maximum
+    assert row["violation_max_train"] <= row["violation_max"] + 1e-6
+  for plot in ("accuracy", "loss", "violation", "effective_dimension", "pca_stages", "fourier",
+               "structure"):
     assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 1000, plot
   # Resuming with more steps continues from the step-60 checkpoint; stop_after_steps stops
   # (and checkpoints) grokking as it does every training experiment.
@@ -54,21 +68,64 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
   assert steps == [0, 20, 40, 60, 80]
 
 
-@pytest.mark.parametrize("method", ["symmetry", "geometry", "grokfast_ema", "grokfast_ma"])
-def test_acceleration_methods_run(tmp_path, method):
+def _final_eval(workdir):
+  rows = [r for r in read_jsonl(workdir / "metrics.jsonl") if r["split"] == "eval"]
+  return rows[-1]
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("baseline")
+  summary = main.run(grok_args(workdir, "--config.train.steps=20", "--config.num_seeds=1"))
+  return summary, _final_eval(workdir)
+
+
+@pytest.mark.parametrize("method, extra", [
+    # Near a uniform model the violation is second order in the difference of the two answer
+    # distributions, so over 20 steps the paper's weight 1 moves little: weight 100 here.
+    ("symmetry", ("--config.acceleration.symmetry_weight=100",)),
+    ("symmetry", ("--config.acceleration.symmetry_inputs=all",)),
+    ("geometry", ()), ("grokfast_ema", ()),
+    ("grokfast_ma", ("--config.acceleration.grokfast_window=5",))])
+def test_each_acceleration_method_changes_training(tmp_path, baseline_run, method, extra):
   summary = main.run(grok_args(tmp_path, f"--config.acceleration.method={method}",
-                               "--config.train.steps=20", "--config.num_seeds=1"))
-  assert summary["method"] == method and summary["steps"] == 20
+                               "--config.train.steps=20", "--config.num_seeds=1", *extra))
+  transductive = "--config.acceleration.symmetry_inputs=all" in extra
+  label = "symmetry (transductive)" if transductive else method
+  assert summary["method"] == label and summary["steps"] == 20
+  # Same seed, same split, same steps: only the method differs, so the model must too.
+  base = baseline_run[1]
+  row = _final_eval(tmp_path)
+  if method != "symmetry":
+    assert abs(row["train_loss"] - base["train_loss"]) > 1e-4 * base["train_loss"], method
+  else:  # it lowers the violation it optimizes: on training inputs, or on the whole table
+    key = "violation" if transductive else "violation_train"
+    assert row[key] < 0.99 * base[key], (row[key], base[key])
+    instances = summary["symmetry_prompt_instances_commutativity_seed0"]
+    if transductive:  # every instance of the table
+      assert instances == 121 and summary["symmetry_prompt_instances_associativity_seed0"] > 0
+    else:  # leak-free: only pairs whose both orders are training inputs; no composition
+      assert 0 < instances < 121
+      assert summary["symmetry_prompt_instances_associativity_seed0"] == 0
 
 
-@pytest.mark.parametrize("family, extra", [
-    ("graph", ("--config.task.graph=cycle64", "--config.task.train_fraction=0.8")),
-    ("comparison", ("--config.task.grid=grid3d", "--config.task.train_fraction=0.2"))])
-def test_other_families_run(tmp_path, family, extra):
-  summary = main.run(grok_args(tmp_path, f"--config.task.family={family}", *extra,
-                               "--config.train.steps=20", "--config.num_seeds=1"))
+@pytest.mark.parametrize("family, extra, steps, above", [
+    # cycle64: 33 distances, none held by more than 2/64 of the pairs; the tiny model sits on
+    # the uniform plateau for ~200 steps (train accuracy 0.03), then learns.
+    ("graph", ("--config.task.graph=cycle64", "--config.task.train_fraction=0.8"), 300, 0.09),
+    # comparison: 'false' is 2/3 of the rows; the d_model-32 model stays there for 300 steps,
+    # the paper's d_model 128 leaves it after ~150 (0.84 at step 300, 3e-3).
+    ("comparison", ("--config.task.grid=grid3d", "--config.task.train_fraction=0.5",
+                    "--config.model.d_model=128", "--config.model.d_ff=512",
+                    "--config.optim.lr=3e-3"), 300, 0.75)])
+def test_other_families_learn(tmp_path, family, extra, steps, above):
+  summary = main.run(grok_args(tmp_path, f"--config.task.family={family}",
+                               "--config.optim.lr=1e-2", *extra,
+                               f"--config.train.steps={steps}", "--config.train.eval_every=50",
+                               "--config.num_seeds=1"))
   assert summary["family"] == family
-  assert isinstance(summary["min_violation"], float)
+  assert summary["final_train_accuracy"] > above, summary
+  assert (tmp_path / "plots" / "structure.png").stat().st_size > 1000
 
 
 def test_unknown_method_is_a_user_error(tmp_path, capsys):

@@ -1,8 +1,10 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llmjax.analysis.symmetry import instance_violations, symmetric_kl, violation_summary
+from llmjax.analysis.symmetry import (_convolve, instance_violations, symmetric_kl,
+                                      violation_loss, violation_summary)
 from llmjax.tasks.algorithmic import algebraic_task, comparison_task, graph_task
 
 
@@ -22,8 +24,14 @@ def test_a_perfect_model_violates_nothing_and_a_random_one_does(task):
   noise = jnp.asarray(np.random.default_rng(0).normal(size=(task.size, task.vocab_size)) * 3)
   summary = violation_summary(noise, task)
   assert float(summary["violation"]) > 0.5
-  for name in task.symmetry:
-    assert float(summary[f"violation_{name}_max"]) >= float(summary[f"violation_{name}"])
+  per_instance = instance_violations(noise, task)
+  for name in task.symmetry:  # the summary's statistics are those of the per-instance values
+    np.testing.assert_allclose(summary[f"violation_{name}_max"], np.max(per_instance[name]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(summary[f"violation_{name}"], np.mean(per_instance[name]),
+                               rtol=1e-5)
+  np.testing.assert_allclose(summary["violation_max"],
+                             max(np.max(v) for v in per_instance.values()), rtol=1e-6)
 
 
 def test_symmetric_kl_matches_definition():
@@ -58,3 +66,91 @@ def test_associativity_composition_against_brute_force():
     right = sum(probs[row_of[y[m], z[m]], b] * probs[row_of[x[m], b]] for b in range(5))
     np.testing.assert_allclose(got[m], symmetric_kl(jnp.asarray([left]), jnp.asarray([right]))[0],
                                rtol=1e-4)
+
+
+def _skl(p, q):
+  """SKL by hand (no floor: the test distributions have full support)."""
+  return sum((a - b) * np.log(a / b) for a, b in zip(p, q))
+
+
+def test_truncated_convolution_is_renormalised():
+  # Distances {1, 2} each with 1/2, summed: 2 (1/4), 3 (1/2), 4 (1/4). With answers 0..2
+  # only the sum 2 is representable, so the renormalised distribution is certain of it.
+  p = jnp.asarray([[0.0, 0.5, 0.5]])
+  np.testing.assert_allclose(_convolve(p, p), [[0.0, 0.0, 1.0]], atol=1e-7)
+  q = jnp.asarray([[0.5, 0.5, 0.0]])  # sums 0 (1/4), 1 (1/2), 2 (1/4): all representable
+  np.testing.assert_allclose(_convolve(q, q), [[0.25, 0.5, 0.25]], atol=1e-7)
+
+
+def _logits_with(task, rows_to_probs):
+  """Logits whose answer distribution on the given rows is the given one (else uniform)."""
+  logits = np.zeros((task.size, task.vocab_size))
+  for row, probs in rows_to_probs.items():
+    logits[row, task.answer_tokens] = np.log(probs)
+  return jnp.asarray(logits)
+
+
+def test_triangle_instance_against_a_hand_computed_convolution():
+  task = graph_task("path64", num_triples=32)
+  _, ab, bc, ac = task.symmetry["triangle"]
+  A = len(task.answer_tokens)
+  p_ab, p_bc, p_ac = np.full(A, 0.01), np.full(A, 0.01), np.full(A, 0.01)
+  p_ab[1] += 0.5; p_bc[2] += 0.3; p_bc[60] += 0.4; p_ac[3] += 0.6  # noqa: E702
+  p_ab, p_bc, p_ac = p_ab / p_ab.sum(), p_bc / p_bc.sum(), p_ac / p_ac.sum()
+  got = instance_violations(_logits_with(task, {ab[0]: p_ab, bc[0]: p_bc, ac[0]: p_ac}), task)
+  conv = np.zeros(A)
+  for i in range(A):  # P(d_ab + d_bc = d), sums beyond the largest distance dropped
+    for j in range(A - i):
+      conv[i + j] += p_ab[i] * p_bc[j]
+  conv /= conv.sum()
+  np.testing.assert_allclose(got["triangle"][0], _skl(conv, p_ac), rtol=2e-3)
+
+
+def test_graph_reversal_instance():
+  task = graph_task("cycle64", num_triples=8)
+  _, left, right = task.symmetry["reversal"]
+  A = len(task.answer_tokens)
+  p, q = np.full(A, 1.0 / A), np.linspace(1, 2, A)
+  q /= q.sum()
+  got = instance_violations(_logits_with(task, {left[5]: p, right[5]: q}), task)["reversal"]
+  np.testing.assert_allclose(got[5], _skl(p, q), rtol=2e-3)
+  assert float(np.max(np.delete(np.asarray(got), 5))) < 1e-9
+
+
+def test_comparison_converse_and_greater_chain_instances():
+  task = comparison_task("grid2d", num_triples=200)
+  _, left, right = task.symmetry["converse"]
+  logits = np.zeros((task.size, task.vocab_size))
+  true_tok, false_tok = 60, 59
+  logits[left[7], true_tok] = 1.5  # P(true) = sigmoid(1.5) on one side, 1/2 on the other
+  got = np.asarray(instance_violations(jnp.asarray(logits), task)["converse"])
+  s = 1 / (1 + np.exp(-1.5))
+  np.testing.assert_allclose(got[7], _skl([s, 1 - s], [0.5, 0.5]), rtol=2e-3)
+  # A '>' chain: log-odds 1 and 2 along the chain, 0.5 across it.
+  _, ab, bc, ac, _, _ = task.symmetry["transitivity"]
+  m = next(i for i in range(len(ab)) if (task.inputs_NxT[ab[i], 1] - 49) % 3 == 2)
+  logits = np.zeros((task.size, task.vocab_size))
+  logits[ab[m], true_tok], logits[bc[m], true_tok], logits[ac[m], true_tok] = 1.0, 2.0, 0.5
+  logits[:, false_tok] = 0.0
+  got = np.asarray(instance_violations(jnp.asarray(logits), task)["transitivity"])
+  sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+  np.testing.assert_allclose(got[m], _skl([sig(3.0), sig(-3.0)], [sig(0.5), sig(-0.5)]),
+                             rtol=2e-3)
+
+
+def test_masked_loss_reads_only_instances_inside_the_mask():
+  task = algebraic_task("x+y", 5, num_triples=8)
+  rng = np.random.default_rng(3)
+  logits = jnp.asarray(rng.normal(size=(task.size, task.vocab_size)))
+  mask = np.zeros(task.size)
+  mask[[1 * 5 + 2, 2 * 5 + 1, 3 * 5 + 3, 0 * 5 + 4]] = 1  # (1,2)&(2,1) and the diagonal (3,3)
+  # Commutativity instances fully inside: (1,2), (2,1), (3,3); (0,4)'s partner (4,0) is out.
+  # Associativity reads whole rows of the table, so none of its instances is inside.
+  per = np.asarray(instance_violations(logits, task)["commutativity"])
+  expected = np.mean([per[1 * 5 + 2], per[2 * 5 + 1], per[3 * 5 + 3]])
+  np.testing.assert_allclose(violation_loss(logits, task, jnp.asarray(mask)), expected, rtol=1e-5)
+  # No input outside the mask affects the loss: its gradient there is exactly zero.
+  grad = np.asarray(jax.grad(lambda l: violation_loss(l, task, jnp.asarray(mask)))(logits))
+  outside = np.flatnonzero(mask == 0)
+  assert np.abs(grad[outside]).max() == 0.0 and np.abs(grad[1 * 5 + 2]).max() > 0
+  assert np.abs(grad[0 * 5 + 4]).max() == 0.0  # its swap partner is a test input

@@ -54,6 +54,22 @@ def key_frequencies(power: np.ndarray, coverage: float = 0.9, max_keys: int = 8)
   return sorted(keys)
 
 
+def frequency_plane(emb_PxD: np.ndarray, k: int) -> np.ndarray:
+  """Each number's embedding projected onto frequency k's cos/sin plane, [P, 2].
+
+  The plane is spanned by the embedding's k-th Fourier components, sum_x cos(2 pi k x / P) E_x
+  and sum_x sin(2 pi k x / P) E_x (orthonormalised). An embedding that represents x through
+  frequency k puts the numbers on a circle in it, number x at angle 2 pi k x / P.
+  """
+  emb = np.asarray(emb_PxD, np.float64)
+  emb = emb - emb.mean(axis=0, keepdims=True)
+  p = emb.shape[0]
+  angle = 2 * np.pi * k * np.arange(p) / p
+  directions = np.stack([np.cos(angle) @ emb, np.sin(angle) @ emb], axis=1)  # [D, 2]
+  basis, _ = np.linalg.qr(directions)
+  return emb @ basis
+
+
 def _frequency_basis(p: int, keys: list[int]) -> np.ndarray:
   """Orthonormal directions cos/sin(2 pi k (x + y - c) / p) over the [x, y, c] logit grid."""
   x, y, c = np.meshgrid(np.arange(p), np.arange(p), np.arange(p), indexing="ij")

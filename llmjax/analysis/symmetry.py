@@ -12,12 +12,16 @@ the answer distributions the model gives along the two paths. Kinds of identity
   compose    (row_of, x, y, z)              sum_a P(a|x,y) P(.|a,z) against sum_b P(b|y,z) P(.|x,b):
                                             associativity, the model composed with itself
   half       (row_of, x, y, z, rows)        sum_a P(a|x,y) P(.|a,z) against P(.|rows)
-  triangle   (ab_rows, bc_rows, ac_rows)    the convolution P(d_ab) * P(d_bc) against P(d_ac)
+  triangle   (ab_rows, bc_rows, ac_rows)    the convolution P(d_ab) * P(d_bc), truncated to
+                                            the answer range and renormalised, against P(d_ac)
   transitive (ab, bc, ac, true, false)      Bradley-Terry: sigma(l_ab + l_bc) against sigma(l_ac),
                                             l = log-odds of 'true'
 
 All functions are pure jnp, so the same measure is the diagnostic (mean and max over instances)
-and, summed into the loss, the "symmetry prompting" regulariser.
+and, summed into the loss, the "symmetry prompting" regulariser. The regulariser can be held to
+a set of inputs (`row_mask_N`): an instance then counts only when every input it reads is in
+the set (`instance_rows` lists them), so with the training inputs as the set no test input's
+answer enters the loss, not even as the swap partner of a training input.
 """
 
 import jax
@@ -47,10 +51,12 @@ def _compose(probs_NxA, row_of, x, y, z):
 
 
 def _convolve(p_MxA, q_MxA):
-  """Distribution of the sum of two independent distances, truncated to A values."""
+  """Distribution of the sum of two independent distances, truncated to the A representable
+  values and renormalised (the mass of sums >= A would otherwise leave it short of 1)."""
   A = p_MxA.shape[-1]
   full = jax.vmap(lambda p, q: jnp.convolve(p, q, mode="full"))(p_MxA, q_MxA)  # [M, 2A-1]
-  return full[:, :A]
+  kept = full[:, :A]
+  return kept / jnp.maximum(kept.sum(-1, keepdims=True), 1e-30)
 
 
 def instance_violations(logits_NxV, task) -> dict[str, jax.Array]:
@@ -85,21 +91,78 @@ def instance_violations(logits_NxV, task) -> dict[str, jax.Array]:
   return out
 
 
-def violation_summary(logits_NxV, task) -> dict[str, jax.Array]:
-  """Mean and max violation per identity, and 'violation' = the mean over identities' means."""
+def instance_rows(task) -> dict[str, np.ndarray]:
+  """{identity name: [M, R] the table rows each instance reads} (R depends on the kind: 2 for a
+  pair, 3 for a triangle or a transitive chain, 2 + 2A for a composition, which sums over every
+  answer value; -1 marks a slot that is not a valid input)."""
+  out = {}
+  for name, (kind, *arrays) in task.symmetry.items():
+    if kind == "pair":
+      out[name] = np.stack(arrays, axis=1)
+    elif kind in ("triangle", "transitive"):
+      out[name] = np.stack(arrays[:3], axis=1)
+    elif kind == "compose":
+      row_of, x, y, z = arrays
+      out[name] = np.concatenate([row_of[x, y][:, None], row_of[y, z][:, None],
+                                  row_of[:, z].T, row_of[x]], axis=1)
+    elif kind == "half":
+      row_of, x, y, z, rows = arrays
+      out[name] = np.concatenate([row_of[x, y][:, None], rows[:, None], row_of[:, z].T], axis=1)
+    else:
+      raise ValueError(f"unknown identity kind {kind!r}")
+  return out
+
+
+def instance_masks(task, row_mask_N) -> dict[str, jax.Array]:
+  """{identity name: [M] 1.0 where every row the instance reads has row_mask_N = 1}."""
+  mask = jnp.concatenate([jnp.asarray(row_mask_N, jnp.float32), jnp.zeros((1,), jnp.float32)])
+  out = {}
+  for name, rows_MxR in instance_rows(task).items():
+    rows = np.where(rows_MxR >= 0, rows_MxR, len(task.targets_N))  # -1 -> the appended 0
+    out[name] = jnp.min(mask[rows], axis=1)
+  return out
+
+
+def violation_summary(logits_NxV, task, row_mask_N=None) -> dict[str, jax.Array]:
+  """Mean and max violation per identity; 'violation' = the mean over identities' means and
+  'violation_max' = the largest instance violation of any identity (the paper's statistic).
+  With `row_mask_N`, only the instances that read masked-in rows count (suffix '_masked')."""
   per_instance = instance_violations(logits_NxV, task)
   summary = {}
-  for name, values in per_instance.items():
-    summary[f"violation_{name}"] = values.mean()
-    summary[f"violation_{name}_max"] = values.max()
-  summary["violation"] = _mean_over_identities(per_instance)
+  if row_mask_N is None:
+    for name, values in per_instance.items():
+      summary[f"violation_{name}"] = values.mean()
+      summary[f"violation_{name}_max"] = values.max()
+    summary["violation"] = _mean_over_identities(per_instance)
+    summary["violation_max"] = jnp.max(jnp.stack([v.max() for v in per_instance.values()]))
+    return summary
+  masks = instance_masks(task, row_mask_N)
+  summary["violation_masked"] = _mean_over_identities(per_instance, masks)
+  summary["violation_max_masked"] = jnp.max(jnp.stack(
+      [jnp.max(jnp.where(masks[n] > 0, v, 0.0)) for n, v in per_instance.items()]))
   return summary
 
 
-def violation_loss(logits_NxV, task):
-  """The symmetry-prompting regulariser: mean violation over identities (differentiable)."""
-  return _mean_over_identities(instance_violations(logits_NxV, task))
+def violation_loss(logits_NxV, task, row_mask_N=None):
+  """The symmetry-prompting regulariser: mean violation over identities (differentiable).
+
+  With `row_mask_N` (1 for the inputs the loss may read, e.g. the training inputs), each
+  identity averages only its instances whose rows are all masked in, and identities left with
+  no instance drop out of the mean; nothing outside the mask affects the value or its gradient.
+  """
+  per_instance = instance_violations(logits_NxV, task)
+  masks = None if row_mask_N is None else instance_masks(task, row_mask_N)
+  return _mean_over_identities(per_instance, masks)
 
 
-def _mean_over_identities(per_instance: dict[str, jax.Array]) -> jax.Array:
-  return jnp.mean(jnp.stack([v.mean() for v in per_instance.values()]))
+def _mean_over_identities(per_instance: dict[str, jax.Array], masks=None) -> jax.Array:
+  if masks is None:
+    return jnp.mean(jnp.stack([v.mean() for v in per_instance.values()]))
+  means, present = [], []
+  for name, values in per_instance.items():
+    count = masks[name].sum()
+    # where(), not a product: a masked-out instance may hold inf/nan from unread logits.
+    means.append(jnp.where(masks[name] > 0, values, 0.0).sum() / jnp.maximum(count, 1.0))
+    present.append((count > 0).astype(jnp.float32))
+  present = jnp.stack(present)
+  return (jnp.stack(means) * present).sum() / jnp.maximum(present.sum(), 1.0)

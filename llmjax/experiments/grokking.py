@@ -11,7 +11,13 @@ Method, in the paper's order:
      (llmjax.analysis.stages), PCA of the embeddings at the end of each stage, and for modular
      tasks the Fourier spectrum, key frequencies and restricted/excluded loss.
   4. Intervention (config.acceleration.method):
-       symmetry   add lambda * violation (all identities, whole table) to the loss;
+       symmetry   add lambda * violation to the loss. By default (symmetry_inputs="train")
+                  only on training inputs: an identity instance counts only when every input it
+                  reads is a training input, so no test input's answer enters the loss (for
+                  x+y that keeps the commutativity pairs whose both orders are in training and
+                  no associativity instance, since a composition reads whole rows of the
+                  table). symmetry_inputs="all" is the transductive variant (every instance,
+                  the whole table, test inputs included), labelled "symmetry (transductive)";
        geometry   add priors on the entity embedding matrix E (rows centred):
                     nuclear   ||E||_* / ||E||_F, the nuclear norm at unit scale (low rank);
                     entropy   -sum_i s_i log s_i with s_i = sigma_i^2 / sum_j sigma_j^2, the
@@ -19,6 +25,10 @@ Method, in the paper's order:
                     lipschitz mean ||E_u - E_v||^2 over neighbours (u, v) divided by its mean
                               over all pairs (neighbours close, relative to the spread);
        grokfast_ema / grokfast_ma  the Grokfast gradient filters (llmjax.train.grokfast).
+
+The stage rules (llmjax.analysis.stages) read the maximum instance violation by default, as the
+paper's soft threshold does (`analysis.violation_statistic`); stages a seed never reaches are
+null in summary.json.
 """
 
 import os
@@ -42,6 +52,15 @@ from llmjax.train.multiseed import MultiSeedProgram, MultiSeedTrainer
 from llmjax.train.optim import build_optimizer
 
 METHODS = ("none", "symmetry", "geometry", "grokfast_ema", "grokfast_ma")
+SYMMETRY_INPUTS = ("train", "all")
+VIOLATION_STATISTICS = {"max": "violation_max", "mean": "violation"}
+
+
+def method_label(acceleration) -> str:
+  """The method as summaries and benchmarks name it; the transductive variant says so."""
+  if acceleration.method == "symmetry" and acceleration.symmetry_inputs == "all":
+    return "symmetry (transductive)"
+  return acceleration.method
 
 
 # ---- the model and its losses ----------------------------------------------------------------
@@ -84,11 +103,22 @@ def make_loss_and_eval(model: Decoder, task: Task, config):
   def loss_fn(params, batch, rng, frozen):
     del rng, frozen  # full batch, no dropout: every step is deterministic
     aux = {}
-    if method == "symmetry":  # needs the answers on inputs outside the training set too
+    if method == "symmetry" and config.acceleration.symmetry_inputs == "all":
+      # Transductive: the identities read the model's answers on test inputs too.
       logits_NxV = answer_logits(model, params, batch["inputs"])
       ce = cross_entropy_rows(logits_NxV[batch["train_rows"]],
                               batch["targets"][batch["train_rows"]]).mean()
       aux["symmetry_loss"] = symmetry.violation_loss(logits_NxV, task)
+      loss = ce + config.acceleration.symmetry_weight * aux["symmetry_loss"]
+    elif method == "symmetry":
+      # Training inputs only: the model runs on them alone; the rows of the table it does not
+      # read stay zero and every instance touching them is masked out of the loss.
+      rows = batch["train_rows"]
+      train_logits = answer_logits(model, params, batch["inputs"][rows])
+      ce = cross_entropy_rows(train_logits, batch["targets"][rows]).mean()
+      logits_NxV = jnp.zeros((task.size, train_logits.shape[-1]), train_logits.dtype)
+      logits_NxV = logits_NxV.at[rows].set(train_logits)
+      aux["symmetry_loss"] = symmetry.violation_loss(logits_NxV, task, batch["train_mask"])
       loss = ce + config.acceleration.symmetry_weight * aux["symmetry_loss"]
     else:
       rows = batch["train_rows"]
@@ -116,6 +146,9 @@ def make_loss_and_eval(model: Decoder, task: Task, config):
         "effective_dimension": geometry.effective_dimension(entity_embeddings(params)),
     }
     out.update(symmetry.violation_summary(logits_NxV, task))
+    on_train = symmetry.violation_summary(logits_NxV, task, train_N)  # training inputs only
+    out.update(violation_train=on_train["violation_masked"],
+               violation_max_train=on_train["violation_max_masked"])
     return out
 
   return loss_fn, eval_fn
@@ -141,6 +174,14 @@ def run(config, workdir: str) -> dict:
                 config.task.train_fraction, "a fraction in (0, 1)")
   checks.expect(0 < config.analysis.violation_threshold < 1, "analysis.violation_threshold",
                 config.analysis.violation_threshold, "a fraction in (0, 1)")
+  checks.expect(0 <= config.analysis.organized_min_drop < 1, "analysis.organized_min_drop",
+                config.analysis.organized_min_drop, "a fraction in [0, 1)")
+  checks.expect(config.analysis.violation_statistic in VIOLATION_STATISTICS,
+                "analysis.violation_statistic", config.analysis.violation_statistic,
+                f"one of {tuple(VIOLATION_STATISTICS)}")
+  checks.expect(config.acceleration.symmetry_inputs in SYMMETRY_INPUTS,
+                "acceleration.symmetry_inputs", config.acceleration.symmetry_inputs,
+                f"one of {SYMMETRY_INPUTS} ('all' is transductive: it reads test inputs)")
   task = make_task(config.task)
   model_values = config.model.to_dict()
   model_values.update(vocab_size=task.vocab_size, max_len=task.inputs_NxT.shape[1])
@@ -173,44 +214,67 @@ def run(config, workdir: str) -> dict:
                     config.train, config.resume, config.overwrite, eval_at_start=True,
                     progress_keys=("train_accuracy", "test_accuracy", "violation"),
                     on_save=lambda step: snapshots.save(), on_start=snapshots.keep_through)
-  summary = summarise(config, workdir, task, model, result.state, snapshots)
+  summary = summarise(config, workdir, task, model, result.state, snapshots, train_mask)
   summary["stopped_early"] = result.stopped_early
   return summary
 
 
-def summarise(config, workdir, task, model, state, snapshots) -> dict:
-  """Stage detection per seed, geometry at the end, plots; returns the flat summary."""
+def summarise(config, workdir, task, model, state, snapshots, train_mask_SxN) -> dict:
+  """Stage detection per seed, geometry at the end, plots; returns the flat summary.
+
+  Stage steps a seed never reached are None (null in summary.json); a stage's median is over
+  the seeds that reached it, `num_seeds_<stage>` says how many did, and `stages_ordered` how many
+  seeds reached every stage in order (memorized <= symmetry <= generalized <= organized).
+  `step_time_s` is the median wall-clock of one training step of all seeds together (the first
+  logged window, which compiles, left out), so `step_generalized * step_time_s` is the seconds
+  to generalization of the vmapped run.
+  """
   rows = runio.read_metrics(workdir, "eval")
   num_seeds = config.num_seeds
   threshold = config.analysis.violation_threshold
+  statistic = VIOLATION_STATISTICS[config.analysis.violation_statistic]
   per_seed = []
   for i in range(num_seeds):
     curve = [r for r in rows if r["seed"] == i]
     found = stages.detect_stages([r["step"] for r in curve],
                                  [r["train_accuracy"] for r in curve],
                                  [r["test_accuracy"] for r in curve],
-                                 [r["violation"] for r in curve],
-                                 [r["effective_dimension"] for r in curve], threshold)
+                                 [r[statistic] for r in curve],
+                                 [r["effective_dimension"] for r in curve], threshold,
+                                 config.analysis.organized_min_drop)
     found.update(final_train_accuracy=curve[-1]["train_accuracy"],
                  final_test_accuracy=curve[-1]["test_accuracy"],
                  effective_dimension=curve[-1]["effective_dimension"],
-                 min_violation=min(r["violation"] for r in curve))
+                 min_violation=min(r[statistic] for r in curve))
     per_seed.append((curve, found))
 
   summary = {"task": task.name, "family": task.family, "num_seeds": num_seeds,
              "steps": int(jax.device_get(state.step)),
              "train_fraction": config.task.train_fraction,
-             "violation_threshold": threshold, "method": config.acceleration.method}
+             "violation_threshold": threshold, "violation_statistic": statistic,
+             "method": method_label(config.acceleration)}
   for key in per_seed[0][1]:
     values = [found[key] for _, found in per_seed]
     for i, value in enumerate(values):
-      summary[f"{key}_seed{i}"] = value if value is not None else "never"
+      summary[f"{key}_seed{i}"] = value
+    if key == "ordered":
+      summary["stages_ordered"] = sum(values)
+      continue
     reached = [v for v in values if v is not None]
-    summary[key] = float(np.median(reached)) if reached else "never"
+    summary[key] = float(np.median(reached)) if reached else None
     if key.startswith("step_"):
       summary[f"num_seeds_{key[5:]}"] = len(reached)
+  step_times = [r["step_time_s"] for r in runio.read_metrics(workdir, "train")
+                if r.get("seed") == 0][1:]
+  summary["step_time_s"] = float(np.median(step_times)) if step_times else None
+  if config.acceleration.method == "symmetry":
+    for name, mask in symmetry.instance_masks(task, train_mask_SxN[0]).items():
+      summary[f"symmetry_prompt_instances_{name}_seed0"] = (
+          int(np.asarray(mask).sum()) if config.acceleration.symmetry_inputs == "train"
+          else int(np.asarray(mask).size))
 
   seed0_params = jax.tree.map(lambda x: x[0], state.params)
+  keys = []
   if task.family == "algebraic":
     emb = np.asarray(seed0_params["embed"]["embedding"])[task.entity_tokens]
     power = geometry.fourier_power(emb)
@@ -223,6 +287,9 @@ def summarise(config, workdir, task, model, state, snapshots) -> dict:
           logits[:, task.answer_tokens].reshape(p, p, p), task.targets_N.reshape(p, p), keys)
       summary.update(restricted_loss_seed0=restricted, excluded_loss_seed0=excluded)
     grokking_plots.fourier(os.path.join(workdir, "plots", "fourier.png"), power, keys)
+  grokking_plots.structure(os.path.join(workdir, "plots", "structure.png"),
+                           np.asarray(seed0_params["embed"]["embedding"])[task.entity_tokens],
+                           task, keys)
   grokking_plots.all_curves(os.path.join(workdir, "plots"), per_seed, threshold)
   grokking_plots.stage_pca(os.path.join(workdir, "plots", "pca_stages.png"), snapshots,
                            per_seed[0][1], task)

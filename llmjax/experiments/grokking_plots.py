@@ -1,5 +1,9 @@
 """Plots of a grokking run: curves with the three stages shaded, violation, effective
-dimension, PCA of the embeddings at the end of each stage, and the Fourier spectrum."""
+dimension, PCA of the embeddings at the end of each stage, the Fourier spectrum, and the
+structure the papers draw (structure.png): for modular arithmetic the numbers projected onto
+each key frequency's cos/sin plane (circles), for graphs the PCA with the graph's edges drawn
+(a grid for the lattices), for comparison each attribute's best linear readout against its
+value (a line) beside the PCA with grid edges."""
 
 import os
 
@@ -62,7 +66,7 @@ def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
   panels = [
       ("accuracy", (("train_accuracy", "train"), ("test_accuracy", "test")), False),
       ("loss", (("train_loss", "train"), ("test_loss", "test")), True),
-      ("violation", (("violation", "violation"),), True),
+      ("violation", (("violation_max", "max over instances"), ("violation", "mean")), True),
       ("effective_dimension", (("effective_dimension", "effective dimension"),), False),
   ]
   for name, series, logy in panels:
@@ -115,4 +119,46 @@ def fourier(path: str, power: np.ndarray, keys: list[int]) -> None:
   ax.bar(freqs, power[1:], color=["tab:red" if k in keys else "tab:gray" for k in freqs])
   ax.set(xlabel="frequency k", ylabel="share of embedding power",
          title=f"Fourier spectrum of the embeddings (key frequencies {keys})")
+  save_figure(fig, path)
+
+
+def structure(path: str, emb_ExD: np.ndarray, task, keys: list[int]) -> None:
+  """The geometry the papers show, for seed 0's final entity embeddings (module docstring)."""
+  if not runio.is_writer():
+    return
+  emb = np.asarray(emb_ExD, np.float64)
+  if task.family == "algebraic":
+    keys = keys[:4] or [1]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 4), squeeze=False)
+    p = task.modulus
+    for ax, k in zip(axes[0], keys):
+      xy = geometry.frequency_plane(emb, k)
+      ax.scatter(xy[:, 0], xy[:, 1], c=(k * np.arange(p)) % p, cmap="hsv", s=16)
+      ax.set(title=f"frequency {k}: cos/sin plane", xticks=[], yticks=[], aspect="equal")
+    fig.suptitle(f"{task.name}: numbers on each key frequency's plane "
+                 "(colour = k*x mod p, the position on the circle)")
+    save_figure(fig, path)
+    return
+  panels = 2 if task.family == "comparison" else 1
+  fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.5), squeeze=False)
+  xy = geometry.pca(emb, 2)
+  ax = axes[0][0]
+  for a, b in task.neighbours_Ex2:
+    ax.plot(xy[[a, b], 0], xy[[a, b], 1], color="0.6", lw=0.6, zorder=1)
+  ax.scatter(xy[:, 0], xy[:, 1], c=np.arange(len(xy)), cmap="viridis", s=14, zorder=2)
+  ax.set(title="PCA with the task's neighbour edges", xticks=[], yticks=[])
+  if task.family == "comparison":
+    coords = task.entity_coordinates
+    ax = axes[0][1]
+    # Read each attribute off the top principal components only (as many as attributes, plus
+    # one): with all d_model directions any labelling of 49 points would fit exactly.
+    top = geometry.pca(emb, coords.shape[1] + 1)
+    for attr in range(coords.shape[1]):
+      target = coords[:, attr] - coords[:, attr].mean()
+      direction, *_ = np.linalg.lstsq(top, target, rcond=None)
+      ax.scatter(coords[:, attr], top @ direction, s=14, label=f"attribute {attr}")
+    ax.set(xlabel="attribute value", ylabel="linear readout (top principal components)",
+           title="each attribute along a line")
+    ax.legend(fontsize=7)
+  fig.suptitle(f"{task.name}: geometry of the entity embeddings")
   save_figure(fig, path)

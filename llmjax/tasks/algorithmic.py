@@ -43,6 +43,8 @@ class Task:
     neighbours_Ex2: pairs of entity positions (indices into entity_tokens) adjacent in the task's
       structure: x and x+1 mod p, graph edges, grid neighbours (for the Lipschitz prior).
     modulus: p for algebraic tasks (Fourier analysis), else 0.
+    entity_coordinates: [E, attrs] each entity's grid point for comparison tasks (its
+      attributes), else None.
     symmetry: {identity name: (kind, index arrays...)} for the violation measures; the kinds
       are explained in llmjax.analysis.symmetry.
   """
@@ -57,6 +59,7 @@ class Task:
   neighbours_Ex2: np.ndarray
   modulus: int = 0
   symmetry: dict = dataclasses.field(default_factory=dict)
+  entity_coordinates: np.ndarray | None = None
 
   @property
   def size(self) -> int:
@@ -202,7 +205,8 @@ def _all_pairs_distances(n: int, edges: list[tuple[int, int]]) -> np.ndarray:
 def graph_task(graph: str, num_triples: int = 2048, seed: int = 0) -> Task:
   """All vertex pairs (u, v) of the graph; answer their shortest-path distance.
 
-  Symmetry: the triangle equality d(a, c) = d(a, b) + d(b, c) for b on a shortest a->c path.
+  Symmetry: reversal, d(u, v) = d(v, u) (every pair u < v), and the triangle equality
+  d(a, c) = d(a, b) + d(b, c) for b on a shortest a->c path.
   """
   if graph not in GRAPHS:
     raise UserError(f"task.graph = {graph!r}: expected one of {sorted(GRAPHS)}")
@@ -217,7 +221,9 @@ def graph_task(graph: str, num_triples: int = 2048, seed: int = 0) -> Task:
   a, b, c = (rng.integers(0, n, 20 * num_triples) for _ in range(3))
   on_path = (dist[a, b] + dist[b, c] == dist[a, c]) & (a != b) & (b != c)
   a, b, c = a[on_path][:num_triples], b[on_path][:num_triples], c[on_path][:num_triples]
-  identities = {"triangle": ("triangle", a * n + b, b * n + c, a * n + c)}
+  upper_u, upper_v = np.triu_indices(n, k=1)
+  identities = {"reversal": ("pair", upper_u * n + upper_v, upper_v * n + upper_u),
+                "triangle": ("triangle", a * n + b, b * n + c, a * n + c)}
   max_distance = int(dist.max())
   return Task(name=graph, family="graph", inputs_NxT=inputs, targets_N=targets,
               vocab_size=GRAPH_VERTEX_SLOTS + 1 + GRAPH_DISTANCE_SLOTS,
@@ -235,8 +241,12 @@ def comparison_task(grid: str, num_triples: int = 2048, seed: int = 0) -> Task:
   """Entities at the points of a grid; attribute k of an entity is its k-th coordinate (age,
   height, weight). Input (a, attr-relation, b); answer whether attr(a) REL attr(b) holds.
 
-  Symmetry: transitivity under a Bradley-Terry reading of the model's log-odds,
-  logit P(a < c) = logit P(a < b) + logit P(b < c) for attr(a) < attr(b) < attr(c).
+  Symmetry:
+    converse      (a < b) = (b > a), (a > b) = (b < a), (a = b) = (b = a): the answer
+                  distributions of each input and its converse agree (every input);
+    transitivity  under a Bradley-Terry reading of the model's log-odds,
+                  logit P(a < c) = logit P(a < b) + logit P(b < c) for attr(a) < attr(b) <
+                  attr(c), and the same for '>' chains attr(a) > attr(b) > attr(c).
   """
   if grid not in GRIDS:
     raise UserError(f"task.grid = {grid!r}: expected one of {sorted(GRIDS)}")
@@ -259,17 +269,22 @@ def comparison_task(grid: str, num_triples: int = 2048, seed: int = 0) -> Task:
   rng = np.random.default_rng(seed)
   ta, tb, tc = (rng.integers(0, n_entities, 20 * num_triples) for _ in range(3))
   tk = rng.integers(0, n_attrs, 20 * num_triples)
-  chain = (coords[ta, tk] < coords[tb, tk]) & (coords[tb, tk] < coords[tc, tk])
-  ta, tb, tc, tk = (v[chain][:num_triples] for v in (ta, tb, tc, tk))
-  identities = {"transitivity": ("transitive", row(ta, tk, 0, tb), row(tb, tk, 0, tc),
-                                 row(ta, tk, 0, tc), true_token, false_token)}
+  less = (coords[ta, tk] < coords[tb, tk]) & (coords[tb, tk] < coords[tc, tk])
+  more = (coords[ta, tk] > coords[tb, tk]) & (coords[tb, tk] > coords[tc, tk])
+  chain_rel = np.where(less, 0, 2)[less | more][:num_triples]
+  ta, tb, tc, tk = (v[less | more][:num_triples] for v in (ta, tb, tc, tk))
+  converse_rel = np.array([2, 1, 0])[r]  # '<' <-> '>', '=' <-> '='
+  identities = {
+      "converse": ("pair", row(a, k, r, b), row(b, k, converse_rel, a)),
+      "transitivity": ("transitive", row(ta, tk, chain_rel, tb), row(tb, tk, chain_rel, tc),
+                       row(ta, tk, chain_rel, tc), true_token, false_token)}
   neighbours = [(i, j) for i in range(n_entities) for j in range(i + 1, n_entities)
                 if np.abs(coords[i] - coords[j]).sum() == 1]
   return Task(name=f"compare_{grid}", family="comparison", inputs_NxT=inputs, targets_N=targets,
               vocab_size=COMPARISON_ENTITY_SLOTS + 9 + 3,
               answer_tokens=np.array([false_token, true_token]),
               entity_tokens=np.arange(n_entities), neighbours_Ex2=np.asarray(neighbours),
-              symmetry=identities)
+              symmetry=identities, entity_coordinates=coords)
 
 
 FAMILIES = ("algebraic", "graph", "comparison")

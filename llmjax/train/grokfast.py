@@ -1,7 +1,11 @@
 """Grokfast (Lee et al. 2024) as optax gradient transformations: amplify the slow component of
 the gradient before the optimizer sees it.
 
-  EMA: h <- alpha h + (1 - alpha) g;   g' = g + lamb h           (paper: alpha 0.98, lamb 2.0)
+  EMA: h_1 = g_1, then h <- alpha h + (1 - alpha) g;  g' = g + lamb h
+       (paper: alpha 0.98, lamb 2.0). The average starts from the first gradient, as the
+       reference `gradfilter_ema` does (its state is None until the first call), so the first
+       step already amplifies: g' = (1 + lamb) g. Starting from zero instead would damp the
+       filter by alpha^t for the first hundreds of steps.
   MA:  h  = mean of the last `window` gradients; g' = g + lamb h  (paper: window 100, lamb 5.0),
        applied once the window is full (before that, g' = g)
 
@@ -17,16 +21,19 @@ import optax
 
 class EmaState(NamedTuple):
   ema: optax.Updates
+  started: jax.Array  # False until the first update: then the average is the gradient itself
 
 
 def grokfast_ema(alpha: float = 0.98, lamb: float = 2.0) -> optax.GradientTransformation:
   def init(params):
-    return EmaState(ema=jax.tree.map(jnp.zeros_like, params))
+    return EmaState(ema=jax.tree.map(jnp.zeros_like, params), started=jnp.zeros((), bool))
 
   def update(grads, state, params=None):
     del params
-    ema = jax.tree.map(lambda h, g: alpha * h + (1.0 - alpha) * g, state.ema, grads)
-    return jax.tree.map(lambda g, h: g + lamb * h, grads, ema), EmaState(ema=ema)
+    ema = jax.tree.map(
+        lambda h, g: jnp.where(state.started, alpha * h + (1.0 - alpha) * g, g), state.ema, grads)
+    return (jax.tree.map(lambda g, h: g + lamb * h, grads, ema),
+            EmaState(ema=ema, started=jnp.ones((), bool)))
 
   return optax.GradientTransformation(init, update)
 
