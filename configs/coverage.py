@@ -14,16 +14,20 @@ cpu (default) — two-hop task over N = 20 tokens, 70% of each function's domain
   types, accuracy 0.95 inside the 3-coverage vs 0.10 outside (summary.json `covered_accuracy`,
   `uncovered_accuracy`; `by_k` for k = 1..5).
 paper — two-hop over N = 50, the paper's GPT-2 (8 layers, 12 heads, d_model 768), lr 8e-4,
-  weight decay 0.1, constant schedule with warmup (accelerator-sized).
+  weight decay 0.1, constant schedule with warmup, the paper's batch size 4,096 and 62,500
+  steps (accelerator-sized).
 path_ambiguity / cot — the paper task (N = 50) with the path-ambiguous graph
   (b = f1(x1, x2), t = f2(b, x2, x3)) or with chain-of-thought supervision (the bridge entity is
   emitted before the answer).
 three_hop / parallel_two_hop — the other graphs, N = 12, CPU-sized.
-sweep — data required for two-hop generalization vs N (N = 20 .. 50), exponent fit
-  (accelerator-sized). sweep_cpu: the same at N = 8 .. 14 on CPU (up to 28 trainings of
-  2,000 steps: most of an hour on 2 cores). Measured 2026-11-29 with 1,500 steps and four
-  fractions (16 minutes): no N reached 0.8 (best 0.54-0.59 at 90% of the pool for N <= 12), so
-  no exponent at this scale — see docs/benchmarks.md.
+sweep — data required for two-hop generalization vs N (N = 20 .. 50), 3 seeds per point and
+  2 bisection steps near each N's threshold, exponent fit beside the theory's
+  N^(2.5 - 0.5/k) (accelerator-sized).
+sweep_cpu — the same at N = 8 .. 14 on CPU, 2 seeds per point and one bisection step (up to 64
+  trainings of 2,000 steps: hours on 2 cores; not run with seeds and bisection yet). Measured
+  2026-11-29 with one seed, 1,500 steps and four fractions (16 minutes): no N reached 0.8 (best
+  0.54-0.59 at 90% of the pool for N <= 12), so no exponent at this scale — see
+  docs/benchmarks.md.
 The paper-sized presets (paper, path_ambiguity, cot, sweep) and three_hop/parallel_two_hop have
 not been run to completion yet: no runtime or result is claimed for them.
 
@@ -59,7 +63,7 @@ def _paper(config):
   config.task.update(n_tokens=50, train_fraction=0.5)
   config.model = _gpt2(d_model=768, n_layers=8, n_heads=12)
   config.optim.update(lr=8e-4, warmup_steps=1000, weight_decay=0.1)
-  config.train.update(steps=50_000, batch_size=512, log_every=500, eval_every=2500,
+  config.train.update(steps=62_500, batch_size=4096, log_every=500, eval_every=2500,
                       checkpoint_every=5000)
 
 
@@ -86,14 +90,14 @@ def _parallel_two_hop(config):
 def _sweep(config):
   _paper(config)
   config.mode = "sweep"
-  config.sweep.update(n_tokens=(20, 30, 40, 50))
+  config.sweep.update(n_tokens=(20, 30, 40, 50), seeds=3, refine=2)
 
 
 def _sweep_cpu(config):
   _cpu(config)
   config.mode = "sweep"
   config.train.update(steps=2000)
-  config.sweep.update(n_tokens=(8, 10, 12, 14))
+  config.sweep.update(n_tokens=(8, 10, 12, 14), seeds=2, refine=1)
 
 
 PRESETS = {"cpu": _cpu, "paper": _paper, "path_ambiguity": _path_ambiguity, "cot": _cot,
@@ -115,6 +119,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.sweep = ml_collections.ConfigDict({
       "n_tokens": (8, 10, 12, 14), "target_accuracy": 0.8,
       "train_fractions": (0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 0.9),
+      # Seeds per point (the accuracy compared with the target is their mean) and bisection
+      # steps between the last fraction below the target and the first at it.
+      "seeds": 1, "refine": 1,
   })
   config.eval_batch_size = 512
   config.optim.schedule = "constant"

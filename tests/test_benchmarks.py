@@ -38,3 +38,35 @@ def test_mfu_benchmark_rejects_an_unknown_config_key_in_one_line():
   assert process.returncode == 2 and process.stdout == ""
   assert process.stderr.strip().splitlines()[-1] == (
       "error: unknown config key 'model.n_layerz'; did you mean 'model.n_layers'?")
+
+
+def test_the_torch_grokking_peer_computes_llmjax_s_function():
+  """grokking_speed compares like with like: from the same weights, the PyTorch peer's logits
+  (every position, or the last one only) equal llmjax's answer logits."""
+  import flax.linen
+  import jax
+  import numpy as np
+  import pytest
+
+  torch = pytest.importorskip("torch")
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import torch_grokking
+  from llmjax.experiments.grokking import answer_logits
+  from llmjax.models import Decoder, ModelConfig
+  from llmjax.tasks.algorithmic import algebraic_task
+  from llmjax.main import load_config_file
+
+  task = algebraic_task("x+y", 7)
+  values = load_config_file("configs/grokking.py").model.to_dict()
+  values.update(vocab_size=task.vocab_size, max_len=3, init_std=0.3)  # far from uniform
+  model = Decoder(ModelConfig.from_dict(values))
+  inputs = jax.numpy.asarray(task.inputs_NxT)
+  params = flax.linen.unbox(model.init(jax.random.PRNGKey(3), inputs[:1])["params"])
+  expected = np.asarray(answer_logits(model, params, inputs))
+  peer = torch_grokking.GrokTransformer(task.vocab_size, 3)
+  torch_grokking.load_llmjax_params(peer, jax.device_get(params))
+  with torch.no_grad():
+    for last_only in (False, True):
+      got = peer(torch.as_tensor(task.inputs_NxT, dtype=torch.long), last_only).numpy()
+      np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  assert np.abs(expected).max() > 1.0  # logits that a wrong wiring would not match by chance

@@ -8,7 +8,7 @@ import pytest
 
 from llmjax.analysis.coverage import k_coverage, k_coverage_brute_force, nontrivial_subsets
 from llmjax.errors import UserError
-from llmjax.experiments.coverage import fit_power_law
+from llmjax.experiments.coverage import fit_power_law, search_data_required
 from llmjax.tasks import compositional
 from llmjax.data.batches import lm_batch
 from tests.conftest import read_jsonl, run_cli
@@ -86,6 +86,42 @@ def test_fast_coverage_equals_the_brute_force_definition(seed):
     previous = fast
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_duplicate_training_rows_count_once_up_to_n_8(seed):
+  """Random tables over N up to 8, training sets with repeated rows: the fast computation equals
+  the definition (which sees a set), and equals itself on the de-duplicated rows."""
+  rng = np.random.default_rng(100 + seed)
+  n_tokens = int(rng.integers(6, 9))
+  kind = ("two_hop", "path_ambiguous")[seed % 2]
+  pool = compositional.max_train_size(kind, n_tokens, 0.7)
+  task = compositional.make_task(kind, n_tokens, int(rng.integers(pool // 4, pool // 2)),
+                                 seed=seed)
+  targets = task.full_targets()
+  train = task.splits["train"].inputs
+  repeated = np.concatenate([train, train[rng.integers(0, len(train), len(train))]])
+  rng.shuffle(repeated)
+  for k in (1, 2, 3):
+    fast = k_coverage(repeated, targets, k)
+    np.testing.assert_array_equal(fast, k_coverage_brute_force(repeated, targets, k))
+    np.testing.assert_array_equal(fast, k_coverage(train, targets, k))
+
+
+def test_a_duplicated_row_does_not_break_an_equivalence():
+  """The hand-made example below, with (0, 0) listed twice: a=0 and a=1 still agree on exactly
+  the two contexts they share, so (1, 2) stays covered."""
+  targets = np.array([[5, 6, 7], [5, 6, 7], [4, 6, 0]])
+  train = np.array([[0, 0], [0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [2, 0], [2, 1]])
+  assert k_coverage(train, targets, 2)[1, 2] and not k_coverage(train, targets, 2)[2, 2]
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, True])
+def test_k_must_be_a_positive_integer(k):
+  targets = np.zeros((3, 3), int)
+  for function in (k_coverage, k_coverage_brute_force):
+    with pytest.raises(ValueError, match=r"k = .*: expected an integer >= 1"):
+      function(np.array([[0, 0]]), targets, k)
+
+
 def test_coverage_on_a_hand_made_example():
   """Inputs (a, b) -> target, N = 3. Fragments a=0 and a=1 agree on both shared contexts
   (b = 0, 1), so they are 2-equivalent, and (1, 2) becomes covered from (0, 2) — it has the same
@@ -124,13 +160,30 @@ def test_coverage_experiment_end_to_end(tmp_path):
   assert set(summary["accuracy"]) == {"train_inferred", "both_seen", "f1_unseen", "f2_unseen",
                                       "both_unseen"}
   assert set(summary["by_k"]) == {"k1", "k2"}
-  rows = read_jsonl(workdir / "data" / "f2_unseen.jsonl")
-  task = compositional.make_task("two_hop", 6, summary["num_train"], num_test=50, seed=0)
-  covered = k_coverage(task.splits["train"].inputs, task.full_targets(), 2)
-  assert [r["input"] for r in rows] == task.splits["f2_unseen"].inputs.tolist()
-  assert [r["covered"] for r in rows] == covered[tuple(task.splits["f2_unseen"].inputs.T)].tolist()
-  assert summary["coverage_fraction"]["f2_unseen"] == pytest.approx(
-      np.mean([r["covered"] for r in rows]))
+  # A third party recomputes `covered` from the exported files alone, with the literal
+  # definition: train.jsonl, domain.json (N, k, tables) and full_targets.npz.
+  data = workdir / "data"
+  domain = json.loads((data / "domain.json").read_text())
+  assert (domain["n_tokens"], domain["num_inputs"], domain["k"]) == (6, 3, 2)
+  assert domain["domain_size"] == 216
+  with np.load(data / "full_targets.npz") as saved:
+    full_targets = saved["full_targets"]
+  assert full_targets.shape == (6, 6, 6)
+  f1, f2 = (np.asarray(t) for t in domain["tables"])  # two-hop: t = f2(f1(x1, x2), x3)
+  x1, x2, x3 = np.indices((6, 6, 6))
+  np.testing.assert_array_equal(full_targets, f2[f1[x1, x2], x3])
+  train = np.array([r["input"] for r in read_jsonl(data / "train.jsonl")])
+  seen1 = np.asarray(domain["seen"][0], bool)
+  assert seen1[train[:, 0], train[:, 1]].all() and seen1.sum() == len(
+      {(a, b) for a, b, _ in train.tolist()})
+  covered = k_coverage_brute_force(train, full_targets, domain["k"])
+  for name in ("both_seen", "f1_unseen", "f2_unseen", "both_unseen"):
+    rows = read_jsonl(data / f"{name}.jsonl")
+    assert all(r["target"] == full_targets[tuple(r["input"])] for r in rows)
+    assert [r["covered"] for r in rows] == [bool(covered[tuple(r["input"])]) for r in rows]
+    assert summary["coverage_fraction"][name] == pytest.approx(
+        np.mean([r["covered"] for r in rows]))
+  assert sum(r["covered"] for r in read_jsonl(data / "both_seen.jsonl")) > 0
   train_rows = read_jsonl(workdir / "data" / "train.jsonl")
   assert len(train_rows) == summary["num_train"] and "covered" not in train_rows[0]
   assert (workdir / "plots" / "accuracy_vs_coverage.png").exists()
@@ -151,7 +204,13 @@ def test_chain_of_thought_on_the_path_ambiguous_task_end_to_end(tmp_path):
   row = read_jsonl(workdir / "data" / "train.jsonl")[0]
   task = compositional.make_task("path_ambiguous", 5, summary["num_train"], num_test=40)
   assert row["bridges"] == task.splits["train"].bridges[0].tolist()
-  assert all(0 <= summary["accuracy"][name] <= 1 for name in summary["accuracy"])
+  # Every non-empty test split is scored, and per k its covered and uncovered rows add up.
+  sizes = {name: len(s) for name, s in task.splits.items()}
+  assert summary["test_sizes"] == sizes
+  assert set(summary["accuracy"]) == {n for n, size in sizes.items() if n != "train" and size}
+  report = summary["by_k"]["k1"]
+  pooled = sum(size for n, size in sizes.items() if n not in ("train", "train_inferred"))
+  assert report["test_covered_count"] + report["test_uncovered_count"] == pooled
 
 
 def test_sweep_finds_data_required_and_fits_the_exponent(tmp_path):
@@ -161,7 +220,8 @@ def test_sweep_finds_data_required_and_fits_the_exponent(tmp_path):
   result = run_coverage("configs/coverage.py:sweep_cpu", workdir,
                         "--config.sweep.n_tokens=(5, 7)",
                         "--config.sweep.train_fractions=(0.5, 0.9)",
-                        "--config.sweep.target_accuracy=0.0", "--config.task.num_test=30",
+                        "--config.sweep.target_accuracy=0.0", "--config.sweep.seeds=1",
+                        "--config.task.num_test=30",
                         "--config.train.steps=5", "--config.train.batch_size=16")
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((workdir / "summary.json").read_text())
@@ -169,6 +229,24 @@ def test_sweep_finds_data_required_and_fits_the_exponent(tmp_path):
               for n in (5, 7)}
   assert summary["data_required"] == expected
   assert len(summary["runs"]) == 2 and summary["not_reached"] == []
-  fit = fit_power_law([5, 7], list(expected.values()))
-  assert summary["fit"]["alpha"] == pytest.approx(fit["alpha"])
+  # Two points: the exponent is the slope between them in log-log.
+  alpha = np.log(expected["7"] / expected["5"]) / np.log(7 / 5)
+  assert summary["fit"]["alpha"] == pytest.approx(alpha)
   assert (workdir / "plots" / "data_vs_n.png").exists()
+
+
+def test_data_required_search_bisects_between_the_bracketing_fractions():
+  threshold = 0.37  # accuracy reaches the target from this fraction on
+  tried = []
+
+  def accuracy_at(fraction):
+    tried.append(fraction)
+    return 0.9 if fraction >= threshold else 0.2
+
+  found = search_data_required((0.5, 0.1, 0.2, 0.9), accuracy_at, 0.8, refine=2)
+  # 0.1, 0.2 below; 0.5 reaches it; then 0.35 (below) and 0.425 (at).
+  assert tried == [0.1, 0.2, 0.5, 0.35, 0.425] and found == pytest.approx(0.425)
+  tried.clear()
+  assert search_data_required((0.5, 0.9), accuracy_at, 0.8, refine=3) == 0.5  # nothing below
+  assert tried == [0.5]
+  assert search_data_required((0.1, 0.2), accuracy_at, 0.8, refine=2) is None

@@ -10,6 +10,12 @@ Definitions, for inputs of n positions and a training set D of (input, target) p
   same class, and the same target. The k-coverage of D is every input connected (transitively)
   to a training input; training inputs are covered.
 
+The substitution graph is built over the whole input domain (every one of the N^n inputs, with
+its true target), as the paper defines it: a path may pass through inputs that are neither
+training nor test inputs. D is a set: repeated training rows are counted once (a duplicate
+would otherwise count as a second agreement in the same context, and a pair whose agreements
+outnumber its distinct shared contexts is rejected, so a true equivalence could be dropped).
+
 `k_coverage` computes it for every input of the domain at once, vectorised: per subset, the
 candidate fragment pairs are those that agree in some context (grouped by (context, target)),
 their shared contexts are counted with bitsets, and the classes come from connected components;
@@ -24,6 +30,12 @@ from collections import defaultdict
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
+
+
+def _check_k(k) -> None:
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    raise ValueError(f"k = {k!r}: expected an integer >= 1 (the number of shared contexts "
+                     "two fragments need to be equivalent)")
 
 
 def nontrivial_subsets(num_positions: int) -> list[tuple[int, ...]]:
@@ -95,12 +107,14 @@ def k_coverage(train_inputs: np.ndarray, full_targets: np.ndarray, k: int) -> np
   """Which inputs of the whole domain lie in the k-coverage of the training inputs.
 
   Args:
-    train_inputs: [M, n] distinct training inputs (token ids in [0, N)).
+    train_inputs: [M, n] training inputs (token ids in [0, N)); repeated rows count once.
     full_targets: the target of every input, an array of shape (N,) * n.
-    k: the equivalence threshold (>= 1).
+    k: the equivalence threshold (an integer >= 1).
   Returns:
     covered: bool array of shape (N,) * n.
   """
+  _check_k(k)
+  train_inputs = np.unique(np.asarray(train_inputs).reshape(len(train_inputs), -1), axis=0)
   n = full_targets.ndim
   N = full_targets.shape[0]
   size = full_targets.size
@@ -135,6 +149,7 @@ def k_coverage_brute_force(train_inputs: np.ndarray, full_targets: np.ndarray,
                            k: int) -> np.ndarray:
   """The definition, literally: pairwise equivalence, union-find, breadth-first substitution.
   For tests on small instances only."""
+  _check_k(k)
   n, shape = full_targets.ndim, full_targets.shape
   train = {tuple(int(v) for v in x): int(full_targets[tuple(x)]) for x in train_inputs}
   classes = {}

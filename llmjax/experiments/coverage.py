@@ -11,10 +11,19 @@ Modes:
   single  one task, one model: accuracy per type, covered vs uncovered accuracy per k, coverage
           fraction per test type (summary.json; plots/accuracy_vs_coverage.png).
   sweep   for each N in `sweep.n_tokens`, train on growing training sets (fractions of the inputs
-          that compose seen entries) until the both-seen accuracy reaches `sweep.target_accuracy`;
-          fit log(data required) = alpha * log(N) + c and report alpha with its 95% confidence
-          interval (paper: alpha >= 2; plots/data_vs_n.png).
-Every run exports its splits to W/data/<split>.jsonl with `covered` labels at `coverage.k`.
+          that compose seen entries) until the both-seen accuracy, averaged over
+          `sweep.seeds` seeds (each its own tables and split), reaches
+          `sweep.target_accuracy`; then bisect `sweep.refine` times between the last fraction
+          below the target and the first at it, so the threshold is read on a finer grid.
+          Fit log(data required) = alpha * log(N) + c and report alpha with its 95% confidence
+          interval (paper: alpha >= 2), beside the paper's k-dependent theory
+          N_req ~ N^(2.5 - 0.5/k) for k = 1, 2, 3 (plots/data_vs_n.png).
+Every run exports its splits to W/data/<split>.jsonl with `covered` labels at `coverage.k`,
+and beside them what recomputing those labels needs and nothing else: W/data/domain.json (the
+task kind, the domain size N and input length n, k, each function's table and its seen-entry
+table) and W/data/full_targets.npz (the target of every one of the N^n inputs, which the
+k-coverage definition ranges over). `covered` follows from train.jsonl and these two files
+alone (tests/test_coverage.py recomputes it with the literal definition).
 """
 
 import json
@@ -50,11 +59,21 @@ def _num_train(task_config, n_tokens: int) -> int:
   return max(1, int(task_config.train_fraction * pool))
 
 
-def export_splits(task, covered_mask, cot: bool, directory: str) -> None:
-  """W/data/<split>.jsonl: input, target, type, (bridges with CoT), covered on test rows."""
+def export_splits(task, covered_mask, cot: bool, directory: str, k: int) -> None:
+  """W/data/<split>.jsonl: input, target, type, (bridges with CoT), covered on test rows; and
+  W/data/domain.json + full_targets.npz, from which `covered` can be recomputed."""
   if not runio.is_writer():
     return
   os.makedirs(directory, exist_ok=True)
+  domain = {"kind": task.kind, "n_tokens": task.n_tokens, "num_inputs": task.num_inputs,
+            "domain_size": task.n_tokens ** task.num_inputs, "k": k,
+            "tables": [t.tolist() for t in task.tables],
+            "seen": [s.astype(int).tolist() for s in task.seen]}
+  with runio.atomic_output(os.path.join(directory, "domain.json")) as tmp, open(tmp, "w") as f:
+    json.dump(domain, f)
+  with runio.atomic_output(os.path.join(directory, "full_targets.npz")) as tmp:
+    with open(tmp, "wb") as f:
+      np.savez_compressed(f, full_targets=task.full_targets().astype(np.int32))
   for name, split in task.splits.items():
     covered = covered_mask[tuple(split.inputs.T)]
     with runio.atomic_output(os.path.join(directory, f"{name}.jsonl")) as tmp, open(tmp, "w") as f:
@@ -153,7 +172,8 @@ def run_single(config, workdir: str) -> dict:
   if config.coverage.k not in ks:
     ks.append(config.coverage.k)
   masks, report = coverage_report(task, correct, ks)
-  export_splits(task, masks[config.coverage.k], config.task.cot, os.path.join(workdir, "data"))
+  export_splits(task, masks[config.coverage.k], config.task.cot, os.path.join(workdir, "data"),
+                config.coverage.k)
   _plot_accuracy_vs_coverage(os.path.join(workdir, "plots", "accuracy_vs_coverage.png"),
                              report, task)
   train_rows = runio.read_metrics(workdir, "train")
@@ -215,6 +235,40 @@ def fit_power_law(n_values, data_required, confidence: float = 0.95) -> dict:
           "intercept": float(fit.intercept), "r2": float(fit.rvalue ** 2)}
 
 
+def search_data_required(fractions, accuracy_at, target: float, refine: int):
+  """The smallest training fraction whose accuracy reaches `target`.
+
+  Tries `fractions` in increasing order until one reaches the target, then bisects `refine`
+  times between it and the fraction before it (none before: no bisection). `accuracy_at`
+  (fraction -> accuracy) is called once per fraction tried. Returns the smallest fraction found
+  at the target, or None if none of `fractions` reaches it.
+  """
+  below = None
+  for fraction in sorted(fractions):
+    if accuracy_at(fraction) >= target:
+      above = fraction
+      break
+    below = fraction
+  else:
+    return None
+  if below is not None:
+    for _ in range(refine):
+      middle = (below + above) / 2
+      if accuracy_at(middle) >= target:
+        above = middle
+      else:
+        below = middle
+  return above
+
+
+THEORY_KS = (1, 2, 3)
+
+
+def theory_exponent(k: int) -> float:
+  """The paper's bound on the data required for k-coverage: N_req ~ N^(2.5 - 0.5/k)."""
+  return 2.5 - 0.5 / k
+
+
 def run_sweep(config, workdir: str) -> dict:
   sweep = config.sweep
   if len(sweep.n_tokens) < 2:
@@ -223,26 +277,38 @@ def run_sweep(config, workdir: str) -> dict:
   runs, required = [], {}
   for n_tokens in sweep.n_tokens:
     pool = compositional.max_train_size(config.task.kind, n_tokens, config.task.seen_fraction)
-    for fraction in sweep.train_fractions:
+    sizes = {}
+
+    def accuracy_at(fraction):
       num_train = max(1, int(fraction * pool))
-      run_dir = os.path.join(workdir, "sweep", f"N{n_tokens}_train{num_train}")
-      task = _make_task(config.task, n_tokens, num_train, config.seed)
-      model_config, params, trainer, result = train_model(config, task, run_dir)
-      correct = answer_accuracy(model_config, params, trainer.parallel, task, config.task.cot,
-                                config.eval_batch_size)
-      accuracy = float(correct[both_seen].mean())
-      runs.append({"n_tokens": n_tokens, "num_train": num_train, "steps": result["step"],
-                   f"{both_seen}_accuracy": accuracy})
-      print(f"sweep: N={n_tokens} train={num_train} {both_seen} accuracy={accuracy:.3f}",
-            file=sys.stderr, flush=True)
-      if accuracy >= sweep.target_accuracy:
-        required[n_tokens] = num_train
-        break
+      accuracies = []
+      for s in range(sweep.seeds):
+        seed = config.seed + s
+        run_dir = os.path.join(workdir, "sweep", f"N{n_tokens}_train{num_train}_seed{seed}")
+        task = _make_task(config.task, n_tokens, num_train, seed)
+        model_config, params, trainer, result = train_model(config, task, run_dir)
+        correct = answer_accuracy(model_config, params, trainer.parallel, task,
+                                  config.task.cot, config.eval_batch_size)
+        accuracies.append(float(correct[both_seen].mean()))
+        runs.append({"n_tokens": n_tokens, "num_train": num_train, "seed": seed,
+                     "steps": result["step"], f"{both_seen}_accuracy": accuracies[-1]})
+      accuracy = float(np.mean(accuracies))
+      sizes[fraction] = num_train
+      print(f"sweep: N={n_tokens} train={num_train} {both_seen} accuracy={accuracy:.3f} "
+            f"(mean of {sweep.seeds} seeds)", file=sys.stderr, flush=True)
+      return accuracy
+
+    found = search_data_required(sweep.train_fractions, accuracy_at, sweep.target_accuracy,
+                                 sweep.refine)
+    if found is not None:
+      required[n_tokens] = sizes[found]
   reached = sorted(required)
   summary = {"task": config.task.kind, "cot": bool(config.task.cot),
-             "target_accuracy": sweep.target_accuracy, "runs": runs,
+             "target_accuracy": sweep.target_accuracy, "seeds_per_point": sweep.seeds,
+             "refine": sweep.refine, "runs": runs,
              "data_required": {str(n): required[n] for n in reached},
-             "not_reached": [n for n in sweep.n_tokens if n not in required]}
+             "not_reached": [n for n in sweep.n_tokens if n not in required],
+             "theory_exponents": {f"k{k}": theory_exponent(k) for k in THEORY_KS}}
   if len(reached) >= 2:
     summary["fit"] = fit_power_law(reached, [required[n] for n in reached])
     _plot_data_vs_n(os.path.join(workdir, "plots", "data_vs_n.png"), reached,
@@ -260,10 +326,17 @@ def _plot_data_vs_n(path, n_values, data, fit) -> None:
   lo, hi = fit["alpha_ci"]
   ax.loglog(xs, np.exp(fit["intercept"]) * xs ** fit["alpha"],
             label=f"fit: alpha = {fit['alpha']:.2f} [{lo:.2f}, {hi:.2f}]")
+  # The theory's slopes, drawn through the geometric centre of the measured points.
+  centre_x = np.exp(np.mean(np.log(n_values)))
+  centre_y = np.exp(np.mean(np.log(data)))
+  for k, style in zip(THEORY_KS, (":", "--", "-.")):
+    exponent = theory_exponent(k)
+    ax.loglog(xs, centre_y * (xs / centre_x) ** exponent, style, color="gray",
+              label=f"theory k={k}: N^{exponent:.2f}")
   ax.set(xlabel="token-set size N", ylabel="training examples needed",
          title="data required vs N")
   ax.grid(alpha=0.3, which="both")
-  ax.legend()
+  ax.legend(fontsize=7)
   plotting.save_figure(fig, path)
 
 
@@ -279,6 +352,8 @@ def check_config(config) -> None:
     checks.expect(0 < value <= 1, f"task.{key}", value, "a fraction in (0, 1]")
   checks.expect(0 <= config.sweep.target_accuracy <= 1, "sweep.target_accuracy",
                 config.sweep.target_accuracy, "a fraction in [0, 1]")
+  checks.positive_ints(config.sweep, "sweep", "seeds")
+  checks.non_negative_ints(config.sweep, "sweep", "refine")
 
 
 def run(config, workdir: str) -> dict:
