@@ -141,3 +141,26 @@ def test_sigterm_checkpoints_and_exits_0(tmp_path):
   assert summary["stopped_early"] is True and 20 <= summary["steps"] < 1000000
   saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
   assert summary["steps"] in saved
+
+
+@pytest.mark.parametrize("preset, task, weight_decay", [
+    ("paper_algebraic", {"family": "algebraic", "op": "x+y", "modulus": 113,
+                         "train_fraction": 0.3}, 1.0),
+    ("paper_graph", {"family": "graph", "graph": "lattice7x7", "train_fraction": 0.8}, 3.0),
+    ("paper_comparison", {"family": "comparison", "grid": "grid2d", "train_fraction": 0.2}, 1.0)])
+def test_paper_presets_use_the_paper_settings(preset, task, weight_decay):
+  config = main.load_config_file(f"configs/grokking.py:{preset}")
+  assert {k: config.task[k] for k in task} == task
+  assert (config.optim.lr, config.optim.weight_decay, config.num_seeds) == (
+      1e-3, weight_decay, 20)
+  # The papers' definitions are the defaults; llmjax's variants are named options.
+  assert config.analysis.violation_statistic == "max"
+  assert config.acceleration.symmetry_inputs == "train"
+
+
+def test_bad_analysis_settings_are_named(tmp_path, capsys):
+  assert main.main(grok_args(tmp_path, "--config.analysis.violation_statistic=median")) == 2
+  assert "analysis.violation_statistic = 'median': expected one of ('max', 'mean')" in (
+      capsys.readouterr().err)
+  assert main.main(grok_args(tmp_path, "--config.acceleration.symmetry_inputs=test")) == 2
+  assert "acceleration.symmetry_inputs = 'test'" in capsys.readouterr().err
