@@ -98,8 +98,10 @@ def main() -> None:
   for name in names:
     if name != "baseline":
       for unit, key in (("steps", "median"), ("seconds", "seconds")):
-        ratio = base[key] / measured[name][key]
-        result[name][f"speedup_{unit}"] = round(ratio, 3) if math.isfinite(ratio) else None
+        # A side that never generalized within the budget has no ratio (null), not 0 or inf.
+        both = math.isfinite(base[key]) and math.isfinite(measured[name][key])
+        result[name][f"speedup_{unit}"] = (round(base[key] / measured[name][key], 3)
+                                           if both else None)
   print(json.dumps(result))
 
 

@@ -14,6 +14,8 @@ accuracy reaches 0.99 minus that crossing step. Signals:
   violation_max_train    the same on training inputs only (instances whose inputs are all
                          training inputs; what a run can see without its test set)
   violation_mean_train
+  violation_max_<identity>  the maximum over one identity's instances (e.g. commutativity,
+                         associativity): which identity the whole-table maximum waits for
   control_test_loss      the test loss itself: a signal that falls as test accuracy rises,
                          so a violation lead is only informative where it beats this one
 
@@ -65,7 +67,10 @@ def main() -> None:
       rows = runio.read_metrics(os.path.join(workdir), "eval")
     threshold = summary["violation_threshold"]
     out = {"violation_threshold": threshold}
-    for signal, key in SIGNALS.items():
+    per_identity = {f"violation_max_{key[len('violation_'):-len('_max')]}": key
+                    for key in sorted(rows[0]) if key.startswith("violation_")
+                    and key.endswith("_max") and key != "violation_max"}
+    for signal, key in {**SIGNALS, **per_identity}.items():
       leads = []
       for i in range(args.seeds):
         curve = [r for r in rows if r["seed"] == i]

@@ -79,6 +79,14 @@ def test_organized_needs_the_dimension_to_fall_and_comes_after_generalization():
                               [25] * 2 + [15] * 9, 0.1)
   assert late["step_symmetry"] == 500 and late["step_generalized"] == 400
   assert late["step_organized"] == 500 and late["ordered"] is False
+  # A dimension still falling at the end is not organized: the last evaluation is trivially
+  # within 10% of the final value, and one or two evaluations are no plateau.
+  falling = stages.detect_stages(steps, train, test, violation,
+                                 [30, 30, 28, 26, 24, 22, 20, 18, 16, 14, 12], 0.1)
+  assert falling["step_generalized"] == 400 and falling["step_organized"] is None
+  settling = stages.detect_stages(steps, train, test, violation,
+                                  [30, 30, 28, 26, 24, 22, 20, 18, 12, 12, 12], 0.1)
+  assert settling["step_organized"] == 800
 
 
 def test_frequency_plane_puts_the_numbers_on_a_circle_in_order():

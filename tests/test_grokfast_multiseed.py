@@ -30,6 +30,19 @@ def test_grokfast_ma_waits_for_a_full_window():
   assert outputs == [1.0, 2.0, 3.0 + 2.0, 4.0 + 3.0]  # mean of (1,2,3), then of (2,3,4)
 
 
+def test_grokfast_ma_running_sum_matches_the_window_mean_over_many_steps():
+  # The running sum must equal the mean of the last `window` gradients long after the ring
+  # buffer has wrapped (the reference recomputes the mean from a deque every step).
+  tx = grokfast_ma(window=7, lamb=5.0)
+  update = jax.jit(tx.update)
+  state = tx.init({"w": jnp.zeros(4)})
+  grads = np.random.default_rng(5).normal(size=(60, 4)).astype(np.float32)
+  for t, g in enumerate(grads):
+    out, state = update({"w": jnp.asarray(g)}, state)
+    expected = g + (5.0 * grads[t - 6:t + 1].mean(0) if t >= 6 else 0.0)
+    np.testing.assert_allclose(out["w"], expected, rtol=1e-5, atol=1e-5)
+
+
 def _problem():
   """Linear regression with a per-seed subset of rows: small enough to check exactly."""
   rng = np.random.default_rng(0)

@@ -68,6 +68,22 @@ def test_associativity_composition_against_brute_force():
                                rtol=1e-4)
 
 
+def test_subtraction_associativity_against_its_own_identity():
+  """x-y has no associativity; its identity is (x-y)-z = x-(y+z): both sides read the model."""
+  p = 5
+  task = algebraic_task("x-y", p, num_triples=16)
+  logits = np.random.default_rng(3).normal(size=(task.size, task.vocab_size))
+  probs = np.exp(logits[:, :p]) / np.exp(logits[:, :p]).sum(-1, keepdims=True)
+  row = lambda a, b: a * p + b  # noqa: E731  (the table enumerates x, then y)
+  assert all(task.targets_N[row(a, b)] == (a - b) % p for a in range(p) for b in range(p))
+  _, _, x, y, z, _ = task.symmetry["associativity"]
+  got = np.asarray(instance_violations(jnp.asarray(logits), task)["associativity"])
+  for m in range(16):
+    left = sum(probs[row(x[m], y[m]), a] * probs[row(a, z[m])] for a in range(p))
+    right = probs[row(x[m], (y[m] + z[m]) % p)]
+    np.testing.assert_allclose(got[m], _skl(left, right), rtol=1e-4)
+
+
 def _skl(p, q):
   """SKL by hand (no floor: the test distributions have full support)."""
   return sum((a - b) * np.log(a / b) for a, b in zip(p, q))

@@ -1,7 +1,7 @@
 """The three stages of grokking, read off a run's curves.
 
 The rules (each gives the first logged step at which it holds, or None when the run never
-reaches it; a stage is never reported at step 0 by default):
+reaches it; a stage not reached is None, never a step number):
 
   memorized          train accuracy >= 0.99.
   symmetry acquired  at or after memorization, the violation falls below `threshold` times its
@@ -17,8 +17,10 @@ reaches it; a stage is never reported at step 0 by default):
   organized          at or after every earlier stage (memorized, symmetry, generalized: all must
                      be reached), the effective dimension has fallen by at least `min_drop` (a
                      fraction) from its peak since memorization, and from that step to the end of
-                     the run it stays within 10% of its final value. A run whose dimension never
-                     fell is not organized, however long it ran.
+                     the run it stays within 10% of its final value, over at least
+                     `ORGANIZED_PLATEAU_EVALS` evaluations (so the last logged step alone,
+                     trivially "close to the final value", never counts). A run whose dimension
+                     never fell is not organized, however long it ran.
 
 Stage (i) memorization runs from the start to `memorized`; stage (ii) symmetry acquisition from
 `memorized` to `symmetry`; stage (iii) geometric organization from `symmetry` to `organized`.
@@ -34,6 +36,7 @@ import numpy as np
 ACCURACY_LEVEL = 0.99
 ORGANIZED_TOLERANCE = 0.10
 ORGANIZED_MIN_DROP = 0.25
+ORGANIZED_PLATEAU_EVALS = 3  # the organized evaluation and at least two after it
 STATISTICS = ("max", "mean")
 
 
@@ -75,7 +78,8 @@ def detect_stages(steps: Sequence[int], train_accuracy: Sequence[float],
       close = np.abs(dims - final) <= ORGANIZED_TOLERANCE * max(final, 1.0)
       stays = np.flip(np.cumprod(np.flip(close))).astype(bool)  # close from here to the end
       fell = dims <= (1.0 - min_drop) * dims_peak
-      organized = _first(steps, (steps >= max(symmetry, generalized)) & fell & stays)
+      plateau = np.arange(len(steps)) <= len(steps) - ORGANIZED_PLATEAU_EVALS
+      organized = _first(steps, (steps >= max(symmetry, generalized)) & fell & stays & plateau)
   found = [memorized, symmetry, generalized, organized]
   return {
       "step_memorized": memorized,

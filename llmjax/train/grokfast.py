@@ -40,20 +40,24 @@ def grokfast_ema(alpha: float = 0.98, lamb: float = 2.0) -> optax.GradientTransf
 
 class MaState(NamedTuple):
   window: optax.Updates  # [window, *shape] ring buffer per leaf
+  total: optax.Updates  # the sum of the buffer, kept up to date so a step reads one slot
   count: jax.Array
 
 
 def grokfast_ma(window: int = 100, lamb: float = 5.0) -> optax.GradientTransformation:
   def init(params):
     return MaState(window=jax.tree.map(lambda p: jnp.zeros((window, *p.shape), p.dtype), params),
-                   count=jnp.zeros((), jnp.int32))
+                   total=jax.tree.map(jnp.zeros_like, params), count=jnp.zeros((), jnp.int32))
 
   def update(grads, state, params=None):
     del params
     slot = state.count % window
+    # Replace the oldest gradient and update the running sum by the difference: reading the
+    # whole window for its mean every step cost 3-4x the training step of the grokking model.
+    total = jax.tree.map(lambda t, b, g: t + g - b[slot], state.total, state.window, grads)
     buffer = jax.tree.map(lambda b, g: b.at[slot].set(g), state.window, grads)
     full = state.count + 1 >= window
-    out = jax.tree.map(lambda g, b: g + jnp.where(full, lamb * b.mean(axis=0), 0.0), grads, buffer)
-    return out, MaState(window=buffer, count=state.count + 1)
+    out = jax.tree.map(lambda g, t: g + jnp.where(full, (lamb / window) * t, 0.0), grads, total)
+    return out, MaState(window=buffer, total=total, count=state.count + 1)
 
   return optax.GradientTransformation(init, update)
