@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 
 import pytest
 
@@ -172,3 +173,36 @@ def test_exploration_stops_at_max_steps():
   explore([item], lambda prompts, k: [["The answer is 2"] * k for _ in prompts], k=1,
           max_steps=20)
   assert item.pit is None and len(item.completions) == 20
+
+
+def _answer_from_question(question):
+  """An independent reading of the generator's question sentences."""
+  value = int(re.search(r"has (\d+) ", question).group(1))
+  for sentence in question.split(". ")[1:]:
+    if m := re.search(r"gets (\d+) more", sentence):
+      value += int(m.group(1))
+    elif m := re.search(r"gives away (\d+)", sentence):
+      value -= int(m.group(1))
+    elif "doubles" in sentence:
+      value *= 2
+    elif "triples" in sentence:
+      value *= 3
+  return value
+
+
+def test_word_problems_are_verifiable_and_reproducible():
+  from llmjax.tasks.word_problems import make_problems
+  problems = make_problems(300, seed=3)
+  assert problems == make_problems(300, seed=3) and problems != make_problems(300, seed=4)
+  assert len({p["question"] for p in problems}) == 300
+  lengths = set()
+  for p in problems:
+    assert str(_answer_from_question(p["question"])) == p["gold"], p
+    assert annotations_check(p["rationale"]) and is_correct(p["rationale"], p["gold"])
+    assert 0 <= int(p["gold"]) <= 99
+    steps = steps_of(p["rationale"])
+    assert steps[-1] == f"The answer is {p['gold']}"
+    lengths.add(len(steps) - 1)
+  assert lengths == {1, 2, 3}
+  with pytest.raises(ValueError, match="expected count >= 1"):
+    make_problems(0, seed=0)
