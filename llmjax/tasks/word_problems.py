@@ -3,20 +3,19 @@
 A problem starts from a count (2-9) and applies 1-3 operations, each a sentence of the
 question and a step of the rationale with a calculator annotation:
 
-  question   "Tom has 4 marbles. Then Tom gets 3 more. Then Tom doubles them. How many
-             marbles does Tom have now?"
-  rationale  "After getting 3 more, Tom has 4+3 = <<4+3=7>>7 marbles.\\n"
-             "After doubling, Tom has 7*2 = <<7*2=14>>14 marbles.\\n"
-             "The answer is 14"
+  question   "Tom has 4 cards. Then Tom gets 3 more. Then Tom doubles them. How many cards
+             does Tom have now?"
+  rationale  "4+3 = <<4+3=7>>7\\n7*2 = <<7*2=14>>14\\nThe answer is 14"
 
 Counts stay in 0..99 (a subtraction never goes below zero), so a small byte-level model can
-learn the arithmetic but makes mistakes at some step: the pits Self-Explore looks for.
+learn the arithmetic but makes mistakes at some step: the pits Self-Explore looks for. The
+rationale's steps are bare equations (no prose) to keep the byte sequences short on CPU.
 """
 
 import numpy as np
 
 NAMES = ("Tom", "Ann", "Sam", "Lea", "Max", "Ivy", "Ben", "Zoe")
-ITEMS = ("marbles", "apples", "cards", "coins", "books", "shells")
+ITEMS = ("cards", "pens", "cups", "eggs", "hats", "toys")
 OPERATIONS = ("add", "subtract", "multiply")
 
 
@@ -37,7 +36,6 @@ def _operation(rng, value: int) -> tuple[str, int]:
 
 
 _MULTIPLY_WORD = {2: "doubles", 3: "triples"}
-_MULTIPLY_GERUND = {2: "doubling", 3: "tripling"}
 
 
 def make_problem(rng: np.random.Generator, min_ops: int = 1, max_ops: int = 3) -> dict:
@@ -50,18 +48,14 @@ def make_problem(rng: np.random.Generator, min_ops: int = 1, max_ops: int = 3) -
     if kind == "add":
       result, symbol = value + operand, "+"
       sentences.append(f"Then {name} gets {operand} more.")
-      doing = f"getting {operand} more"
     elif kind == "subtract":
       result, symbol = value - operand, "-"
       sentences.append(f"Then {name} gives away {operand}.")
-      doing = f"giving away {operand}"
     else:
       result, symbol = value * operand, "*"
       sentences.append(f"Then {name} {_MULTIPLY_WORD[operand]} them.")
-      doing = _MULTIPLY_GERUND[operand]
     expression = f"{value}{symbol}{operand}"
-    steps.append(f"After {doing}, {name} has {expression} = <<{expression}={result}>>{result} "
-                 f"{item}.")
+    steps.append(f"{expression} = <<{expression}={result}>>{result}")
     value = result
   sentences.append(f"How many {item} does {name} have now?")
   return {"question": " ".join(sentences),
