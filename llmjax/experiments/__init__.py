@@ -22,6 +22,7 @@ EXPERIMENTS = {
     "sft": "llmjax.experiments.sft",
     "dpo": "llmjax.experiments.dpo",
     "did_synthetic": "llmjax.experiments.did_synthetic",
+    "self_explore": "llmjax.experiments.self_explore",
 }
 
 
