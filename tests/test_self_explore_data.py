@@ -6,13 +6,14 @@ import re
 
 import pytest
 
+from llmjax.data.readers import read_gsm8k
 from llmjax.errors import DataError
 from llmjax.experiments.self_explore_data import (Exploration, edit_distance, explore,
                                                   outcome_pairs, pit_histogram, prefix_prompt,
                                                   rft_rationales, step_pairs, steps_of)
 from llmjax.tasks.math_answers import (annotations_check, equation_signature,
                                        evaluate_expression, extract_answer, gsm8k_rationale,
-                                       is_correct, normalise_number, read_gsm8k)
+                                       is_correct, normalise_number)
 
 GSM8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k")
 

@@ -10,6 +10,7 @@ import os
 from typing import Iterator, Sequence
 
 from llmjax.errors import DataError, UserError
+from llmjax.tasks import math_answers
 
 
 @dataclasses.dataclass
@@ -120,3 +121,22 @@ def read_text_numbered(path: os.PathLike, unit: str = "paragraph") -> Iterator[t
 def _line_of_offset(path: os.PathLike, offset: int) -> int:
   with open(path, "rb") as f:
     return f.read(offset).count(b"\n") + 1
+
+
+def read_gsm8k(path: os.PathLike) -> list[dict]:
+  """A GSM8K-format JSONL file -> [{"question", "rationale", "gold", "where"}], the rationale
+  rewritten to end in 'The answer is N'. A malformed row raises DataError naming file and line
+  (the CLI prints it as one line and exits 2)."""
+  problems = []
+  for line, row in read_jsonl_numbered(path, required=("question", "answer")):
+    if not isinstance(row["question"], str) or not isinstance(row["answer"], str):
+      raise DataError(f"{path}:{line}: malformed row: 'question' and 'answer' must be strings")
+    try:
+      rationale, gold = math_answers.gsm8k_rationale(row["answer"])
+    except ValueError as e:
+      raise DataError(f"{path}:{line}: malformed row: {e}") from None
+    problems.append({"question": row["question"], "rationale": rationale, "gold": gold,
+                     "where": f"{path}:{line}"})
+  if not problems:
+    raise DataError(f"{path}: no problems; expected JSONL rows with 'question' and 'answer'")
+  return problems

@@ -35,6 +35,7 @@ import numpy as np
 
 from llmjax import runio
 from llmjax.data.examples import read_examples
+from llmjax.data.readers import read_gsm8k
 from llmjax.errors import UserError
 from llmjax.experiments import self_explore_data as method
 from llmjax.experiments.dpo_training import stage_config, summarise, train_dpo
@@ -87,7 +88,7 @@ def load_problems(task) -> dict[str, list[dict]]:
                                         task.min_ops, task.max_ops)
     splits = {"train": drawn[:task.train_problems], "test": drawn[task.train_problems:]}
   elif task.kind == "gsm8k":
-    splits = {name: math_answers.read_gsm8k(os.path.join(task.path, f"{name}.jsonl"))
+    splits = {name: read_gsm8k(os.path.join(task.path, f"{name}.jsonl"))
               for name in ("train", "test")}
     if task.train_problems:
       splits["train"] = splits["train"][:task.train_problems]

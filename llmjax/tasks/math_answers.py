@@ -10,11 +10,7 @@ turns "1,000" against "1000" into a false mistake.
 import ast
 import math
 import operator
-import os
 import re
-
-from llmjax.data.readers import read_jsonl_numbered
-from llmjax.errors import DataError
 
 # The answer statement; `$` before the number is accepted too (models copy the question's
 # currency), which the reference pattern `The answer is:?\s*(-?[0-9.,]+)` would miss.
@@ -117,21 +113,3 @@ def equation_signature(rationale: str) -> str:
   compute the same things and count once in the RFT data."""
   return "|".join(f"{e}={r}" for e, r in annotations(rationale)).replace(" ", "")
 
-
-def read_gsm8k(path: os.PathLike) -> list[dict]:
-  """A GSM8K-format JSONL file -> [{"question", "rationale", "gold", "where"}], the rationale
-  rewritten to end in 'The answer is N'. A malformed row raises DataError naming file and line
-  (the CLI prints it as one line and exits 2)."""
-  problems = []
-  for line, row in read_jsonl_numbered(path, required=("question", "answer")):
-    if not isinstance(row["question"], str) or not isinstance(row["answer"], str):
-      raise DataError(f"{path}:{line}: malformed row: 'question' and 'answer' must be strings")
-    try:
-      rationale, gold = gsm8k_rationale(row["answer"])
-    except ValueError as e:
-      raise DataError(f"{path}:{line}: malformed row: {e}") from None
-    problems.append({"question": row["question"], "rationale": rationale, "gold": gold,
-                     "where": f"{path}:{line}"})
-  if not problems:
-    raise DataError(f"{path}: no problems; expected JSONL rows with 'question' and 'answer'")
-  return problems
