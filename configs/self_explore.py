@@ -31,7 +31,7 @@ def _tiny(config):
                               d_ff=384, max_len=224)
   config.data.tokenizer = "byte"
   config.task.update(kind="word_problems", train_problems=1000, test_problems=200, samples=8,
-                     explore_k=4, explore_pairs=200, max_new_tokens=64, sample_batch=256)
+                     explore_k=4, explore_pairs=200, max_new_tokens=112, sample_batch=256)
   config.sft.train.update(steps=600, batch_size=16, log_every=100, eval_every=300,
                           checkpoint_every=300, eval_batches=2, seq_len=208)
   config.sft.optim.update(lr=3e-3, warmup_steps=50, weight_decay=0.0)
