@@ -16,49 +16,30 @@ Params pass from stage to stage in memory; a rerun in a new process reads them b
 stage's checkpoints.
 """
 
-import json
 import os
 
 from llmjax.data.examples import read_examples
 from llmjax.errors import UserError
-from llmjax.experiments.dpo_training import stage_config, summarise, train_dpo
+from llmjax.experiments.dpo_training import summarise, train_dpo
+from llmjax.experiments.pipeline_policies import PipelinePolicies, write_rows
 from llmjax.experiments.sft import train_sft
-from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
-from llmjax.infer import Generator, SamplingParams, generate_text
-from llmjax.parallel import Parallel
+from llmjax.experiments.starting_point import StartingPoint, record_model
+from llmjax.infer import SamplingParams
 from llmjax.pipeline import Pipeline, Stage
 from llmjax.tasks import sorting
-from llmjax.weights import load_model
-
-
-def _write_jsonl(path: str, rows) -> None:
-  with open(path, "w") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
 
 
 def run(config, workdir: str) -> dict:
   if config.task.kind != "sorting":
     raise UserError(f"task.kind = {config.task.kind!r}: expected 'sorting' or '' (pair files)")
   task, seed = config.task, config.seed
-  parallel = Parallel.from_config(config.mesh, config.sharding_rules)
-  start = starting_point(config, parallel)
-  record_model(config, workdir, start)
-  tokenizer = start.tokenizer
+  policies = PipelinePolicies(config, workdir, task.sample_batch)
+  start, tokenizer, parallel = policies.start, policies.tokenizer, policies.parallel
+  sft_config, params_of = policies.sft_config, policies.params_of
   length = config.train.seq_len + 1
-  sft_config = stage_config(config, train=dict(config.sft.train), optim=dict(config.sft.optim))
-  generator = Generator(start.model_config, parallel, batch_size=task.sample_batch,
-                        length_bucket=16, pad_id=tokenizer.pad_id)
-
-  def params_of(ctx, stage):
-    return ctx.artifact(stage, "params",
-                        lambda directory: load_model(directory, parallel).params)
 
   def complete(params, prompts, sampling, sample_seed=0):
-    ids = [tokenizer.encode_prompt(p) for p in prompts]
-    results, _ = generate_text(generator, params, tokenizer, ids, sampling, seed=sample_seed,
-                               stop_token_ids=tokenizer.stop_ids)
-    return [[c.text for c in completions] for completions in results]
+    return policies.complete(params, prompts, sampling, sample_seed)[0]
 
   # Every split's prompts are distinct from every other's.
   splits = sorting.disjoint_prompts(
@@ -66,9 +47,9 @@ def run(config, workdir: str) -> dict:
        "eval_pairs": task.eval_prompts, "test": task.test_prompts}, task.digits, seed)
 
   def sft(ctx):
-    _write_jsonl(ctx.path("train.jsonl"), sorting.noisy_examples(
+    write_rows(ctx.path("train.jsonl"), sorting.noisy_examples(
         splits["sft"], task.noise, task.trap, seed))
-    _write_jsonl(ctx.path("dev.jsonl"), sorting.noisy_examples(
+    write_rows(ctx.path("dev.jsonl"), sorting.noisy_examples(
         splits["dev"], task.noise, task.trap, seed + 1))
     train = read_examples(ctx.path("train.jsonl"), tokenizer, length, ("completion",))
     dev = read_examples(ctx.path("dev.jsonl"), tokenizer, length, ("completion",))
@@ -92,7 +73,7 @@ def run(config, workdir: str) -> dict:
           continue
         rows.append({"prompt": prompt, "chosen": right[0] if right else sorting.answer(prompt),
                      "rejected": wrong[0]})
-      _write_jsonl(ctx.path(f"{name}_pairs.jsonl"), rows)
+      write_rows(ctx.path(f"{name}_pairs.jsonl"), rows)
       counts.update({f"{name}_pairs": len(rows), f"{name}_prompts_all_right": all_right})
     return counts
 

@@ -38,26 +38,15 @@ from llmjax.data.examples import read_examples
 from llmjax.data.readers import read_gsm8k
 from llmjax.errors import UserError
 from llmjax.experiments import self_explore_data as method
-from llmjax.experiments.dpo_training import stage_config, summarise, train_dpo
+from llmjax.experiments.dpo_training import summarise, train_dpo
+from llmjax.experiments.pipeline_policies import PipelinePolicies, write_rows
 from llmjax.experiments.sft import train_sft
-from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
-from llmjax.infer import Generator, SamplingParams, generate_text
-from llmjax.parallel import Parallel
+from llmjax.experiments.starting_point import StartingPoint, record_model
+from llmjax.infer import SamplingParams
 from llmjax.pipeline import Pipeline, Stage
 from llmjax.tasks import math_answers, word_problems
-from llmjax.weights import load_model
 
 KINDS = ("word_problems", "gsm8k")
-
-
-def _write_jsonl(path: str, rows) -> int:
-  count = 0
-  with open(path + ".tmp", "w") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
-      count += 1
-  os.replace(path + ".tmp", path)
-  return count
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -77,7 +66,7 @@ def _read_explored(path: str) -> list[dict]:
         rows.append(json.loads(line))
       except json.JSONDecodeError:
         break
-  _write_jsonl(path, rows)
+  write_rows(path, rows)
   return rows
 
 
@@ -116,33 +105,24 @@ def _split_rows(rows: list, share: float, seed: int) -> tuple[list, list]:
 def run(config, workdir: str) -> dict:
   task, seed = config.task, config.seed
   problems = load_problems(task)
-  parallel = Parallel.from_config(config.mesh, config.sharding_rules)
-  start = starting_point(config, parallel)
-  record_model(config, workdir, start)
-  tokenizer = start.tokenizer
+  policies = PipelinePolicies(config, workdir, task.sample_batch)
+  start, tokenizer, parallel = policies.start, policies.tokenizer, policies.parallel
+  sft_config, params_of, complete = policies.sft_config, policies.params_of, policies.complete
   length = config.train.seq_len + 1
-  sft_config = stage_config(config, train=dict(config.sft.train), optim=dict(config.sft.optim))
-  generator = Generator(start.model_config, parallel, batch_size=task.sample_batch,
-                        length_bucket=16, pad_id=tokenizer.pad_id)
   sampling = SamplingParams(temperature=task.temperature, top_p=task.top_p, n=task.samples,
                             max_new_tokens=task.max_new_tokens)
 
-  def params_of(ctx, stage):
-    return ctx.artifact(stage, "params",
-                        lambda directory: load_model(directory, parallel).params)
-
-  def complete(params, prompts, params_sampling, sample_seed, progress=False):
-    ids = [tokenizer.encode_prompt(p) for p in prompts]
-    results, seconds = generate_text(generator, params, tokenizer, ids, params_sampling,
-                                     seed=sample_seed, stop_token_ids=tokenizer.stop_ids,
-                                     show_progress=progress)
-    return [[c.text for c in completions] for completions in results], seconds
+  def write_split(ctx, rows, name, split_seed, held_out="eval"):
+    """Writes `name`_train.jsonl and `name`_`held_out`.jsonl (a `task.dev_share` of the rows);
+    returns how many training rows."""
+    train_rows, eval_rows = _split_rows(rows, task.dev_share, split_seed)
+    write_rows(ctx.path(f"{name}_train.jsonl"), train_rows)
+    write_rows(ctx.path(f"{name}_{held_out}.jsonl"), eval_rows)
+    return len(train_rows)
 
   def fine_tune(ctx, rows, name):
     """The SFT recipe from the base model on {prompt, completion} rows."""
-    train_rows, dev_rows = _split_rows(rows, task.dev_share, seed)
-    _write_jsonl(ctx.path(f"{name}_train.jsonl"), train_rows)
-    _write_jsonl(ctx.path(f"{name}_dev.jsonl"), dev_rows)
+    write_split(ctx, rows, name, seed, held_out="dev")
     train = read_examples(ctx.path(f"{name}_train.jsonl"), tokenizer, length, ("completion",))
     dev = read_examples(ctx.path(f"{name}_dev.jsonl"), tokenizer, length, ("completion",))
     record_model(sft_config, ctx.directory, start)
@@ -163,7 +143,7 @@ def run(config, workdir: str) -> dict:
     rows = [{"id": p["id"], "gold": p["gold"], "samples": samples,
              "correct": [math_answers.is_correct(s, p["gold"]) for s in samples]}
             for p, samples in zip(train, texts)]
-    _write_jsonl(ctx.path("samples.jsonl"), rows)
+    write_rows(ctx.path("samples.jsonl"), rows)
     total = sum(len(r["samples"]) for r in rows)
     return {"problems": len(rows), "samples": total,
             "correct_rate": sum(sum(r["correct"]) for r in rows) / max(total, 1),
@@ -193,10 +173,8 @@ def run(config, workdir: str) -> dict:
     if len(rows) < 2:
       raise UserError(f"{len(rows)} outcome pairs from {len(problems['train'])} problems: too "
                       "few to train on; sample more (task.samples) or train the SFT model less")
-    train_rows, eval_rows = _split_rows(rows, task.dev_share, seed + 2)
-    _write_jsonl(ctx.path("outcome_train.jsonl"), train_rows)
-    _write_jsonl(ctx.path("outcome_eval.jsonl"), eval_rows)
-    return {"outcome_pairs": len(rows), "outcome_train_pairs": len(train_rows),
+    return {"outcome_pairs": len(rows),
+            "outcome_train_pairs": write_split(ctx, rows, "outcome", seed + 2),
             "problems_with_pairs": len({r["id"] for r in rows})}
 
   def explore(ctx):
@@ -243,9 +221,7 @@ def run(config, workdir: str) -> dict:
     if len(step_rows) < 2:
       raise UserError(f"{len(step_rows)} step-level pairs from {len(explored)} explored "
                       "rationales: too few to train on")
-    train_rows, eval_rows = _split_rows(step_rows, task.dev_share, seed + 3)
-    _write_jsonl(ctx.path("step_train.jsonl"), train_rows)
-    _write_jsonl(ctx.path("step_eval.jsonl"), eval_rows)
+    write_split(ctx, step_rows, "step", seed + 3)
     return {"explored": len(explored), "pits_by_step": method.pit_histogram(explored),
             "step_pairs": len(step_rows), "explore_samples_per_second":
             sampled / max(time.perf_counter() - started, 1e-9) if sampled else None}
