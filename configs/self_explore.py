@@ -38,8 +38,8 @@ def _tiny(config):
   config.model = model_config(vocab_size=264, d_model=96, n_layers=3, n_heads=4, n_kv_heads=2,
                               d_ff=384, max_len=224)
   config.data.tokenizer = "byte"
-  config.task.update(kind="word_problems", train_problems=1000, test_problems=200, samples=8,
-                     explore_k=4, explore_pairs=200, max_new_tokens=112, sample_batch=256)
+  config.task.update(kind="word_problems", train_problems=1000, test_problems=500, samples=8,
+                     explore_k=4, explore_pairs=600, max_new_tokens=112, sample_batch=256)
   config.sft.train.update(steps=600, batch_size=16, log_every=100, eval_every=300,
                           checkpoint_every=300, eval_batches=2, seq_len=208)
   config.sft.optim.update(lr=3e-3, warmup_steps=50, weight_decay=0.0)
@@ -72,6 +72,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.task = ml_collections.ConfigDict({
       # word_problems (procedural) | gsm8k (task.path/{train,test}.jsonl)
       "kind": "word_problems", "path": "", "seed": 0, "min_ops": 1, "max_ops": 3,
+      # word_problems: write + and * in either operand order (several correct signatures)
+      "swap_operands": True,
       "train_problems": 2000, "test_problems": 300,  # gsm8k: 0 = the whole split
       "samples": 8, "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 96,
       "rft_per_problem": 8, "explore_k": 4, "explore_max_steps": 20,

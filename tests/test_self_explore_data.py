@@ -205,5 +205,14 @@ def test_word_problems_are_verifiable_and_reproducible():
     assert steps[-1] == f"The answer is {p['gold']}"
     lengths.add(len(steps) - 1)
   assert lengths == {1, 2, 3}
+  # swap_operands writes some first steps from the operand, not the starting count; the fixed
+  # order always starts from the count.
+  def starts_from_count(problem):
+    start = re.match(r"\w+ has (\d+) ", problem["question"])[1]
+    return re.match(rf"{start}[-+*]", problem["rationale"]) is not None
+  swapped = [p for p in problems if not starts_from_count(p)]
+  assert 50 < len(swapped) < 250 and all(p["rationale"][1] in "+*" or p["rationale"][2] in "+*"
+                                         for p in swapped)
+  assert all(starts_from_count(p) for p in make_problems(300, seed=3, swap_operands=False))
   with pytest.raises(ValueError, match="expected count >= 1"):
     make_problems(0, seed=0)

@@ -74,7 +74,7 @@ def load_problems(task) -> dict[str, list[dict]]:
   """{"train", "test"}: [{"id", "question", "rationale", "gold"}] for `task.kind`."""
   if task.kind == "word_problems":
     drawn = word_problems.make_problems(task.train_problems + task.test_problems, task.seed,
-                                        task.min_ops, task.max_ops)
+                                        task.min_ops, task.max_ops, task.swap_operands)
     splits = {"train": drawn[:task.train_problems], "test": drawn[task.train_problems:]}
   elif task.kind == "gsm8k":
     splits = {name: read_gsm8k(os.path.join(task.path, f"{name}.jsonl"))

@@ -10,6 +10,12 @@ question and a step of the rationale with a calculator annotation:
 Counts stay in 0..99 (a subtraction never goes below zero), so a small byte-level model can
 learn the arithmetic but makes mistakes at some step: the pits Self-Explore looks for. The
 rationale's steps are bare equations (no prose) to keep the byte sequences short on CPU.
+
+With `swap_operands` (the default) the reference rationale writes an addition or a
+multiplication in either operand order ("4+3" or "3+4"), as GSM8K's annotators do: a problem
+then has several correct equation signatures, so the model's own samples can add rationales
+that RFT's signature deduplication keeps, which it cannot when every correct rationale has the
+reference's equations.
 """
 
 import numpy as np
@@ -38,7 +44,8 @@ def _operation(rng, value: int) -> tuple[str, int]:
 _MULTIPLY_WORD = {2: "doubles", 3: "triples"}
 
 
-def make_problem(rng: np.random.Generator, min_ops: int = 1, max_ops: int = 3) -> dict:
+def make_problem(rng: np.random.Generator, min_ops: int = 1, max_ops: int = 3,
+                 swap_operands: bool = True) -> dict:
   """One problem: {"question", "rationale", "gold"} (gold: the answer as text)."""
   name, item = NAMES[rng.integers(len(NAMES))], ITEMS[rng.integers(len(ITEMS))]
   value = int(rng.integers(2, 10))
@@ -54,7 +61,8 @@ def make_problem(rng: np.random.Generator, min_ops: int = 1, max_ops: int = 3) -
     else:
       result, symbol = value * operand, "*"
       sentences.append(f"Then {name} {_MULTIPLY_WORD[operand]} them.")
-    expression = f"{value}{symbol}{operand}"
+    swap = swap_operands and symbol != "-" and bool(rng.integers(2))
+    expression = f"{operand}{symbol}{value}" if swap else f"{value}{symbol}{operand}"
     steps.append(f"{expression} = <<{expression}={result}>>{result}")
     value = result
   sentences.append(f"How many {item} does {name} have now?")
@@ -62,14 +70,15 @@ def make_problem(rng: np.random.Generator, min_ops: int = 1, max_ops: int = 3) -
           "rationale": "\n".join(steps) + f"\nThe answer is {value}", "gold": str(value)}
 
 
-def make_problems(count: int, seed: int, min_ops: int = 1, max_ops: int = 3) -> list[dict]:
+def make_problems(count: int, seed: int, min_ops: int = 1, max_ops: int = 3,
+                  swap_operands: bool = True) -> list[dict]:
   """`count` problems with distinct questions, reproducible from `seed`."""
   if count < 1 or not 1 <= min_ops <= max_ops:
     raise ValueError(f"count = {count}, ops = {min_ops}..{max_ops}: expected count >= 1 and "
                      "1 <= min_ops <= max_ops")
   rng, problems, seen = np.random.default_rng(seed), [], set()
   for _ in range(count * 100):
-    problem = make_problem(rng, min_ops, max_ops)
+    problem = make_problem(rng, min_ops, max_ops, swap_operands)
     if problem["question"] not in seen:
       seen.add(problem["question"])
       problems.append(problem)
