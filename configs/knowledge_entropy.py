@@ -22,19 +22,37 @@ olmo_hf — the paper's measurement: local OLMo checkpoint directories (hf:DIR p
 """
 
 import ml_collections
+from ml_collections import config_dict
 
-from llmjax.config_base import base_config, select_preset
+from llmjax.config_base import base_config, model_config, select_preset
 
 
 def _measure(config):
   del config
 
 
+def _tiny(config):
+  config.mode = "demo"
+  config.pretrain.model = model_config(vocab_size=264, d_model=64, n_layers=3, n_heads=4,
+                                       n_kv_heads=2, d_ff=256, max_len=256)
+  config.pretrain.train.update(steps=800, batch_size=16, seq_len=256, log_every=50,
+                               eval_every=200, eval_batches=4, checkpoint_every=100,
+                               keep_checkpoints=1000, async_checkpoint=False)
+  config.pretrain.optim.update(lr=3e-3, warmup_steps=50, weight_decay=0.1)
+  config.injection.update(injections=5, interval=20, paraphrased_items=4, once_per_injection=1,
+                          rows_per_step=8)
+  config.train.update(steps=100, batch_size=16, seq_len=256, log_every=10, eval_every=10,
+                      eval_batches=4, checkpoint_every=50, async_checkpoint=False)
+  config.optim.update(lr=1e-3, warmup_steps=10, weight_decay=0.1)
+  config.demo.update(early_step=200, entropy_documents=64, validation_items=6)
+  config.update(max_tokens=256, batch_size=16, length_bucket=64)
+
+
 def _olmo_hf(config):
   config.update(max_documents=2048, max_tokens=2048, batch_size=16, length_bucket=256)
 
 
-PRESETS = {"measure": _measure, "olmo_hf": _olmo_hf}
+PRESETS = {"measure": _measure, "tiny": _tiny, "olmo_hf": _olmo_hf}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -52,5 +70,25 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 8
   config.length_bucket = 64  # document lengths round up to a multiple (one compile each)
   config.progress = True
+  # resuscitate: the checkpoint (config.checkpoints, one) with its low-coefficient memories
+  # scaled up, written to WORKDIR/resuscitated (llmjax run) or WORKDIR/resuscitated_hf.
+  config.resuscitation = ml_collections.ConfigDict({"quantile": 0.5, "multiplier": 2.0,
+                                                    "format": "llmjax"})  # llmjax | hf
+  # Knowledge injection (llmjax.experiments.knowledge_injection): the paper injects every 160
+  # steps, 10 times, all 70 paraphrase70 items and 6 once60 items per injection.
+  config.injection = ml_collections.ConfigDict({
+      "root": "../shared/data/fictional_knowledge", "injections": 10, "interval": 160,
+      "paraphrased_items": 70, "once_per_injection": 6, "rows_per_step": 76})
+  # demo (the tiny preset): pretraining, then continual training (`train`, `optim`).
+  config.pretrain = ml_collections.ConfigDict({
+      "model": model_config(vocab_size=264, d_model=64, n_layers=2, n_heads=4, d_ff=256),
+      "train": dict(config.train.to_dict()),
+      "optim": dict(config.optim.to_dict()),
+      "data": {"tokenizer": "byte", "cache_dir": "", "mask_prompt": False,
+               "max_chunks_per_document": 256,
+               "num_shards": config_dict.placeholder(int)}})
+  config.demo = ml_collections.ConfigDict({
+      "early_step": 200, "entropy_documents": 64, "validation_items": 6,
+      "resuscitation_quantile": 0.5, "resuscitation_multiplier": 2.0})
   select_preset(preset, PRESETS, default="measure")(config)
   return config

@@ -212,3 +212,34 @@ def test_cli_names_bad_checkpoint_specs(tmp_path):
   assert result.returncode == 2 and "matches nothing" in result.stderr
   result = _measure(tmp_path / "w", str(tmp_path), corpus)
   assert result.returncode == 2 and "is not hf:DIR, an llmjax run" in result.stderr
+
+
+def test_cli_resuscitation_writes_an_hf_checkpoint_with_only_the_low_rows_scaled(tmp_path):
+  from safetensors.numpy import load_file
+  source = tmp_path / "hf"
+  _hf_checkpoint(source, "llama")
+  corpus = tmp_path / "corpus.jsonl"
+  rng = np.random.default_rng(0)
+  corpus.write_text("".join(json.dumps({"text": " ".join(
+      str(x) for x in rng.integers(0, 99, size=12))}) + "\n" for _ in range(6)))
+  workdir = tmp_path / "w"
+  result = _measure(workdir, f"hf:{source}", corpus, 1, "--config.mode=resuscitate",
+                    "--config.resuscitation.format=hf", "--config.resuscitation.multiplier=2",
+                    "--config.tokenizer=byte")
+  assert result.returncode == 0, result.stderr[-3000:]
+  before = load_file(next(source.glob("*.safetensors")))
+  after = load_file(next((workdir / "resuscitated_hf").glob("*.safetensors")))
+  c = np.load(workdir / "before" / "coefficients" / "0.npz")["mean_coefficients"]
+  assert set(before) == set(after)
+  for name in before:
+    if ".mlp.up_proj." not in name:
+      np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+      continue
+    n = int(name.split(".")[2])
+    low = c[n] <= np.quantile(c[n], 0.5)
+    u = c[n].mean() / c[n] * 2.0
+    np.testing.assert_array_equal(after[name][~low], before[name][~low])
+    np.testing.assert_allclose(after[name][low], before[name][low] * u[low, None], rtol=1e-6)
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["scaled_memories"] == [48, 48, 48]
+  assert summary["knowledge_entropy_after"] > summary["knowledge_entropy_before"]

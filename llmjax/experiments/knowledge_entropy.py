@@ -1,10 +1,15 @@
 """Knowledge entropy (Kim et al. 2025, "Knowledge Entropy Decay during Language Model
 Pretraining Hinders New Knowledge Acquisition"; experiment `knowledge_entropy`).
 
-`mode = "measure"`: the knowledge entropy (llmjax.analysis.knowledge_entropy) of every
-checkpoint named by `config.checkpoints` on the documents of `config.corpus`, one metrics row
-per checkpoint, resumable (llmjax.experiments.knowledge_entropy_series), and the curve of
-entropy against training step.
+Modes (`config.mode`):
+  measure      the knowledge entropy (llmjax.analysis.knowledge_entropy) of every checkpoint
+               named by `config.checkpoints` on the documents of `config.corpus`, one metrics
+               row per checkpoint, resumable (llmjax.experiments.knowledge_entropy_series), and
+               the curve of entropy against training step;
+  resuscitate  one checkpoint with its low-coefficient memories scaled up (resuscitation p, q,
+               measured on `config.corpus`), written as an llmjax run or an HF directory;
+  demo         pretraining, the entropy curve, knowledge injection from an early, a late and a
+               resuscitated checkpoint (llmjax.experiments.knowledge_entropy_demo).
 """
 
 import os
@@ -15,13 +20,19 @@ from llmjax.experiments.knowledge_entropy_series import (expand_checkpoints, mea
                                                          read_corpus)
 from llmjax.parallel import Parallel
 
-MODES = ("measure",)
+MODES = ("measure", "resuscitate", "demo")
+FORMATS = ("llmjax", "hf")
 
 
 def run(config, workdir: str) -> dict:
   if config.mode not in MODES:
     raise UserError(f"config.mode = {config.mode!r}: expected one of {MODES}")
   checks.positive_ints(config, "config", "batch_size", "length_bucket", "max_tokens")
+  if config.mode == "demo":
+    from llmjax.experiments.knowledge_entropy_demo import run_demo
+    return run_demo(config, workdir)
+  if config.mode == "resuscitate":
+    return resuscitate_checkpoint(config, workdir)
   checkpoints = expand_checkpoints(config.checkpoints)
   texts = read_corpus(config.corpus, config.text_field, config.text_unit)
   if config.max_documents:
@@ -44,3 +55,61 @@ def plot_entropy_curve(path: str, rows: list[dict]) -> None:
     plotting.plot_curves(path, {"knowledge entropy": ([r["step"] for r in stepped],
                                                       [r["knowledge_entropy"] for r in stepped])},
                          ylabel="knowledge entropy (nats)", title="knowledge entropy")
+
+
+def resuscitate_checkpoint(config, workdir: str) -> dict:
+  """Measures one checkpoint's coefficients on the corpus, scales its low-coefficient memories
+  (llmjax.analysis.knowledge_entropy.resuscitate) and writes the result."""
+  import numpy as np
+
+  from llmjax.analysis.knowledge_entropy import resuscitate
+  from llmjax.interop import save_hf
+  from llmjax.weights import load_model
+  from llmjax.weights.params_run import save_params_run
+
+  res = config.resuscitation
+  if res.format not in FORMATS:
+    raise UserError(f"config.resuscitation.format = {res.format!r}: expected one of {FORMATS}")
+  checkpoints = expand_checkpoints(config.checkpoints)
+  if len(checkpoints) != 1:
+    raise UserError(f"config.checkpoints names {len(checkpoints)} checkpoints; resuscitation "
+                    "takes one")
+  (spec, step), = checkpoints
+  texts = read_corpus(config.corpus, config.text_field, config.text_unit)
+  if config.max_documents:
+    texts = texts[:config.max_documents]
+  parallel = Parallel.from_config(config.mesh, config.sharding_rules)
+  rows = measure_series(config, os.path.join(workdir, "before"), checkpoints, texts, parallel)
+  coefficients = np.load(os.path.join(workdir, "before", rows[0]["coefficients"]))
+  loaded = load_model(spec, parallel, config.tokenizer)
+  params, counts = resuscitate(loaded.params, coefficients["mean_coefficients"], res.quantile,
+                               res.multiplier)
+  if res.format == "hf":
+    out = os.path.join(workdir, "resuscitated_hf")
+    save_hf(out, loaded.config, params)
+    if spec.startswith("hf:"):  # the tokenizer files travel with the weights
+      import shutil
+      for name in os.listdir(spec[3:]):
+        if name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+          shutil.copy(os.path.join(spec[3:], name), out)
+    out_spec = f"hf:{out}"
+  else:
+    tokenizer = config.tokenizer or (spec if spec.startswith("hf:") else
+                                     load_model_tokenizer_spec(spec))
+    out_spec = save_params_run(os.path.join(workdir, "resuscitated"), params, loaded.config,
+                               step or 0, tokenizer)
+  after = measure_series(config, os.path.join(workdir, "after"), [(out_spec, step)], texts,
+                         parallel)
+  return {"checkpoint": spec, "resuscitated": out_spec, "quantile": res.quantile,
+          "multiplier": res.multiplier, "scaled_memories": counts.tolist(),
+          "knowledge_entropy_before": rows[0]["knowledge_entropy"],
+          "knowledge_entropy_after": after[0]["knowledge_entropy"]}
+
+
+def load_model_tokenizer_spec(spec: str) -> str:
+  """The tokenizer spec an llmjax run's config.json records (RUN or RUN/checkpoints/STEP)."""
+  from llmjax.weights import RunCheckpoint
+  tokenizer = RunCheckpoint.parse(spec).config.get("data", {}).get("tokenizer", "")
+  if not tokenizer:
+    raise UserError(f"checkpoint {spec}: its run records no tokenizer; set config.tokenizer")
+  return tokenizer

@@ -13,6 +13,12 @@ from llmjax.train.lm import lm_trainer
 
 
 def run(config, workdir: str) -> dict:
+  check_config(config)  # before building the corpus, which can take a while
+  return train_on_corpus(config, workdir, make_corpus(config.data))
+
+
+def check_config(config) -> tuple:
+  """(tokenizer, model config) of a pretraining config, or a UserError naming the bad key."""
   checks.positive_ints(config.train, "train", "eval_batches")
   checks.positive_ints(config.data, "data", "max_chunks_per_document")
   if config.data.num_shards is not None:
@@ -25,8 +31,13 @@ def run(config, workdir: str) -> dict:
   if model_config.positions == "learned" and model_config.max_len < config.train.seq_len:
     raise UserError(f"model.max_len = {model_config.max_len} < train.seq_len = "
                     f"{config.train.seq_len} with learned positions")
+  return tokenizer, model_config
 
-  corpus = make_corpus(config.data)
+
+def train_on_corpus(config, workdir: str, corpus: dict) -> dict:
+  """Pretraining on a built corpus ({'train', 'validation'} sources, llmjax.data.corpora);
+  returns the summary. Resumes from workdir's checkpoints when config.resume."""
+  tokenizer, model_config = check_config(config)
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
   trainer = lm_trainer(model_config, config.train, config.optim, parallel)
 

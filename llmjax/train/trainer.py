@@ -10,7 +10,7 @@ donated and never closed over as constants, so they keep the shardings they were
 (sharded like the trained params when they come from the same model).
 """
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -133,7 +133,9 @@ class Trainer:
   def fit(self, workdir: str, train_iter: Iterator[dict[str, np.ndarray]],
           eval_batches: Sequence[dict[str, np.ndarray]] = (), seed: int = 0,
           resume: bool = True, frozen: Any = None, init_from: Any = None,
-          overwrite: bool = False) -> dict[str, Any]:
+          overwrite: bool = False,
+          eval_hook: Callable[[Any, int], Mapping[str, Any]] | None = None,
+          eval_at_start: bool = False) -> dict[str, Any]:
     """Runs (or resumes) training to `train.steps` through `llmjax.train.loop.run_loop`.
 
     Args:
@@ -147,6 +149,10 @@ class Trainer:
       init_from: what a fresh run starts from: None/'' (the seed; default
         `train.init_from`), a checkpoint spec (llmjax run, RUN/checkpoints/STEP, hf:DIR) or a
         params tree.
+      eval_hook: (params, step) -> more metrics for each evaluation's row (e.g. probes scored
+        with a runner on the params being trained); called at every evaluation, with or
+        without eval_batches.
+      eval_at_start: evaluate a fresh run's starting params too (step 0).
     Returns:
       {'step', 'state', 'resumed_from_step', 'stopped_early', 'train' (last logged row),
       'eval' (last evaluation)}.
@@ -154,8 +160,9 @@ class Trainer:
     if init_from is None:
       init_from = self.config.get("init_from", "")
     program = _TrainerProgram(self, train_iter, [self.to_device(b) for b in eval_batches],
-                              seed, frozen, init_from)
+                              seed, frozen, init_from, eval_hook)
     result: LoopResult = run_loop(program, workdir, self.config, resume, overwrite,
+                                  eval_at_start=eval_at_start,
                                   progress_keys=("loss", "tokens_per_s"))
     out = {"step": result.step, "state": result.state,
            "resumed_from_step": result.resumed_from_step,
@@ -173,9 +180,11 @@ class _TrainerProgram:
   max_steps_per_call = 1
   replicas = None
 
-  def __init__(self, trainer: Trainer, train_iter, eval_batches, seed, frozen, init_from):
+  def __init__(self, trainer: Trainer, train_iter, eval_batches, seed, frozen, init_from,
+               eval_hook=None):
     self.trainer, self.train_iter, self.eval_batches = trainer, train_iter, eval_batches
     self.seed, self.frozen, self.init_from = seed, frozen, init_from
+    self.eval_hook = eval_hook
     self.abstract_state = trainer.abstract_state
     # A grain iterator's position is checkpointed with the state; other iterators restart.
     self.data_iterator = train_iter if hasattr(train_iter, "get_state") else None
@@ -195,7 +204,10 @@ class _TrainerProgram:
                                    self.frozen)
 
   def evaluate(self, state, step):
-    del step
-    if not self.eval_batches:
-      return []
-    return [self.trainer.evaluate(state.params, self.eval_batches, self.frozen, state.carry)]
+    row = {}
+    if self.eval_batches:
+      row.update(self.trainer.evaluate(state.params, self.eval_batches, self.frozen,
+                                       state.carry))
+    if self.eval_hook is not None:
+      row.update(self.eval_hook(state.params, step))
+    return [row] if row else []
