@@ -243,3 +243,35 @@ def test_cli_resuscitation_writes_an_hf_checkpoint_with_only_the_low_rows_scaled
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["scaled_memories"] == [48, 48, 48]
   assert summary["knowledge_entropy_after"] > summary["knowledge_entropy_before"]
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "fictional_knowledge").is_dir(),
+                    reason="../shared/data/fictional_knowledge is absent")
+def test_cli_injects_from_each_checkpoint_with_its_entropy(pretrained_run, tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n\n".join([CORPUS_TEXT] * 5))
+  workdir = tmp_path / "inject"
+  extra = ["--config.mode=inject", "--config.data.corpus=text", f"--config.data.path={corpus}",
+           f"--config.data.eval_path={corpus}", "--config.injection.injections=1",
+           "--config.injection.interval=5", "--config.injection.paraphrased_items=1",
+           "--config.injection.once_per_injection=1", "--config.injection.rows_per_step=16",
+           "--config.train.steps=5", "--config.train.eval_every=5", "--config.train.seq_len=128",
+           "--config.train.batch_size=16", "--config.train.eval_batches=1",
+           "--config.train.progress=False"]
+  checkpoints = f"{pretrained_run}/checkpoints/10,{pretrained_run}/checkpoints/20"
+  result = _measure(workdir, checkpoints, corpus, 1, *extra)
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = json.loads((workdir / "summary.json").read_text())["table"]
+  entropy = {r["checkpoint"]: r["knowledge_entropy"]
+             for r in map(json.loads, (workdir / "entropy" / "metrics.jsonl").read_text()
+                          .splitlines())}
+  assert [r["step"] for r in table] == [10, 20]
+  for row in table:
+    assert row["knowledge_entropy"] == entropy[row["checkpoint"]]
+    assert np.isfinite([row["acquisition"], row["forgetting"]]).all()
+    assert set(k for k in row if k.startswith("acquisition_")) == {
+        f"acquisition_{d}_{k}" for d in ("paraphrase70", "once60")
+        for k in ("mem", "gen", "hard_gen")}
+  again = _measure(workdir, checkpoints, corpus, 1, *extra)
+  assert again.returncode == 0
+  assert json.loads((workdir / "summary.json").read_text())["table"] == table

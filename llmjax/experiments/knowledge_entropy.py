@@ -8,6 +8,9 @@ Modes (`config.mode`):
                the curve of entropy against training step;
   resuscitate  one checkpoint with its low-coefficient memories scaled up (resuscitation p, q,
                measured on `config.corpus`), written as an llmjax run or an HF directory;
+  inject       per checkpoint of `config.checkpoints`: its knowledge entropy on `config.corpus`
+               (when set), then continual training on `config.data` with the fictional
+               knowledge injected, and its acquisition and forgetting (the paper's Table 1);
   demo         pretraining, the entropy curve, knowledge injection from an early, a late and a
                resuscitated checkpoint (llmjax.experiments.knowledge_entropy_demo).
 """
@@ -20,7 +23,7 @@ from llmjax.experiments.knowledge_entropy_series import (expand_checkpoints, mea
                                                          read_corpus)
 from llmjax.parallel import Parallel
 
-MODES = ("measure", "resuscitate", "demo")
+MODES = ("measure", "resuscitate", "inject", "demo")
 FORMATS = ("llmjax", "hf")
 
 
@@ -33,6 +36,8 @@ def run(config, workdir: str) -> dict:
     return run_demo(config, workdir)
   if config.mode == "resuscitate":
     return resuscitate_checkpoint(config, workdir)
+  if config.mode == "inject":
+    return inject_series(config, workdir)
   checkpoints = expand_checkpoints(config.checkpoints)
   texts = read_corpus(config.corpus, config.text_field, config.text_unit)
   if config.max_documents:
@@ -113,3 +118,48 @@ def load_model_tokenizer_spec(spec: str) -> str:
   if not tokenizer:
     raise UserError(f"checkpoint {spec}: its run records no tokenizer; set config.tokenizer")
   return tokenizer
+
+
+def inject_series(config, workdir: str) -> dict:
+  """Knowledge injection from each checkpoint in turn (WORKDIR/inject_<n>/, resumable; a
+  finished one is read back from its result.json), with its entropy when config.corpus is
+  set; the table of entropy, A and F per checkpoint in the summary."""
+  import json
+
+  from llmjax import runio
+  from llmjax.data.corpora import make_corpus
+  from llmjax.experiments import knowledge_injection as injection_lib
+  from llmjax.weights import load_model
+
+  inj = config.injection
+  checkpoints = expand_checkpoints(config.checkpoints)
+  parallel = Parallel.from_config(config.mesh, config.sharding_rules)
+  plan = injection_lib.plan_injection(inj.root, inj.injections, inj.paraphrased_items,
+                                      inj.once_per_injection)
+  entropy = {}
+  if config.corpus:
+    texts = read_corpus(config.corpus, config.text_field, config.text_unit)
+    texts = texts[:config.max_documents] if config.max_documents else texts
+    entropy = {r["checkpoint"]: r["knowledge_entropy"]
+               for r in measure_series(config, os.path.join(workdir, "entropy"), checkpoints,
+                                       texts, parallel)}
+  corpus = make_corpus(config.data)
+  table = []
+  for n, (spec, step) in enumerate(checkpoints):
+    directory = os.path.join(workdir, f"inject_{n}")
+    result_path = os.path.join(directory, "result.json")
+    if os.path.isfile(result_path):
+      with open(result_path) as f:
+        table.append(json.load(f))
+      continue
+    loaded = load_model(spec, parallel, config.tokenizer)
+    if loaded.tokenizer is None:
+      raise UserError(f"checkpoint {spec} comes with no tokenizer; set config.tokenizer")
+    result = injection_lib.continual_training(
+        directory, loaded.config, loaded.tokenizer, corpus, plan, loaded.params, config.train,
+        config.optim, inj.interval, inj.rows_per_step, parallel, seed=config.seed)
+    row = {"checkpoint": spec, "step": step, "knowledge_entropy": entropy.get(spec),
+           **{k: v for k, v in result.items() if k not in ("first", "last")}}
+    runio.write_json(result_path, row)
+    table.append(row)
+  return {"table": table}

@@ -9,7 +9,8 @@
   4. inject_late    and from the last one: acquisition A and forgetting F of each;
   5. resuscitate    the last checkpoint with its low-coefficient memories scaled up (p, q),
                     written as an llmjax run, and its entropy;
-  6. inject_resuscitated   the same injection from it: does A rise and F fall?
+  6. inject_resuscitated   the same injection from it: does A rise and F fall? (K_PT and P_PT
+                    are the late checkpoint's, before resuscitation, as for the late run)
   7. report         the table (entropy, A, F per start), plots/ and summary.json.
 """
 
@@ -137,6 +138,10 @@ def run_demo(config, workdir: str) -> dict:
     table = {}
     for which in STARTS:
       r = results[f"inject_{which}"]
+      if which == "resuscitated":  # K_PT and P_PT are the pretrained (late) model's, as for
+        # the late run: the scaled model's own start is not what pretraining left
+        r = injection_lib.acquisition_and_forgetting(results["inject_late"]["first"],
+                                                     r["last"])
       entropy_value = (results["resuscitate"]["knowledge_entropy"] if which == "resuscitated"
                        else by_step[demo.early_step if which == "early"
                                     else config.pretrain.train.steps])

@@ -272,6 +272,9 @@ def continual_training(workdir: str, model_config, tokenizer: Tokenizer, corpus:
                         B // jax.process_count())
   train_iter = InjectingIterator(iter(batches("train", True)), plan)
   eval_batches = take(batches("validation", False), train_config.eval_batches)
+  if not eval_batches:  # forgetting is measured on it
+    raise UserError(f"the validation split has too little text for one batch of {B} x {L} "
+                    "tokens")
   probes = ProbeScorer(injection.probes, tokenizer,
                        Scorer(model_config, parallel, batch_size=probe_batch,
                               length_bucket=64, pad_id=tokenizer.pad_id))
