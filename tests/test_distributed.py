@@ -120,3 +120,23 @@ def test_slurm_script_dry_run_per_node_and_per_gpu():
   per_gpu = _script("slurm_gpu.sbatch", "--workdir", "w", DRY_RUN="1", GPUS_PER_NODE="8",
                     PER_GPU="1")
   assert per_gpu.stdout.startswith("srun --ntasks-per-node=8 --gpus-per-task=1")
+
+
+def test_knowledge_entropy_on_two_processes_matches_one(tmp_path, single_process_run):
+  """Each process feeds its half of every global batch; the sums meet on device."""
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n\n".join(f"the red fox sees {i} small dogs. count: {i} {i + 1}."
+                                * (1 + i % 4) for i in range(11)))
+  args = ["--config", "configs/knowledge_entropy.py", "--config.progress=False",
+          f"--config.checkpoints={single_process_run}", f"--config.corpus={corpus}",
+          "--config.batch_size=4", "--config.length_bucket=32"]
+  one = run_cli([*args, "--workdir", str(tmp_path / "one")], devices=1)
+  assert one.returncode == 0, one.stderr
+  two = launch(2, 2, [*args, "--workdir", str(tmp_path / "two"), "--config.mesh.data=2",
+                      "--config.mesh.fsdp=2"])
+  assert two.returncode == 0, two.stderr
+  rows_one, rows_two = (read_jsonl(tmp_path / name / "metrics.jsonl") for name in ("one", "two"))
+  assert [r["step"] for r in rows_two] == [r["step"] for r in rows_one] == [10, 20]
+  for a, b in zip(rows_one, rows_two):
+    assert a["positions"] == b["positions"]
+    assert max(abs(x - y) for x, y in zip(a["layer_entropy"], b["layer_entropy"])) < 1e-5

@@ -2,10 +2,7 @@
 resuscitation as an exact pytree transform, and the pass on a sharded mesh."""
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -272,6 +269,25 @@ def test_cli_injects_from_each_checkpoint_with_its_entropy(pretrained_run, tmp_p
     assert set(k for k in row if k.startswith("acquisition_")) == {
         f"acquisition_{d}_{k}" for d in ("paraphrase70", "once60")
         for k in ("mem", "gen", "hard_gen")}
+  assert (workdir / "plots" / "retention_1.png").stat().st_size > 0
   again = _measure(workdir, checkpoints, corpus, 1, *extra)
   assert again.returncode == 0
   assert json.loads((workdir / "summary.json").read_text())["table"] == table
+
+
+def test_the_pass_computes_no_logits():
+  """XLA drops the unembedding: no [B, L, V] value in the compiled program, while the same
+  forward pass that returns its logits has one."""
+  import jax.numpy as jnp
+  from llmjax.models import Decoder
+  params, parallel = _tiny_params()
+  probe = KnowledgeEntropyProbe(TINY, parallel, batch_size=4, length_bucket=16)
+  tokens = jnp.ones((4, 16), jnp.int32)
+  with parallel.context():
+    hlo = probe._accumulate(16).jitted.lower(
+        params, jnp.zeros((2, 64)), tokens, tokens, jnp.ones((4, 16))).compile().as_text()
+  logits_hlo = jax.jit(lambda p, t: Decoder(TINY).apply({"params": p}, t)).lower(
+      params, tokens).compile().as_text()
+  assert "[4,16,300]" in logits_hlo
+  assert "[4,16,300]" not in hlo
+  assert "[4,16,64]" in hlo  # the FFN coefficients are computed

@@ -107,6 +107,7 @@ class KnowledgeEntropyProbe(BatchedRunner):
       def call(*args):
         with self.parallel.context():
           return jitted(*args)
+      call.jitted = jitted  # for inspecting the compiled program
       return call
 
     return self.compiled("ffn_coefficients", (self.batch_size, length), build)

@@ -161,5 +161,7 @@ def inject_series(config, workdir: str) -> dict:
     row = {"checkpoint": spec, "step": step, "knowledge_entropy": entropy.get(spec),
            **{k: v for k, v in result.items() if k not in ("first", "last")}}
     runio.write_json(result_path, row)
+    injection_lib.plot_retention(os.path.join(workdir, "plots", f"retention_{n}.png"),
+                                 directory, f"probes during injection from {spec}")
     table.append(row)
   return {"table": table}

@@ -154,13 +154,9 @@ def run_demo(config, workdir: str) -> dict:
                          ylabel="knowledge entropy (nats)",
                          title="knowledge entropy over pretraining")
     for which in STARTS:
-      evals = runio.read_metrics(os.path.join(workdir, f"inject_{which}"), "eval")
-      groups = [k for k in evals[0] if k.startswith("probe_")]
-      plotting.plot_curves(os.path.join(plots, f"retention_{which}.png"),
-                           {g[len("probe_"):]: ([e["step"] for e in evals], [e[g] for e in evals])
-                            for g in groups},
-                           ylabel="target log-prob (nats)",
-                           title=f"probes during injection from the {which} checkpoint")
+      injection_lib.plot_retention(os.path.join(plots, f"retention_{which}.png"),
+                                   os.path.join(workdir, f"inject_{which}"),
+                                   f"probes during injection from the {which} checkpoint")
     entropy_falls = series["knowledge_entropy"][-1] < series["knowledge_entropy"][0]
     return {"table": table, "entropy_falls": bool(entropy_falls),
             "later_acquires_less": table["late"]["acquisition"] < table["early"]["acquisition"],
@@ -174,8 +170,9 @@ def run_demo(config, workdir: str) -> dict:
                        "seed": config.seed}
   entropy_settings = {**pretrain_settings, "entropy_documents": demo.entropy_documents,
                       "max_tokens": config.max_tokens, "include_padding": config.include_padding}
-  inject_settings = {**entropy_settings, "injection": inj.to_dict(), "train": config.train.to_dict(),
-                     "optim": config.optim.to_dict(), "early_step": demo.early_step}
+  inject_settings = {**entropy_settings, "injection": inj.to_dict(),
+                     "train": config.train.to_dict(), "optim": config.optim.to_dict(),
+                     "early_step": demo.early_step}
   resuscitate_settings = {**entropy_settings, "quantile": demo.resuscitation_quantile,
                           "multiplier": demo.resuscitation_multiplier}
   results = Pipeline(workdir, [

@@ -286,3 +286,13 @@ def continual_training(workdir: str, model_config, tokenizer: Tokenizer, corpus:
   if first["step"] != 0:
     raise UserError(f"{workdir}: the evaluation at step 0 is missing from metrics.jsonl")
   return {**acquisition_and_forgetting(first, last), "first": first, "last": last}
+
+
+def plot_retention(path: str, workdir: str, title: str) -> None:
+  """The probe groups' mean target log-prob at each evaluation of a continual-training run."""
+  from llmjax import plotting, runio
+  evals = runio.read_metrics(workdir, "eval")
+  groups = [k for k in evals[0] if k.startswith("probe_")] if evals else []
+  plotting.plot_curves(path, {g[len("probe_"):]: ([e["step"] for e in evals], [e[g] for e in evals])
+                              for g in groups},
+                       ylabel="target log-prob (nats)", title=title)
