@@ -10,16 +10,30 @@ tiny (default) — the whole method at CPU scale on procedural multi-step word p
   greedy held-out accuracy of all four models. A resumable pipeline: W/sft, W/sample, W/rft,
   W/pairs, W/explore, W/dpo_outcome, W/self_explore, W/evaluate.
   python -m llmjax.main --config configs/self_explore.py --workdir runs/self_explore
-  Runtime: 10 min 43 s end to end on host D (2-core Intel Xeon, docs/benchmarks.md,
-  2026-12-02). First measurement (seed 0, untuned): SFT samples correct 33.5% (748 of 1,000
-  problems have a correct one); RFT keeps 1,000 rows, i.e. nothing beyond the gold rationales,
-  because on these problems every correct rationale has the gold one's equations and the
-  signature deduplication drops it — so RFT equals SFT; 1,484 outcome pairs; 200 explored
-  rejected rationales with first pits at step 1: 143, 2: 50, 3: 7; 193 step-level pairs.
-  Held-out greedy accuracy (200 problems): SFT 0.365, RFT 0.365, outcome DPO 0.235,
-  Self-Explore 0.300. SFT <= RFT <= Self-Explore does NOT hold at this scale: both DPO runs
-  lose accuracy (lr 2e-5, beta 0.1, 150 steps of 16 pairs); Self-Explore loses less than
-  outcome DPO. Not tuned yet.
+  Runtime: 10 min 25 s end to end on host D (2-core Intel Xeon, docs/benchmarks.md,
+  2026-12-03, seed 0; 13-18 min for seeds 1-2, which ran beside other 2-core jobs).
+  Word problems write + and * in either operand order (`task.swap_operands`), so a problem has
+  several correct equation signatures and RFT keeps the model's own rationales beside the gold
+  ones (1,147-1,202 rows from 1,000 problems; with one fixed order it kept only the 1,000 gold
+  rationales and RFT equalled SFT). Held-out greedy accuracy on 500 problems, three seeds
+  (seed = task.seed = 0, 1, 2):
+                   SFT    RFT    outcome DPO   Self-Explore
+    seed 0        0.386  0.362     0.362         0.376
+    seed 1        0.218  0.312     0.286         0.304
+    seed 2        0.292  0.274     0.266         0.292
+    mean          0.299  0.316     0.305         0.324
+  Counts (seed 0): SFT samples correct 35.3%, 759 of 1,000 problems with a correct one; 1,553
+  outcome pairs; 600 explored rejected rationales with first pits at step 1: 444, 2: 124,
+  3: 32; 559 step-level pairs. SFT <= RFT <= Self-Explore holds for the means but not seed by
+  seed (RFT < SFT in seeds 0 and 2; Self-Explore < RFT in seed 1), and the gaps (1-2 points)
+  are smaller than the spread of SFT across seeds (0.218-0.386): at this scale the ordering
+  is not resolved. Self-Explore beats outcome DPO in all three seeds (+1.4, +1.8, +2.6 points).
+  What was tried: the first version (200 held-out problems, 200 explored pairs, one operand
+  order) gave SFT 0.365, RFT 0.365, outcome DPO 0.235, Self-Explore 0.300; more explored pairs
+  (step pairs 193 -> 559, so 4 instead of 12 epochs of DPO) and a larger held-out set removed
+  the DPO losses. Why not more: a 0.47M-parameter byte model's errors are mostly arithmetic
+  slips whose position is random, and SFT itself varies by 17 points across seeds; resolving
+  1-2 point effects would take tens of seeds (about 10 minutes each) or a larger model.
 
 gsm8k_hf — a local Hugging Face checkpoint and ../shared/data/gsm8k, the paper's N = 100,
   k = 4, DPO beta 0.1 (accelerator-sized; not run here):
