@@ -64,8 +64,10 @@ def _tiny(config):
                                eval_every=200, eval_batches=4, checkpoint_every=100,
                                keep_checkpoints=1000, async_checkpoint=False)
   config.pretrain.optim.update(lr=3e-3, warmup_steps=50, weight_decay=0.1)
+  # A paragraph (~2,400 bytes) is ~10 rows of 256 bytes: it gets rows of its own, since
+  # prepending would keep only its first 256 bytes.
   config.injection.update(injections=5, interval=20, paraphrased_items=4, once_per_injection=1,
-                          rows_per_step=8)
+                          rows_per_step=8, placement="rows")
   config.train.update(steps=100, batch_size=16, seq_len=256, log_every=10, eval_every=10,
                       eval_batches=4, checkpoint_every=50, async_checkpoint=False)
   config.optim.update(lr=1e-3, warmup_steps=10, weight_decay=0.1)
@@ -107,7 +109,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # steps, 10 times, all 70 paraphrase70 items and 6 once60 items per injection.
   config.injection = ml_collections.ConfigDict({
       "root": "../shared/data/fictional_knowledge", "injections": 10, "interval": 160,
-      "paraphrased_items": 70, "once_per_injection": 6, "rows_per_step": 76})
+      "paraphrased_items": 70, "once_per_injection": 6, "rows_per_step": 76,
+      # prepend (the authors': in front of ordinary rows) | rows (rows of their own)
+      "placement": "prepend"})
   # inject: the ordinary text of continual training (and its held-out split for forgetting).
   config.data = ml_collections.ConfigDict({
       "corpus": "jsonl", "path": "", "eval_path": "", "text_field": "text", "prompt_field": "",

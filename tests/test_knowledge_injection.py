@@ -146,3 +146,32 @@ def test_tiny_demo_pipeline_writes_table_and_plots_and_reruns_as_done(tmp_path):
   assert [e["step"] for e in evals] == [0, 5, 10]
   again = run_cli(args, timeout=300)
   assert again.returncode == 0 and again.stderr.count("done, skipped") == 7
+
+
+def test_prepending_a_paragraph_keeps_the_rows_documents_apart():
+  from llmjax.experiments.knowledge_injection import prepended_row
+  row = {"inputs": np.array([10, 11, 12, 20, 21, 22]),
+         "targets": np.array([11, 12, 20, 21, 22, 23]),
+         "segment_ids": np.array([1, 1, 1, 2, 2, 2]), "positions": np.array([0, 1, 2, 0, 1, 2]),
+         "loss_mask": np.array([1, 1, 0, 1, 1, 1])}
+  out = prepended_row(row, [5, 6, 7])
+  assert out["inputs"].tolist() == [5, 6, 7, 10, 11, 12]
+  assert out["targets"].tolist() == [6, 7, 10, 11, 12, 20]
+  assert out["segment_ids"].tolist() == [1, 1, 1, 2, 2, 2]
+  assert out["positions"].tolist() == [0, 1, 2, 0, 1, 2]
+  assert out["loss_mask"].tolist() == [1, 1, 0, 1, 1, 0]
+  whole = prepended_row(row, list(range(30, 40)))  # longer than the row: the paragraph only
+  assert whole["inputs"].tolist() == list(range(30, 36))
+  assert whole["targets"].tolist() == list(range(31, 37)) and whole["loss_mask"].all()
+  tokenizer = load_tokenizer("byte")
+  plan = injection_plan(Injection([[("once60", 0, "ab"), ("once60", 1, "cd")]], []), tokenizer,
+                        seq_len=8, interval=4, rows_per_step=4, local_batch=4,
+                        placement="prepend")
+  assert plan == {4: [tokenizer.encode("ab", add_eos=True),
+                      tokenizer.encode("cd", add_eos=True)]}
+  it = InjectingIterator(_Resumable(), plan)
+  batch = [next(it) for _ in range(4)][-1]
+  assert batch["inputs"][0, :3].tolist() == tokenizer.encode("ab", add_eos=True)
+  assert batch["inputs"][0, 3] == 103 and batch["segment_ids"][0, 3] == 103 + 1
+  with pytest.raises(UserError, match="placement = 'middle'"):
+    injection_plan(Injection([], []), tokenizer, 8, 4, 4, 4, placement="middle")

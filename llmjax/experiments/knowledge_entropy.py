@@ -157,7 +157,8 @@ def inject_series(config, workdir: str) -> dict:
       raise UserError(f"checkpoint {spec} comes with no tokenizer; set config.tokenizer")
     result = injection_lib.continual_training(
         directory, loaded.config, loaded.tokenizer, corpus, plan, loaded.params, config.train,
-        config.optim, inj.interval, inj.rows_per_step, parallel, seed=config.seed)
+        config.optim, inj.interval, inj.rows_per_step, parallel, seed=config.seed,
+          placement=inj.placement)
     row = {"checkpoint": spec, "step": step, "knowledge_entropy": entropy.get(spec),
            **{k: v for k, v in result.items() if k not in ("first", "last")}}
     runio.write_json(result_path, row)

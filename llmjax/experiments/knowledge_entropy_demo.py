@@ -110,7 +110,8 @@ def run_demo(config, workdir: str) -> dict:
                         "(demo.early_step must be a multiple of the checkpoint interval)")
       result = injection_lib.continual_training(
           ctx.directory, model_config, tokenizer, corpus, plan, spec, config.train,
-          config.optim, inj.interval, inj.rows_per_step, parallel, seed=config.seed)
+          config.optim, inj.interval, inj.rows_per_step, parallel, seed=config.seed,
+          placement=inj.placement)
       return {**{k: v for k, v in result.items() if k not in ("first", "last")},
               "first": result["first"], "last": result["last"], "start": spec}
     return stage

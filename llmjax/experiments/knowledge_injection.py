@@ -10,12 +10,12 @@ Data (`root`/paraphrase70.json and once60.json; each item has `train_context`, 9
   once60        injection k shows its own `once_per_injection` items, each only then.
 The authors inject every 160 steps, 10 times, 70 + 6 paragraphs in rows of a 128-row batch.
 
-Placement: each injected paragraph (+ EOS) takes whole rows of its own, cut into `seq_len`
-chunks when longer, in the first `rows_per_step` rows of the batches from its injection step
-on. The authors prepend a paragraph to an ordinary row instead and cut the row to length; at
-their scale (about 500 tokens per paragraph, rows of 1,024) a paragraph fits one row either way,
-and the difference is the ordinary tokens that fill the rest of that row. With several
-processes, paragraph j goes to process j mod P.
+Placement (`injection.placement`): "prepend", the authors' (each paragraph, + EOS, in front of
+one ordinary row, cut back to the row's length; the paragraph is its own document there, so the
+row's text does not attend to it), or "rows" (each paragraph in whole rows of its own, cut into
+`seq_len` chunks): for paragraphs longer than a row, as at CPU scale, where prepending would
+keep only a paragraph's first row's worth. At most `rows_per_step` rows a step, from the
+injection's step on. With several processes, paragraph j goes to process j mod P.
 
 Probes: the log-probability of `<kind>_target` (summed over its tokens, after " ") given
 `<kind>_input`, for kinds mem (the training sentence), gen (a paraphrase of it) and hard_gen
@@ -44,6 +44,7 @@ from llmjax.infer import Scorer
 
 DATASETS = ("paraphrase70", "once60")
 PROBE_KINDS = ("mem", "gen", "hard_gen")
+PLACEMENTS = ("prepend", "rows")
 _FIELDS = ("train_context", "paraphrases") + tuple(
     f"{kind}_{part}" for kind in PROBE_KINDS for part in ("input", "target"))
 
@@ -148,12 +149,36 @@ def paragraph_rows(tokens: Sequence[int], seq_len: int, pad_id: int) -> list[dic
   return rows
 
 
+def prepended_row(row: dict[str, np.ndarray], tokens: Sequence[int]) -> dict[str, np.ndarray]:
+  """An ordinary LM row (BATCH_KEYS -> [L]) with `tokens` (a paragraph) in front, cut back to
+  L + 1 tokens, as the authors inject: the paragraph is a document of its own (segment 1,
+  positions from 0, every next token a target), the row's documents follow with their segments
+  shifted by one, their positions and loss mask kept."""
+  L = row["inputs"].shape[0]
+  P = min(len(tokens), L + 1)
+  keep = L + 1 - P
+  row_tokens = np.append(row["inputs"], row["targets"][-1])
+  row_segments = np.append(row["segment_ids"], row["segment_ids"][-1])
+  row_positions = np.append(row["positions"], row["positions"][-1] + 1)
+  new_tokens = np.concatenate([np.asarray(tokens[:P], np.int32), row_tokens[:keep]])
+  new_segments = np.concatenate([np.ones(P, np.int32),
+                                 np.where(row_segments[:keep] > 0, row_segments[:keep] + 1, 0)])
+  new_positions = np.concatenate([np.arange(P, dtype=np.int32), row_positions[:keep]])
+  loss_mask = np.zeros(L, np.int32)
+  loss_mask[:P - 1] = 1  # the paragraph's own next tokens
+  loss_mask[P:] = row["loss_mask"][:max(keep - 1, 0)]  # the row's targets, as they were
+  return {"inputs": new_tokens[:-1], "targets": new_tokens[1:], "loss_mask": loss_mask,
+          "segment_ids": new_segments[:-1].astype(np.int32),
+          "positions": new_positions[:-1].astype(np.int32)}
+
+
 class InjectingIterator:
   """Ordinary host batches with injected rows placed from given steps on.
 
-  `plan[step]` (1-based: the batch of training step `step`) lists the rows that go into the
-  first rows of that batch. Checkpointable with the train state: its position and the inner
-  grain iterator's are saved together (grain's checkpoint handler: bytes state).
+  `plan[step]` (1-based: the batch of training step `step`) lists what goes into the first
+  rows of that batch: a whole row (a dict, `paragraph_rows`) replaces one; a token list is
+  prepended to one (`prepended_row`). Checkpointable with the train state: its position and
+  the inner grain iterator's are saved together (grain's checkpoint handler: bytes state).
   """
 
   def __init__(self, inner: Iterator[dict[str, np.ndarray]], plan: dict[int, list[dict]]):
@@ -165,10 +190,12 @@ class InjectingIterator:
   def __next__(self) -> dict[str, np.ndarray]:
     batch = next(self.inner)
     self.step += 1
-    rows = self.plan.get(self.step, ())
-    if rows:
+    placements = self.plan.get(self.step, ())
+    if placements:
       batch = {k: np.array(v) for k, v in batch.items()}
-      for r, row in enumerate(rows):
+      for r, placement in enumerate(placements):
+        row = placement if isinstance(placement, dict) else prepended_row(
+            {k: batch[k][r] for k in BATCH_KEYS}, placement)
         for key in BATCH_KEYS:
           batch[key][r] = row[key]
     return batch
@@ -187,19 +214,29 @@ class InjectingIterator:
 
 
 def injection_plan(injection: Injection, tokenizer: Tokenizer, seq_len: int, interval: int,
-                   rows_per_step: int, local_batch: int) -> dict[int, list[dict]]:
-  """{step: rows}: injection k's paragraphs (this process's share) from step (k + 1) x
-  interval on, `rows_per_step` rows a step; the spill of one injection may not reach the
-  next."""
+                   rows_per_step: int, local_batch: int,
+                   placement: str = "rows") -> dict[int, list]:
+  """{step: placements}: injection k's paragraphs (this process's share) from step (k + 1) x
+  interval on, at most `rows_per_step` rows a step; an injection must be placed before the
+  next one starts.
+
+  placement: "prepend" (the authors': each paragraph in front of one ordinary row, cut to the
+    row's length) or "rows" (each paragraph in whole rows of its own, `paragraph_rows`: for
+    paragraphs longer than a row).
+  """
+  if placement not in PLACEMENTS:
+    raise UserError(f"injection.placement = {placement!r}: expected one of {PLACEMENTS}")
   if not 1 <= rows_per_step <= local_batch:
     raise UserError(f"injection.rows_per_step = {rows_per_step}: expected 1..{local_batch} "
                     "(the rows of this process's batch)")
   process, processes = jax.process_index(), jax.process_count()
-  plan: dict[int, list[dict]] = {}
+  plan: dict[int, list] = {}
   for k, shown in enumerate(injection.schedule):
-    rows = [row for j, (_, _, text) in enumerate(shown) if j % processes == process
-            for row in paragraph_rows(tokenizer.encode(text, add_eos=True), seq_len,
-                                      tokenizer.pad_id)]
+    paragraphs = [tokenizer.encode(text, add_eos=True)
+                  for j, (_, _, text) in enumerate(shown) if j % processes == process]
+    rows = (paragraphs if placement == "prepend" else
+            [row for tokens in paragraphs
+             for row in paragraph_rows(tokens, seq_len, tokenizer.pad_id)])
     start = (k + 1) * interval
     steps = -(-len(rows) // rows_per_step)
     if steps > interval:
@@ -246,7 +283,7 @@ def acquisition_and_forgetting(first: dict[str, float], last: dict[str, float],
 def continual_training(workdir: str, model_config, tokenizer: Tokenizer, corpus: dict,
                        injection: Injection, init_from: Any, train_config, optim_config,
                        interval: int, rows_per_step: int, parallel, seed: int = 0,
-                       probe_batch: int = 32) -> dict[str, Any]:
+                       probe_batch: int = 32, placement: str = "rows") -> dict[str, Any]:
   """Continues training `init_from` (a checkpoint spec or a params tree) on `corpus`'s train
   split with `injection`'s paragraphs placed every `interval` steps; evaluates held-out
   accuracy (P) and the probes (K) at step 0 and every `train.eval_every` steps. Resumable.
@@ -269,7 +306,7 @@ def continual_training(workdir: str, model_config, tokenizer: Tokenizer, corpus:
     return lm_batches(corpus[split], tokenizer, L, B, seed=seed, train=train)
 
   plan = injection_plan(injection, tokenizer, L, interval, rows_per_step,
-                        B // jax.process_count())
+                        B // jax.process_count(), placement)
   train_iter = InjectingIterator(iter(batches("train", True)), plan)
   eval_batches = take(batches("validation", False), train_config.eval_batches)
   if not eval_batches:  # forgetting is measured on it
