@@ -103,6 +103,28 @@ def test_row_seeds_make_samples_independent_of_batching(llama):
                                                            for cs in batched]
 
 
+def test_prompt_seeds_draw_the_same_tokens_in_any_call(llama):
+  """A server's requests carry their own seeds: a prompt's samples then do not depend on the
+  other prompts of its call, its position or the batch size."""
+  cfg, params = llama
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=8, n=2)
+  together = Generator(cfg, batch_size=8, length_bucket=8).generate_ids(
+      params, PROMPTS, sampling, prompt_seeds=[11, 12, 13])
+  alone = Generator(cfg, batch_size=1, length_bucket=16).generate_ids(
+      params, [PROMPTS[1]], sampling, prompt_seeds=[12])
+  assert [c.tokens for c in alone[0]] == [c.tokens for c in together[1]]
+  swapped = Generator(cfg, batch_size=8, length_bucket=8).generate_ids(
+      params, [PROMPTS[2], PROMPTS[1]], sampling, prompt_seeds=[13, 12])
+  assert [c.tokens for c in swapped[1]] == [c.tokens for c in together[1]]
+  assert [c.tokens for c in swapped[0]] == [c.tokens for c in together[2]]
+  other = Generator(cfg, batch_size=1, length_bucket=16).generate_ids(
+      params, [PROMPTS[1]], sampling, prompt_seeds=[99])
+  assert [c.tokens for c in other[0]] != [c.tokens for c in alone[0]]
+  with pytest.raises(UserError, match="2 prompt seeds for 3 prompts"):
+    Generator(cfg, batch_size=8, length_bucket=8).generate_ids(params, PROMPTS, sampling,
+                                                               prompt_seeds=[1, 2])
+
+
 @pytest.mark.parametrize("filtering", [{"top_k": 1}, {"top_p": 1e-6}, {"min_p": 0.999}])
 def test_filters_that_leave_one_token_sample_greedily(llama, filtering):
   cfg, params = llama

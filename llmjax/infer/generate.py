@@ -11,7 +11,9 @@ takes the params as an argument: one compile per bucket, not per call or per par
 
 Sampling: see llmjax.infer.sampling. Row r of prompt i (n samples each) draws with
 fold_in(fold_in(PRNGKey(seed), i * n + r), step): results do not depend on the batch size or on
-which other prompts share the batch.
+which other prompts share the batch. With per-prompt seeds (`prompt_seeds`, e.g. a server's
+requests, each with its own seed) the row's key is fold_in(PRNGKey(prompt_seeds[i]), r): a
+prompt then draws the same tokens whichever call, batch or position it comes in.
 
 Stopping: a row stops at the first token in `stop_token_ids` (the tokenizer's EOS ids by
 default; the token is kept in `tokens` but not in `text`); the loop ends when every row has
@@ -118,11 +120,13 @@ class Generator(BatchedRunner):
 
   def generate_ids(self, params, prompts: Sequence[Sequence[int]], sampling: SamplingParams,
                    seed: int = 0, stop_token_ids: Sequence[int] = (),
-                   show_progress: bool = False) -> list[list[Completion]]:
+                   show_progress: bool = False,
+                   prompt_seeds: Sequence[int] | None = None) -> list[list[Completion]]:
     """Generates `sampling.n` completions for each prompt (lists of token ids).
 
     Args:
       params: the decoder's params (or a wrapper's), placed on this runner's mesh.
+      prompt_seeds: one seed per prompt instead of `seed` (see the module docstring).
     Returns:
       One list of `sampling.n` Completions per prompt, in prompt order (text unset).
     """
@@ -130,6 +134,8 @@ class Generator(BatchedRunner):
       if len(prompt) == 0:
         raise UserError(f"prompt {i + 1} is empty: generation needs at least one token "
                         "(e.g. BOS)")
+    if prompt_seeds is not None and len(prompt_seeds) != len(prompts):
+      raise UserError(f"{len(prompt_seeds)} prompt seeds for {len(prompts)} prompts")
     params = runner_params(params)
     all_rows = [(i, r) for i in range(len(prompts)) for r in range(sampling.n)]
     stop_ids = jnp.asarray(sorted(set(int(t) for t in stop_token_ids)) or [-1], jnp.int32)
@@ -144,11 +150,19 @@ class Generator(BatchedRunner):
       mask = np.zeros((B, P), np.int32)
       mask[len(chunk):, -1] = 1  # filler rows (start done): one token, no row all padding
       row_ids = np.zeros((B,), np.int32)
+      row_seeds = np.zeros((B,), np.uint32)
       for b, (i, r) in enumerate(chunk):
         prompt = np.asarray(prompts[i], np.int32)
         tokens[b, P - len(prompt):], mask[b, P - len(prompt):] = prompt, 1
-        row_ids[b] = i * sampling.n + r
-      row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids)
+        if prompt_seeds is None:
+          row_ids[b] = i * sampling.n + r
+        else:
+          row_ids[b], row_seeds[b] = r, np.uint32(prompt_seeds[i] % 2**32)
+      if prompt_seeds is None:
+        row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, row_ids)
+      else:
+        row_keys = jax.vmap(jax.random.fold_in)(jax.vmap(jax.random.PRNGKey)(row_seeds),
+                                                row_ids)
       out_tokens, out_logprobs, stopped_at = jax.device_get(
           self._loop(B, P, sampling)(params, tokens, mask, row_keys, stop_ids,
                                      np.arange(B) < len(chunk)))
@@ -190,7 +204,8 @@ def grow_cache(cache, target):
 
 def generate_text(generator: Generator, params, tokenizer, prompts: Sequence[Sequence[int]],
                   sampling: SamplingParams, seed: int = 0, stop_token_ids: Sequence[int] = (),
-                  stop_strings: Sequence[str] = (), show_progress: bool = False):
+                  stop_strings: Sequence[str] = (), show_progress: bool = False,
+                  prompt_seeds: Sequence[int] | None = None):
   """`Generator.generate_ids(params, ...)`, then decoded text with stop strings applied.
 
   Returns:
@@ -199,7 +214,7 @@ def generate_text(generator: Generator, params, tokenizer, prompts: Sequence[Seq
   stop_token_ids = set(stop_token_ids)
   started = time.perf_counter()
   results = generator.generate_ids(params, prompts, sampling, seed, sorted(stop_token_ids),
-                                   show_progress)
+                                   show_progress, prompt_seeds)
   seconds = time.perf_counter() - started
   for completions in results:
     for completion in completions:
