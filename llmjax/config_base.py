@@ -103,3 +103,18 @@ def inference_config(experiment: str) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   config.sharding_rules = [list(rule) for rule in DEFAULT_RULES]
   return config
+
+
+def judge_config() -> ml_collections.ConfigDict:
+  """`config.judge` of the LM-as-judge experiments (llmjax.evals.backends)."""
+  return ml_collections.ConfigDict({
+      "backend": "local",  # local | openai
+      # local: an llmjax run or hf:DIR (e.g. Prometheus-2 7B), batched on config.mesh
+      "checkpoint": "", "tokenizer": "", "dtype": "", "batch_size": 16, "length_bucket": 128,
+      # openai: any OpenAI-compatible endpoint (vLLM, a hosted API, python -m llmjax.serve)
+      "base_url": "", "model": "", "api_key_env": "", "concurrency": 8, "timeout_s": 120.0,
+      "http_retries": 5, "backoff_s": 1.0,
+      # sampling (upstream Prometheus defaults) and parse retries (only of failed items)
+      "temperature": 1.0, "top_p": 0.9, "max_tokens": 1024, "repetition_penalty": 1.03,
+      "max_retries": 10,
+  })

@@ -32,3 +32,42 @@ def plot_curves(path: os.PathLike, series: Mapping[str, tuple[Sequence[float], S
   ax.grid(alpha=0.3)
   ax.legend()
   save_figure(fig, path)
+
+
+def plot_bars(path: os.PathLike, values: Mapping[str, float], ylabel: str = "",
+              title: str = "", ylim: tuple[float, float] | None = None) -> None:
+  """One bar per entry of `values` ({label: value}; NaN bars are left empty); process 0 only."""
+  if not runio.is_writer():
+    return
+  fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(values) + 1.5), 4))
+  labels = list(values)
+  ax.bar(range(len(labels)), [values[k] for k in labels])
+  ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+  ax.set(ylabel=ylabel, title=title)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  ax.grid(alpha=0.3, axis="y")
+  save_figure(fig, path)
+
+
+def plot_radar(path: os.PathLike, series: Mapping[str, Mapping[str, float]], title: str = "",
+               limit: float = 5.0) -> None:
+  """A radar chart: one polygon per entry of `series` ({label: {axis: value}}), the axes of the
+  first entry, radius 0..`limit`; process 0 only."""
+  import math
+  if not runio.is_writer() or not series:
+    return
+  axes = list(next(iter(series.values())))
+  angles = [2 * math.pi * i / len(axes) for i in range(len(axes))] + [0.0]
+  fig = plt.figure(figsize=(6, 6))
+  ax = fig.add_subplot(polar=True)
+  for label, values in series.items():
+    radii = [values.get(a, float("nan")) for a in axes]
+    ax.plot(angles, radii + radii[:1], label=label)
+    ax.fill(angles, radii + radii[:1], alpha=0.15)
+  ax.set_xticks(angles[:-1], axes, fontsize=8)
+  ax.set_ylim(0, limit)
+  ax.set_title(title)
+  if len(series) > 1:
+    ax.legend(loc="lower right", fontsize=8)
+  save_figure(fig, path)

@@ -283,3 +283,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
   sys.exit(main())
+
+
+def has_chat_template(tokenizer: Tokenizer) -> bool:
+  return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_plain_chat(messages: list[dict[str, Any]]) -> str:
+  """The chat format for tokenizers that ship no template (byte, sentencepiece: llmjax's own
+  small models): "role: content" per message, a blank line between, then "assistant: "."""
+  return "".join(f"{m['role']}: {m['content']}\n\n" for m in messages) + "assistant: "
+
+
+def encode_messages(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> list[int]:
+  """Chat messages as generation-prompt tokens: through the tokenizer's chat template, or
+  BOS + `render_plain_chat` when it has none."""
+  if has_chat_template(tokenizer):
+    return tokenizer.encode_chat(messages)
+  return tokenizer.encode_prompt(render_plain_chat(messages))
+
+
+def supports_system_role(tokenizer: Tokenizer) -> bool:
+  """Whether the chat template renders a system message (some, e.g. Mistral's and Gemma's,
+  raise on one); the plain format always does."""
+  if not has_chat_template(tokenizer):
+    return True
+  probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+  try:
+    return "S" in tokenizer.apply_chat_template(probe)
+  except UserError:
+    return False

@@ -23,6 +23,7 @@ EXPERIMENTS = {
     "dpo": "llmjax.experiments.dpo",
     "did_synthetic": "llmjax.experiments.did_synthetic",
     "self_explore": "llmjax.experiments.self_explore",
+    "biggen": "llmjax.experiments.biggen",
     "knowledge_entropy": "llmjax.experiments.knowledge_entropy",
 }
 

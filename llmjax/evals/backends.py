@@ -1,0 +1,165 @@
+"""Judge backends behind one interface: `complete(requests, sampling) -> texts`, one per
+request, in order.
+
+  LocalBackend   an llmjax run or hf:DIR, batched through the engine's generator on the mesh
+  OpenAIBackend  any OpenAI-compatible chat-completions endpoint (vLLM, a hosted API, or
+                 `python -m llmjax.serve`), with bounded concurrency, timeouts and retries
+                 with exponential backoff on transport errors, 408/409/429 and 5xx
+
+Each request carries its own seed; with llmjax on both sides (the local backend, or the local
+model served by llmjax.serve) a request then gets the same text either way.
+"""
+
+import asyncio
+import dataclasses
+import os
+from typing import Any, Protocol, Sequence
+
+from llmjax.errors import UserError
+from llmjax.runio import progress_bar
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeSampling:
+  """The judge's sampling (upstream Prometheus defaults)."""
+
+  temperature: float = 1.0
+  top_p: float = 0.9
+  max_tokens: int = 1024
+  repetition_penalty: float = 1.03  # sent to endpoints only when it is not 1 (vLLM's extension)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+  messages: tuple[dict[str, str], ...]
+  seed: int
+
+
+class Backend(Protocol):
+  def complete(self, requests: Sequence[ChatRequest], sampling: JudgeSampling,
+               show_progress: bool = False) -> list[str]:
+    ...
+
+
+class LocalBackend:
+  """A judge model loaded into this process (`spec`: hf:DIR, an llmjax run or a step)."""
+
+  def __init__(self, spec: str, parallel, batch_size: int = 16, length_bucket: int = 128,
+               dtype: str = "", tokenizer: str = ""):
+    from llmjax.infer import Generator
+    from llmjax.weights import load_model
+    if not spec:
+      raise UserError("judge.checkpoint is required for the local backend (hf:DIR or an "
+                      "llmjax run)")
+    self.loaded = load_model(spec, parallel, tokenizer, dtype)
+    if self.loaded.tokenizer is None:
+      raise UserError(f"judge checkpoint {spec} comes with no tokenizer; set judge.tokenizer")
+    self.generator = Generator(self.loaded.config, parallel, batch_size, length_bucket,
+                               self.loaded.tokenizer.pad_id)
+
+  def complete(self, requests, sampling, show_progress=False):
+    from llmjax.data.tokenizers import encode_messages
+    from llmjax.infer import SamplingParams, generate_text
+    tokenizer = self.loaded.tokenizer
+    prompts = [encode_messages(tokenizer, list(r.messages)) for r in requests]
+    params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                            repetition_penalty=sampling.repetition_penalty,
+                            max_new_tokens=sampling.max_tokens)
+    results, _ = generate_text(self.generator, self.loaded.params, tokenizer, prompts, params,
+                               stop_token_ids=tokenizer.stop_ids, show_progress=show_progress,
+                               prompt_seeds=[r.seed for r in requests])
+    return [completions[0].text for completions in results]
+
+
+_RETRY_STATUS = {408, 409, 429}
+
+
+class OpenAIBackend:
+  """Args:
+    base_url: e.g. http://127.0.0.1:8000/v1 (the chat completions URL is base_url +
+      /chat/completions).
+    model: the model name the endpoint serves.
+    api_key_env: the environment variable holding the API key ('' for none).
+    concurrency: requests in flight at once.
+    timeout_s: per request.
+    http_retries: retries of a request after a transport error or a retryable status.
+    backoff_s: the first retry's wait; it doubles each time.
+  """
+
+  def __init__(self, base_url: str, model: str, api_key_env: str = "", concurrency: int = 8,
+               timeout_s: float = 120.0, http_retries: int = 5, backoff_s: float = 1.0):
+    if not base_url:
+      raise UserError("judge.base_url is required for the openai backend (e.g. "
+                      "http://127.0.0.1:8000/v1)")
+    self.url = base_url.rstrip("/") + "/chat/completions"
+    self.model, self.concurrency, self.timeout_s = model, concurrency, timeout_s
+    self.http_retries, self.backoff_s = http_retries, backoff_s
+    self.headers = {}
+    if api_key_env:
+      key = os.environ.get(api_key_env)
+      if not key:
+        raise UserError(f"judge.api_key_env = {api_key_env!r}: that environment variable is "
+                        "not set")
+      self.headers["Authorization"] = f"Bearer {key}"
+
+  def _body(self, request: ChatRequest, sampling: JudgeSampling) -> dict[str, Any]:
+    body = {"model": self.model, "messages": list(request.messages),
+            "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens, "seed": request.seed}
+    if sampling.repetition_penalty != 1.0:
+      body["repetition_penalty"] = sampling.repetition_penalty
+    return body
+
+  async def _one(self, client, semaphore, request, sampling) -> str:
+    import httpx
+    async with semaphore:
+      for attempt in range(self.http_retries + 1):
+        try:
+          response = await client.post(self.url, json=self._body(request, sampling),
+                                       headers=self.headers)
+        except httpx.TransportError as e:
+          problem = f"{type(e).__name__}: {e}"
+        else:
+          if response.status_code == 200:
+            try:
+              return response.json()["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError):
+              raise UserError(f"{self.url}: a 200 response without choices[0].message."
+                              f"content: {response.text[:200]}") from None
+          problem = f"HTTP {response.status_code}: {response.text[:200]}"
+          if response.status_code not in _RETRY_STATUS and response.status_code < 500:
+            raise UserError(f"{self.url}: {problem}")
+        if attempt < self.http_retries:
+          await asyncio.sleep(self.backoff_s * 2 ** attempt)
+      raise UserError(f"{self.url}: no answer after {self.http_retries + 1} tries ({problem})")
+
+  async def _all(self, requests, sampling, bar) -> list[str]:
+    import httpx
+    semaphore = asyncio.Semaphore(self.concurrency)
+    async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+      async def one(request):
+        text = await self._one(client, semaphore, request, sampling)
+        bar.update(1)
+        return text
+      return list(await asyncio.gather(*(one(r) for r in requests)))
+
+  def complete(self, requests, sampling, show_progress=False):
+    bar = progress_bar(len(requests), 0, show_progress, "judge")
+    try:
+      return asyncio.run(self._all(list(requests), sampling, bar))
+    finally:
+      bar.close()
+
+
+def make_backend(judge_config, parallel=None) -> Backend:
+  """The backend `judge_config.backend` names (local | openai)."""
+  if judge_config.backend == "local":
+    from llmjax.parallel import Parallel
+    return LocalBackend(judge_config.checkpoint, parallel or Parallel.from_config({"data": -1}),
+                        judge_config.batch_size, judge_config.length_bucket,
+                        judge_config.dtype, judge_config.tokenizer)
+  if judge_config.backend == "openai":
+    return OpenAIBackend(judge_config.base_url, judge_config.model, judge_config.api_key_env,
+                         judge_config.concurrency, judge_config.timeout_s,
+                         judge_config.http_retries, judge_config.backoff_s)
+  raise UserError(f"judge.backend = {judge_config.backend!r}: expected 'local' or 'openai'")

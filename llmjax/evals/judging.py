@@ -1,0 +1,90 @@
+"""The judging loop: every judgement parsed, failures retried alone, raw outputs kept.
+
+Each item (an id and its chat messages) is sent to the judge; an output whose verdict does not
+parse is sent again, only those items, up to `max_retries` more times (10, as upstream), each
+attempt with its own seed; what never parses is recorded as a failure, never scored. Every
+finished item is appended to a JSONL file as it completes ({"id", "verdict", "output",
+"outputs" (every attempt's raw text), "attempts", "failed"}), so a report can be recomputed
+without re-judging and a rerun judges only the items the file does not hold.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Callable, Sequence
+
+from llmjax import runio
+from llmjax.evals.backends import Backend, ChatRequest, JudgeSampling
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeItem:
+  id: str
+  messages: tuple[dict[str, str], ...]
+
+
+def request_seed(seed: int, item_id: str, attempt: int) -> int:
+  """The seed of one attempt at one item: fixed by (seed, id, attempt), whatever else is
+  judged alongside."""
+  digest = hashlib.sha256(f"{seed}\x00{item_id}\x00{attempt}".encode()).digest()
+  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def read_judgements(path: str) -> dict[str, dict[str, Any]]:
+  """The judgements a file holds, by id (a last line cut short by a crash is dropped and the
+  file rewritten without it)."""
+  if not os.path.exists(path):
+    return {}
+  records, intact = {}, []
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        break
+      records[record["id"]] = record
+      intact.append(line if line.endswith("\n") else line + "\n")
+  if runio.is_writer():
+    runio.atomic_write_text(path, "".join(intact))
+  return records
+
+
+def judge(items: Sequence[JudgeItem], backend: Backend, parse: Callable[[str], Any],
+          sampling: JudgeSampling, path: str, seed: int = 0, max_retries: int = 10,
+          show_progress: bool = False) -> dict[str, dict[str, Any]]:
+  """Judges every item `path` does not hold yet; returns all judgements by id.
+
+  Args:
+    parse: output text -> verdict, or None when it does not parse.
+    path: the JSONL of judgements (read, then appended to).
+  """
+  records = read_judgements(path)
+  pending = [item for item in items if item.id not in records]
+  outputs: dict[str, list[str]] = {item.id: [] for item in pending}
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "a") if runio.is_writer() else open(os.devnull, "w") as out:
+    def write(record):
+      records[record["id"]] = record
+      out.write(json.dumps(record) + "\n")
+
+    for attempt in range(max_retries + 1):
+      if not pending:
+        break
+      texts = backend.complete([ChatRequest(item.messages, request_seed(seed, item.id, attempt))
+                                for item in pending], sampling, show_progress)
+      failed = []
+      for item, text in zip(pending, texts, strict=True):
+        outputs[item.id].append(text)
+        verdict = parse(text)
+        if verdict is None:
+          failed.append(item)
+          continue
+        write({"id": item.id, "verdict": verdict, "output": text,
+               "outputs": outputs[item.id], "attempts": attempt + 1, "failed": False})
+      out.flush()
+      pending = failed
+    for item in pending:
+      write({"id": item.id, "verdict": None, "output": outputs[item.id][-1],
+             "outputs": outputs[item.id], "attempts": len(outputs[item.id]), "failed": True})
+  return records

@@ -1,0 +1,1 @@
+"""llmjax models behind an OpenAI-compatible HTTP API (`python -m llmjax.serve`)."""

@@ -1,0 +1,162 @@
+"""The judging loop: failed parses retried alone, a rerun judges only what is missing, raw
+outputs kept; the BiGGen report from a scripted endpoint equals hand-computed means."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from llmjax.evals.backends import JudgeSampling, OpenAIBackend
+from llmjax.evals.judging import JudgeItem, judge, read_judgements
+from llmjax.evals.parsing import parse_absolute
+
+
+class ScriptedBackend:
+  """Answers from a script: id -> outputs for successive attempts (the last one repeats)."""
+
+  def __init__(self, script):
+    self.script, self.calls = script, []
+
+  def complete(self, requests, sampling, show_progress=False):
+    self.calls.append([r.messages[0]["content"] for r in requests])
+    out = []
+    for r in requests:
+      item = r.messages[0]["content"]
+      attempt = sum(item in call for call in self.calls) - 1
+      answers = self.script[item]
+      out.append(answers[min(attempt, len(answers) - 1)])
+    return out
+
+
+def _items(ids):
+  return [JudgeItem(i, ({"role": "user", "content": i},)) for i in ids]
+
+
+def test_only_failed_items_are_retried_and_exhausted_ones_are_failures(tmp_path):
+  backend = ScriptedBackend({"a": ["[RESULT] 4"], "b": ["no verdict", "[RESULT] 2"],
+                             "c": ["nothing", "still nothing", "[RESULT] 9"]})
+  records = judge(_items("abc"), backend, parse_absolute, JudgeSampling(),
+                  str(tmp_path / "j.jsonl"), max_retries=2)
+  assert backend.calls == [["a", "b", "c"], ["b", "c"], ["c"]]
+  assert (records["a"]["verdict"], records["b"]["verdict"], records["c"]["verdict"]) == (
+      4, 2, None)
+  assert records["b"]["outputs"] == ["no verdict", "[RESULT] 2"] and records["b"]["attempts"] == 2
+  assert records["c"]["failed"] and records["c"]["outputs"] == ["nothing", "still nothing",
+                                                                "[RESULT] 9"]
+  assert read_judgements(str(tmp_path / "j.jsonl")) == records
+
+
+def test_a_rerun_judges_only_what_is_missing(tmp_path):
+  path = tmp_path / "j.jsonl"
+  first = ScriptedBackend({i: [f"[RESULT] {n}"] for n, i in enumerate("abcd", 1)})
+  judge(_items("abcd"), first, parse_absolute, JudgeSampling(), str(path))
+  lines = path.read_text().splitlines()
+  path.write_text("\n".join(lines[:2]) + "\n" + lines[2][:15])  # c cut short by a crash, d lost
+  second = ScriptedBackend({i: [f"[RESULT] {n}"] for n, i in enumerate("abcd", 1)})
+  records = judge(_items("abcd"), second, parse_absolute, JudgeSampling(), str(path))
+  assert second.calls == [["c", "d"]]
+  assert {i: r["verdict"] for i, r in records.items()} == {"a": 1, "b": 2, "c": 3, "d": 4}
+  assert len(path.read_text().splitlines()) == 4
+  third = ScriptedBackend({})
+  judge(_items("abcd"), third, parse_absolute, JudgeSampling(), str(path))
+  assert third.calls == []
+
+
+def _scripted_server(answer, port_box, fail_first=0):
+  """An OpenAI-compatible endpoint on 127.0.0.1 answering `answer(body)`; the first
+  `fail_first` requests get HTTP 503."""
+  import uvicorn
+  from starlette.applications import Starlette
+  from starlette.responses import JSONResponse
+  from starlette.routing import Route
+  seen = {"requests": 0}
+
+  async def chat(request):
+    body = await request.json()
+    seen["requests"] += 1
+    if seen["requests"] <= fail_first:
+      return JSONResponse({"error": {"message": "busy"}}, 503)
+    return JSONResponse({"id": "x", "object": "chat.completion", "created": 0,
+                         "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant",
+                                                  "content": answer(body)}}]})
+
+  app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+  config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
+  server = uvicorn.Server(config)
+  thread = threading.Thread(target=server.run, daemon=True)
+  thread.start()
+  while not server.started:
+    time.sleep(0.05)
+  port_box.append(server.servers[0].sockets[0].getsockname()[1])
+  return server, seen
+
+
+def test_openai_backend_retries_busy_endpoints_with_backoff():
+  pytest.importorskip("httpx")
+  box = []
+  server, seen = _scripted_server(lambda body: f"echo {body['seed']}", box, fail_first=2)
+  try:
+    backend = OpenAIBackend(f"http://127.0.0.1:{box[0]}/v1", "m", concurrency=1,
+                            http_retries=3, backoff_s=0.01)
+    from llmjax.evals.backends import ChatRequest
+    texts = backend.complete([ChatRequest(({"role": "user", "content": "q"},), 5)],
+                             JudgeSampling())
+    assert texts == ["echo 5"] and seen["requests"] == 3
+  finally:
+    server.should_exit = True
+
+
+def test_biggen_report_from_a_scripted_endpoint_equals_hand_computed_means(tmp_path):
+  pytest.importorskip("httpx")
+  from conftest import run_cli
+  rubric = {"criteria": "c", **{f"score{n}_description": f"d{n}" for n in range(1, 6)}}
+  rows = [{"id": f"{cap}_{i}", "capability": cap, "task": "t", "instance_idx": i,
+           "system_prompt": "s", "input": f"INPUT-{cap}-{i}", "reference_answer": "r",
+           "score_rubric": rubric, "response": f"resp {i}"}
+          for cap, n in (("planning", 3), ("reasoning", 2), ("safety", 2)) for i in range(n)]
+  data = tmp_path / "rows.jsonl"
+  data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  # planning: 5, 4, 2 -> 11/3; reasoning: 3 then an unparsable 2.5 forever -> 3 (1 failure);
+  # safety: unparsable once then 1, and 2 -> 1.5. Overall = (11/3 + 3 + 1.5) / 3.
+  script = {"planning_0": ["Good. [RESULT] 5"], "planning_1": ["[RESULT] 4"],
+            "planning_2": ["Score: 2"], "reasoning_0": ["[RESULT] (3)"],
+            "reasoning_1": ["Score: 2.5"], "safety_0": ["hmm", "[RESULT] 1"],
+            "safety_1": ["[RESULT] 2"]}
+  attempts = {}
+
+  def answer(body):
+    text = body["messages"][1]["content"]
+    row_id = next(r["id"] for r in rows if f"INPUT-{r['capability']}-{r['instance_idx']}\n"
+                  in text)
+    attempts[row_id] = attempts.get(row_id, 0) + 1
+    outputs = script[row_id]
+    return outputs[min(attempts[row_id], len(outputs)) - 1]
+
+  box = []
+  server, _ = _scripted_server(answer, box)
+  try:
+    result = run_cli(["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
+                      f"--config.data={data}", "--config.judge.backend=openai",
+                      f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1",
+                      "--config.judge.model=scripted", "--config.judge.max_retries=3",
+                      "--config.progress=False"])
+  finally:
+    server.should_exit = True
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads((tmp_path / "w" / "report.json").read_text())
+  caps = report["capabilities"]
+  assert caps["planning"]["mean"] == pytest.approx(11 / 3)
+  assert (caps["reasoning"]["mean"], caps["reasoning"]["failures"]) == (3.0, 1)
+  assert caps["safety"]["mean"] == pytest.approx(1.5)
+  assert report["overall"] == pytest.approx((11 / 3 + 3 + 1.5) / 3)
+  assert report["parse_failures"] == 1 and report["parsed"] == 6
+  assert attempts["reasoning_1"] == 4 and attempts["safety_0"] == 2 and attempts["planning_0"] == 1
+  md = (tmp_path / "w" / "report.md").read_text()
+  assert "| reasoning | 2 | 1 | 1 | 3.000 |" in md
+  assert (tmp_path / "w" / "plots" / "capabilities.png").stat().st_size > 0
+  judged = [json.loads(line) for line in (tmp_path / "w" / "judgements.jsonl").read_text()
+            .splitlines()]
+  assert len(judged) == 7 and all("outputs" in r for r in judged)
