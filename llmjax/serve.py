@@ -4,8 +4,9 @@
 
 Serves /v1/models, /v1/chat/completions and /v1/completions (temperature, top_p, max_tokens,
 n, stop, seed, and vLLM's repetition_penalty) on 127.0.0.1 by default, batching concurrent
-requests through the engine's generator (llmjax.serving). Chat prompts go through the tokenizer's chat template, or the plain
-"role: content" format for tokenizers that ship none. Bad arguments: one line, exit 2.
+requests through the engine's generator (llmjax.serving). Chat prompts go through the
+tokenizer's chat template, or the plain "role: content" format for tokenizers that ship none.
+Bad arguments: one line, exit 2.
 """
 
 import argparse
