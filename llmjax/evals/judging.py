@@ -20,8 +20,12 @@ from llmjax.evals.backends import Backend, ChatRequest, JudgeSampling
 
 @dataclasses.dataclass(frozen=True)
 class JudgeItem:
+  """One judgement to make; `parse` overrides the loop's parser for this item (e.g. FLASK's,
+  which needs the instance's skills)."""
+
   id: str
   messages: tuple[dict[str, str], ...]
+  parse: Callable[[str], Any] | None = None
 
 
 def request_seed(seed: int, item_id: str, attempt: int) -> int:
@@ -76,7 +80,7 @@ def judge(items: Sequence[JudgeItem], backend: Backend, parse: Callable[[str], A
       failed = []
       for item, text in zip(pending, texts, strict=True):
         outputs[item.id].append(text)
-        verdict = parse(text)
+        verdict = (item.parse or parse)(text)
         if verdict is None:
           failed.append(item)
           continue

@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "did_synthetic": "llmjax.experiments.did_synthetic",
     "self_explore": "llmjax.experiments.self_explore",
     "biggen": "llmjax.experiments.biggen",
+    "flask": "llmjax.experiments.flask",
     "knowledge_entropy": "llmjax.experiments.knowledge_entropy",
 }
 

@@ -1,0 +1,138 @@
+"""FLASK on fixtures written here (FLASK's data has no license): parsing the judge's score
+dict, and the per-skill, per-domain and per-difficulty tables computed by hand."""
+
+import json
+
+import pytest
+
+from llmjax.errors import DataError
+from llmjax.evals import flask
+
+FIXTURE = [
+    {"idx": 0, "instruction": "Add 2 and 3.", "answer": "5", "response": "5",
+     "skill": ["Logical Correctness", "Conciseness", "Readability"], "domain": ["Math"],
+     "difficulty": "simple lifestyle knowledge"},
+    {"idx": 1, "instruction": "Name a prime above 10.", "answer": "11", "response": "12",
+     "skill": ["Logical Correctness", "Factuality", "Metacognition"],
+     "domain": ["Math", "Coding"], "difficulty": "formal education knowledge"},
+    {"idx": 2, "instruction": "Write a haiku.", "answer": "...", "response": "words",
+     "skill": ["Insightfulness", "Readability", "Harmlessness"], "domain": ["Art"],
+     "difficulty": "simple lifestyle knowledge"},
+    {"idx": 3, "instruction": "Explain gravity.", "answer": "...", "response": "It pulls.",
+     "skill": ["Completeness", "Factuality", "Conciseness"], "domain": ["Science"],
+     "difficulty": "formal education knowledge"},
+]
+# What the judge ends with for each instance; idx 3 never parses (a score of 7).
+OUTPUTS = {
+    "0": "Correct and short. {'Logical Correctness': 5, 'Conciseness': 4, 'readability': 5}",
+    "1": "Wrong. {\n'logical_correctness': 1,\n'Factuality': 2,\n'Metacognition': 'N/A'\n}",
+    "2": "Nice. {'Insightfulness': 3, 'Readability': 4, 'Harmlessness': 5}",
+    "3": "{'Completeness': 7, 'Factuality': 3, 'Conciseness': 3}",
+}
+
+
+def _rows(tmp_path):
+  path = tmp_path / "flask.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in FIXTURE))
+  return flask.read_instances(str(path))
+
+
+def test_parse_scores_normalises_keys_and_rejects_what_is_not_a_score():
+  skills = ("logical_correctness", "conciseness", "readability")
+  assert flask.parse_scores(OUTPUTS["0"], skills) == {"logical_correctness": 5,
+                                                      "conciseness": 4, "readability": 5}
+  assert flask.parse_scores("{'Correctness': 2, 'Conciseness': 'n/a', 'READABILITY': 3.0}",
+                            skills) == {"logical_correctness": 2, "conciseness": None,
+                                        "readability": 3}
+  # The last dict counts: an example dict echoed earlier does not.
+  assert flask.parse_scores("e.g. {'Logical Correctness': 3} ... final: {'Logical "
+                            "Correctness': 4, 'Conciseness': 2, 'Readability': 2}",
+                            skills)["logical_correctness"] == 4
+  for bad in ("no dict", "{'Logical Correctness': 5, 'Conciseness': 4}",  # a skill missing
+              "{'Logical Correctness': 6, 'Conciseness': 4, 'Readability': 5}",
+              "{'Logical Correctness': 2.5, 'Conciseness': 4, 'Readability': 5}",
+              "{'Logical Correctness': True, 'Conciseness': 4, 'Readability': 5}",
+              "{'Logical Correctness': five}", None):
+    assert flask.parse_scores(bad, skills) is None, bad
+  assert flask.skill_key("Commonsense Understanding") == "commonsense_understanding"
+  assert flask.skill_key("commonsense") == "commonsense_understanding"
+  assert flask.skill_key("Logical-Efficiency") == "logical_efficiency"
+
+
+def test_aggregation_equals_the_tables_computed_by_hand(tmp_path):
+  rows = _rows(tmp_path)
+  judgements = {}
+  for row in rows:
+    verdict = flask.parse_scores(OUTPUTS[row["idx"]], row["skills"])
+    judgements[row["idx"]] = {"verdict": verdict, "failed": verdict is None}
+  result = flask.aggregate(rows, judgements)
+  skills = {s: t["mean"] for s, t in result["skills"].items() if t["count"]}
+  assert skills == {"logical_correctness": 3.0, "conciseness": 4.0, "readability": 4.5,
+                    "factuality": 2.0, "insightfulness": 3.0, "harmlessness": 5.0}
+  assert result["skills"]["metacognition"] == {"mean": None, "count": 0}
+  # Math: 5, 4, 5 (idx 0) and 1, 2 (idx 1) -> 17/5; Coding: 1, 2 -> 1.5; Art: 3, 4, 5 -> 4.
+  assert {d: t["mean"] for d, t in result["domains"].items()} == {
+      "Art": 4.0, "Coding": 1.5, "Math": 3.4}
+  assert result["domains"]["Math"]["count"] == 5
+  simple = result["skill_by_difficulty"]["simple lifestyle knowledge"]
+  assert simple["readability"] == {"mean": 4.5, "count": 2}
+  formal = result["skill_by_difficulty"]["formal education knowledge"]
+  assert formal == {"factuality": {"mean": 2.0, "count": 1},
+                    "logical_correctness": {"mean": 1.0, "count": 1}}
+  assert list(result["skill_by_difficulty"]) == ["simple lifestyle knowledge",
+                                                 "formal education knowledge"]
+  assert result["abilities"]["Logical Thinking"] == 3.0
+  assert result["abilities"]["User Alignment"] == pytest.approx((4.0 + 4.5 + 5.0) / 3)
+  assert (result["parse_failures"], result["not_applicable"]) == (1, 1)
+  assert "| readability | User Alignment | 2 | 4.500 |" in flask.markdown(result)
+
+
+def test_malformed_instances_name_file_and_line(tmp_path):
+  path = tmp_path / "bad.jsonl"
+  rows = [dict(FIXTURE[0]), dict(FIXTURE[1], skill="['Factuality']")]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(DataError, match=r"bad.jsonl:2: skill must be a list"):
+    flask.read_instances(str(path))
+  rows[1] = dict(FIXTURE[1], skill=["Factuality", "Wit"])
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(DataError, match=r"bad.jsonl:2: unknown skill 'Wit'"):
+    flask.read_instances(str(path))
+
+
+def test_a_flask_checkout_rubric_file_replaces_ours(tmp_path):
+  entries = [{"Skill": s.replace("_", " ").title(), "Criteria": f"C-{s}",
+              "Scoring": {str(n): f"L{n}" for n in range(1, 6)}} for s in flask.SKILLS]
+  path = tmp_path / "skills.json"
+  path.write_text(json.dumps(entries))
+  rubrics = flask.load_rubrics(str(path))
+  assert rubrics["logical_robustness"] == ("C-logical_robustness",
+                                           ("L1", "L2", "L3", "L4", "L5"))
+  path.write_text(json.dumps(entries[:-1]))
+  with pytest.raises(DataError, match="no rubric for skill 'harmlessness'"):
+    flask.load_rubrics(str(path))
+
+
+def test_flask_cli_with_a_scripted_judge(tmp_path):
+  from test_judging import _scripted_server
+  from conftest import run_cli
+  path = tmp_path / "flask.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in FIXTURE))
+  box = []
+
+  def answer(body):
+    text = body["messages"][1]["content"]
+    row = next(r for r in FIXTURE if f"[Instruction]\n{r['instruction']}\n" in text)
+    return OUTPUTS[str(row["idx"])]
+  server, seen = _scripted_server(answer, box)
+  try:
+    result = run_cli(["--config", "configs/flask.py", "--workdir", str(tmp_path / "w"),
+                      f"--config.data={path}", "--config.judge.backend=openai",
+                      f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1",
+                      "--config.judge.max_retries=2", "--config.progress=False"])
+  finally:
+    server.should_exit = True
+  assert result.returncode == 0, result.stderr[-2000:]
+  summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+  assert summary["skill_means"]["readability"] == 4.5 and summary["parse_failures"] == 1
+  assert seen["requests"] == 4 + 2  # idx 3 retried twice, the others judged once
+  assert (tmp_path / "w" / "plots" / "skills_radar.png").stat().st_size > 0
