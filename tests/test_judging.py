@@ -160,3 +160,61 @@ def test_biggen_report_from_a_scripted_endpoint_equals_hand_computed_means(tmp_p
   judged = [json.loads(line) for line in (tmp_path / "w" / "judgements.jsonl").read_text()
             .splitlines()]
   assert len(judged) == 7 and all("outputs" in r for r in judged)
+
+
+class _TemplateTokenizer:
+  """A tokenizer whose chat template renders "[role]content" and may refuse system turns."""
+
+  def __init__(self, system_ok: bool):
+    self.chat_template, self.system_ok = "a template", system_ok
+
+  def apply_chat_template(self, messages, add_generation_prompt=True):
+    from llmjax.errors import UserError
+    if not self.system_ok and any(m["role"] == "system" for m in messages):
+      raise UserError("chat template: Conversation roles must alternate user/assistant")
+    return "".join(f"[{m['role']}]{m['content']}" for m in messages)
+
+  def encode_chat(self, messages, add_generation_prompt=True):
+    return list(self.apply_chat_template(messages).encode())
+
+
+def test_a_system_turn_the_template_refuses_is_folded_into_the_user_turn():
+  from llmjax.data.tokenizers import encode_messages, supports_system_role
+  messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+  mistral_like, llama_like = _TemplateTokenizer(False), _TemplateTokenizer(True)
+  assert not supports_system_role(mistral_like) and supports_system_role(llama_like)
+  assert bytes(encode_messages(mistral_like, messages)).decode() == "[user]S\n\nU"
+  assert bytes(encode_messages(llama_like, messages)).decode() == "[system]S[user]U"
+
+
+def test_relative_grading_reports_the_share_of_a(tmp_path):
+  from conftest import run_cli
+  rubric = {"criteria": "c", **{f"score{n}_description": f"d{n}" for n in range(1, 6)}}
+  rows = [{"id": f"reasoning_{i}", "capability": "reasoning", "task": "t", "instance_idx": i,
+           "system_prompt": "s", "input": f"Q{i}", "reference_answer": "r",
+           "score_rubric": rubric, "response": f"answer {i}"} for i in range(4)]
+  a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+  a.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  b.write_text("".join(json.dumps({**r, "response": f"other {i}"}) + "\n"
+                       for i, r in enumerate(rows)))
+  verdicts = {"Q0\n": "[RESULT] A", "Q1\n": "Feedback: B wins. [RESULT] B",
+              "Q2\n": "[RESULT] (A)", "Q3\n": "[RESULT] A"}
+  box = []
+
+  def answer(body):
+    text = body["messages"][1]["content"]
+    assert "###Response A:\nanswer" in text and "###Response B:\nother" in text
+    return next(v for q, v in verdicts.items() if f"###Instruction:\n{q}" in text)
+  server, _ = _scripted_server(answer, box)
+  try:
+    result = run_cli(["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
+                      f"--config.data={a}", f"--config.responses_b={b}",
+                      "--config.grading=relative", "--config.judge.backend=openai",
+                      f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1",
+                      "--config.progress=False"])
+  finally:
+    server.should_exit = True
+  assert result.returncode == 0, result.stderr[-2000:]
+  report = json.loads((tmp_path / "w" / "report.json").read_text())
+  assert report["capabilities"]["reasoning"]["mean"] == 0.75
+  assert report["metric"] == "share of A verdicts"

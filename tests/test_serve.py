@@ -143,3 +143,33 @@ def test_biggen_through_the_server_equals_the_local_judge(served, tmp_path):
   report = json.loads((tmp_path / "openai" / "report.json").read_text())
   assert report["instances"] == 3 and report["parsed"] + report["parse_failures"] == 3
   assert (report == json.loads((tmp_path / "local" / "report.json").read_text()))
+
+
+def test_biggen_generates_responses_with_a_model_under_test_once(served, tmp_path):
+  from test_judging import _scripted_server
+  _, _, run = served
+  box = []
+  seen_responses = []
+
+  def answer(body):
+    text = body["messages"][1]["content"]
+    seen_responses.append(text.split("###Response to evaluate:\n")[1].split("\n\n###")[0])
+    return "[RESULT] 3"
+  server, seen = _scripted_server(answer, box)
+  args = ["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
+          "--config.limit=2", "--config.progress=False", f"--config.responses.checkpoint={run}",
+          "--config.responses.max_tokens=8", "--config.responses.length_bucket=256",
+          "--config.judge.backend=openai", f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1"]
+  try:
+    first = run_cli(args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    responses = (tmp_path / "w" / "responses.jsonl").read_text()
+    again = run_cli(args)
+    assert again.returncode == 0, again.stderr[-2000:]
+  finally:
+    server.should_exit = True
+  rows = [json.loads(line) for line in responses.splitlines()]
+  assert [r["id"] for r in rows] == ["planning_travel_plan_0", "planning_travel_plan_1"]
+  assert sorted(seen_responses) == sorted(r["response"] for r in rows)
+  assert seen["requests"] == 2  # the rerun judged nothing and generated nothing
+  assert (tmp_path / "w" / "responses.jsonl").read_text() == responses

@@ -297,10 +297,16 @@ def render_plain_chat(messages: list[dict[str, Any]]) -> str:
 
 def encode_messages(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> list[int]:
   """Chat messages as generation-prompt tokens: through the tokenizer's chat template, or
-  BOS + `render_plain_chat` when it has none."""
-  if has_chat_template(tokenizer):
-    return tokenizer.encode_chat(messages)
-  return tokenizer.encode_prompt(render_plain_chat(messages))
+  BOS + `render_plain_chat` when it has none. A leading system message that the template
+  cannot take (Mistral's, Gemma's) is folded into the first user turn, system + blank line +
+  user, as fastchat's templates do for judges such as Prometheus 2."""
+  if not has_chat_template(tokenizer):
+    return tokenizer.encode_prompt(render_plain_chat(messages))
+  if (len(messages) > 1 and messages[0]["role"] == "system" and messages[1]["role"] == "user"
+      and not supports_system_role(tokenizer)):
+    folded = {"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}
+    messages = [folded, *messages[2:]]
+  return tokenizer.encode_chat(messages)
 
 
 def supports_system_role(tokenizer: Tokenizer) -> bool:
@@ -308,8 +314,12 @@ def supports_system_role(tokenizer: Tokenizer) -> bool:
   raise on one); the plain format always does."""
   if not has_chat_template(tokenizer):
     return True
-  probe = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-  try:
-    return "S" in tokenizer.apply_chat_template(probe)
-  except UserError:
-    return False
+  cached = getattr(tokenizer, "_system_role", None)
+  if cached is None:
+    probe = [{"role": "system", "content": "SYSTEM-PROBE"}, {"role": "user", "content": "U"}]
+    try:
+      cached = "SYSTEM-PROBE" in tokenizer.apply_chat_template(probe)
+    except UserError:
+      cached = False
+    tokenizer._system_role = cached
+  return cached
