@@ -19,7 +19,8 @@ tiny — the paper's three findings at CPU scale, one resumable pipeline
   (5 times, every 20 steps, 4 paraphrase70 items + 1 once60 item each, 100 steps) from the
   step-200 and step-800 checkpoints and from step 800 resuscitated (p 0.5, q 2).
   python -m llmjax.main --config configs/knowledge_entropy.py:tiny --workdir W
-  Measured (host D, 2026-12-03, seed 0; 11 min 42 s while another 2-core job ran beside it):
+  Measured (host D, 2026-12-03, seed 0): 4 min 52 s end to end (11 min 42 s with another 2-core
+  job beside it; the same figures both times):
   knowledge entropy RISES over pretraining, 15.90 (step 100) -> 15.97 (200) -> 16.40 (800), of a
   maximum 3 ln 256 = 16.64; the paper's decay does not reproduce in 800 steps of a tiny model.
   Injection: early (H 15.97) A 0.056, F -0.063; late (H 16.40) A 0.112, F -0.012;
