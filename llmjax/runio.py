@@ -124,6 +124,25 @@ class MetricsWriter:
         pass
 
 
+def read_complete_jsonl(path: os.PathLike) -> list[dict[str, Any]]:
+  """The rows of a JSONL file that a run appends to as it goes: a last line cut short by a
+  crash or kill is dropped, and the file rewritten without it (process 0), so the run redoes
+  that row. A missing file has no rows."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    return []
+  rows = []
+  with open(path) as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        break
+  if is_writer():
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+  return rows
+
+
 def read_metrics(workdir: os.PathLike, split: str | None = None) -> list[dict[str, Any]]:
   """Reads metrics.jsonl back, optionally keeping one split."""
   path = pathlib.Path(workdir) / "metrics.jsonl"

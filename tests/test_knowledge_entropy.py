@@ -291,3 +291,13 @@ def test_the_pass_computes_no_logits():
   assert "[4,16,300]" in logits_hlo
   assert "[4,16,300]" not in hlo
   assert "[4,16,64]" in hlo  # the FFN coefficients are computed
+
+
+def test_cli_stops_on_an_empty_document_with_its_line(pretrained_run, tmp_path):
+  corpus = tmp_path / "corpus.jsonl"
+  corpus.write_text('{"text": "the red fox."}\n{"text": "  "}\n')
+  result = _measure(tmp_path / "w", pretrained_run, corpus)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      "corpus.jsonl:2: empty 'text': a document needs text")
+  assert not (tmp_path / "w" / "metrics.jsonl").exists()

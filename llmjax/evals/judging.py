@@ -36,22 +36,8 @@ def request_seed(seed: int, item_id: str, attempt: int) -> int:
 
 
 def read_judgements(path: str) -> dict[str, dict[str, Any]]:
-  """The judgements a file holds, by id (a last line cut short by a crash is dropped and the
-  file rewritten without it)."""
-  if not os.path.exists(path):
-    return {}
-  records, intact = {}, []
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        break
-      records[record["id"]] = record
-      intact.append(line if line.endswith("\n") else line + "\n")
-  if runio.is_writer():
-    runio.atomic_write_text(path, "".join(intact))
-  return records
+  """The judgements a file holds, by id (a last line cut short by a crash is dropped)."""
+  return {record["id"]: record for record in runio.read_complete_jsonl(path)}
 
 
 def judge(items: Sequence[JudgeItem], backend: Backend, parse: Callable[[str], Any],

@@ -39,9 +39,7 @@ def run(config, workdir: str) -> dict:
   if config.mode == "inject":
     return inject_series(config, workdir)
   checkpoints = expand_checkpoints(config.checkpoints)
-  texts = read_corpus(config.corpus, config.text_field, config.text_unit)
-  if config.max_documents:
-    texts = texts[:config.max_documents]
+  texts = read_corpus(config)
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
   rows = measure_series(config, workdir, checkpoints, texts, parallel)
   plot_entropy_curve(os.path.join(workdir, "plots", "knowledge_entropy.png"), rows)
@@ -69,7 +67,7 @@ def resuscitate_checkpoint(config, workdir: str) -> dict:
 
   from llmjax.analysis.knowledge_entropy import resuscitate
   from llmjax.interop import save_hf
-  from llmjax.weights import load_model
+  from llmjax.weights import RunCheckpoint, load_model
   from llmjax.weights.params_run import save_params_run
 
   res = config.resuscitation
@@ -80,9 +78,7 @@ def resuscitate_checkpoint(config, workdir: str) -> dict:
     raise UserError(f"config.checkpoints names {len(checkpoints)} checkpoints; resuscitation "
                     "takes one")
   (spec, step), = checkpoints
-  texts = read_corpus(config.corpus, config.text_field, config.text_unit)
-  if config.max_documents:
-    texts = texts[:config.max_documents]
+  texts = read_corpus(config)
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
   rows = measure_series(config, os.path.join(workdir, "before"), checkpoints, texts, parallel)
   coefficients = np.load(os.path.join(workdir, "before", rows[0]["coefficients"]))
@@ -100,7 +96,9 @@ def resuscitate_checkpoint(config, workdir: str) -> dict:
     out_spec = f"hf:{out}"
   else:
     tokenizer = config.tokenizer or (spec if spec.startswith("hf:") else
-                                     load_model_tokenizer_spec(spec))
+                                     RunCheckpoint.parse(spec).tokenizer)
+    if not tokenizer:
+      raise UserError(f"checkpoint {spec}: its run records no tokenizer; set config.tokenizer")
     out_spec = save_params_run(os.path.join(workdir, "resuscitated"), params, loaded.config,
                                step or 0, tokenizer)
   after = measure_series(config, os.path.join(workdir, "after"), [(out_spec, step)], texts,
@@ -109,15 +107,6 @@ def resuscitate_checkpoint(config, workdir: str) -> dict:
           "multiplier": res.multiplier, "scaled_memories": counts.tolist(),
           "knowledge_entropy_before": rows[0]["knowledge_entropy"],
           "knowledge_entropy_after": after[0]["knowledge_entropy"]}
-
-
-def load_model_tokenizer_spec(spec: str) -> str:
-  """The tokenizer spec an llmjax run's config.json records (RUN or RUN/checkpoints/STEP)."""
-  from llmjax.weights import RunCheckpoint
-  tokenizer = RunCheckpoint.parse(spec).config.get("data", {}).get("tokenizer", "")
-  if not tokenizer:
-    raise UserError(f"checkpoint {spec}: its run records no tokenizer; set config.tokenizer")
-  return tokenizer
 
 
 def inject_series(config, workdir: str) -> dict:
@@ -138,8 +127,7 @@ def inject_series(config, workdir: str) -> dict:
                                       inj.once_per_injection)
   entropy = {}
   if config.corpus:
-    texts = read_corpus(config.corpus, config.text_field, config.text_unit)
-    texts = texts[:config.max_documents] if config.max_documents else texts
+    texts = read_corpus(config)
     entropy = {r["checkpoint"]: r["knowledge_entropy"]
                for r in measure_series(config, os.path.join(workdir, "entropy"), checkpoints,
                                        texts, parallel)}
@@ -158,7 +146,7 @@ def inject_series(config, workdir: str) -> dict:
     result = injection_lib.continual_training(
         directory, loaded.config, loaded.tokenizer, corpus, plan, loaded.params, config.train,
         config.optim, inj.interval, inj.rows_per_step, parallel, seed=config.seed,
-          placement=inj.placement)
+        placement=inj.placement)
     row = {"checkpoint": spec, "step": step, "knowledge_entropy": entropy.get(spec),
            **{k: v for k, v in result.items() if k not in ("first", "last")}}
     runio.write_json(result_path, row)

@@ -119,9 +119,8 @@ def run_demo(config, workdir: str) -> dict:
   def resuscitate_stage(ctx):
     late = start_spec("late")
     loaded = load_model(late, parallel)
-    entropy_rows = [json.loads(line) for line in open(os.path.join(workdir, "entropy",
-                                                                    "metrics.jsonl"))]
-    row = next(r for r in entropy_rows if r["checkpoint"] == late)
+    row = next(r for r in runio.read_metrics(os.path.join(workdir, "entropy"))
+               if r["checkpoint"] == late)
     coefficients = np.load(os.path.join(workdir, "entropy", row["coefficients"]))
     params, counts = resuscitate(loaded.params, coefficients["mean_coefficients"],
                                  demo.resuscitation_quantile, demo.resuscitation_multiplier)

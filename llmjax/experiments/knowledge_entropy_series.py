@@ -25,7 +25,7 @@ from llmjax import runio
 from llmjax.analysis.knowledge_entropy import (CoefficientStats, KnowledgeEntropyProbe,
                                                max_knowledge_entropy)
 from llmjax.data import readers
-from llmjax.errors import UserError
+from llmjax.errors import DataError, UserError
 from llmjax.parallel import Parallel
 from llmjax.weights import load_model
 from llmjax.weights.checkpoint import Checkpointer
@@ -80,29 +80,31 @@ def _run_checkpoints(path: str) -> list[tuple[str, int | None]]:
   return [(os.path.join(directory, str(step)), step) for step in steps]
 
 
-def read_corpus(path: str, text_field: str, text_unit: str) -> list[str]:
-  """Documents of a JSONL file (`text_field` per row) or a text file (split by `text_unit`)."""
+def read_corpus(config) -> list[str]:
+  """The first `config.max_documents` (0: all) documents of `config.corpus`: a JSONL file
+  (`config.text_field` per row) or a text file (split by `config.text_unit`). An empty
+  document of a JSONL corpus stops with its file and line."""
+  path = config.corpus
   if not path:
     raise UserError("config.corpus is required: a .jsonl file (one document per row, in "
                     "config.text_field) or a text file (documents by config.text_unit)")
   if path.endswith(".jsonl"):
-    return [str(row[text_field]) for _, row in
-            readers.read_jsonl_numbered(path, required=(text_field,))]
-  return list(readers.read_text(path, text_unit))
-
-
-def _read_rows(path: str) -> list[dict[str, Any]]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    texts = []
+    for line, row in readers.read_jsonl_numbered(path, required=(config.text_field,)):
+      text = str(row[config.text_field])
+      if not text.strip():
+        raise DataError(f"{path}:{line}: empty {config.text_field!r}: a document needs text")
+      texts.append(text)
+  else:  # read_text yields no empty documents
+    texts = list(readers.read_text(path, config.text_unit))
+  return texts[:config.max_documents] if config.max_documents else texts
 
 
 def measure_series(config, workdir: str, checkpoints: list[tuple[str, int | None]],
                    texts: list[str], parallel: Parallel) -> list[dict[str, Any]]:
   """Measures every checkpoint not yet in WORKDIR/metrics.jsonl; returns all rows, in order."""
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  rows = _read_rows(metrics_path)
+  rows = runio.read_metrics(workdir)
   done = {row["checkpoint"] for row in rows}
   os.makedirs(os.path.join(workdir, "coefficients"), exist_ok=True)
   for spec, step in checkpoints:
@@ -111,9 +113,9 @@ def measure_series(config, workdir: str, checkpoints: list[tuple[str, int | None
     loaded = load_model(spec, parallel, config.tokenizer)
     if loaded.tokenizer is None:
       raise UserError(f"checkpoint {spec} comes with no tokenizer; set config.tokenizer")
+    # A document that encodes to no tokens stops the probe, which names it.
     documents = [loaded.tokenizer.encode(text, add_bos=config.add_bos)[:config.max_tokens]
                  for text in texts]
-    documents = [d for d in documents if d]
     probe = KnowledgeEntropyProbe(loaded.config, parallel, batch_size=config.batch_size,
                                   length_bucket=config.length_bucket,
                                   pad_id=loaded.tokenizer.pad_id)

@@ -54,22 +54,6 @@ def _read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _read_explored(path: str) -> list[dict]:
-  """The explored rows a killed run left; a last line cut short by the kill is dropped (and
-  the file rewritten without it) so the run redoes that chunk."""
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        break
-  write_rows(path, rows)
-  return rows
-
-
 def load_problems(task) -> dict[str, list[dict]]:
   """{"train", "test"}: [{"id", "question", "rationale", "gold"}] for `task.kind`."""
   if task.kind == "word_problems":
@@ -184,7 +168,7 @@ def run(config, workdir: str) -> dict:
     if task.explore_pairs:
       todo = todo[:task.explore_pairs]  # a random subset: the pairs file is shuffled
     explored_path = ctx.path("explored.jsonl")
-    done = _read_explored(explored_path) if ctx.resumed else []
+    done = runio.read_complete_jsonl(explored_path) if ctx.resumed else []
     total, resumed_at = len(todo), len(done)
     todo = todo[resumed_at:]  # chunks are appended in order
     params = params_of(ctx, "rft")
@@ -210,8 +194,9 @@ def run(config, workdir: str) -> dict:
         return texts
 
       method.explore(items, complete_k, task.explore_k, task.explore_max_steps)
-      with open(explored_path, "a") as f:  # one write per chunk
-        f.write("".join(json.dumps(vars(item)) + "\n" for item in items))
+      if runio.is_writer():  # one write per chunk, by one process
+        with open(explored_path, "a") as f:
+          f.write("".join(json.dumps(vars(item)) + "\n" for item in items))
       done += [vars(item) for item in items]
       bar.update(len(items))
       bar.set_postfix(samples_per_s=f"{sampled / max(time.perf_counter() - started, 1e-9):.1f}")

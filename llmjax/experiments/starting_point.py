@@ -60,4 +60,4 @@ def record_model(config, workdir: str, start: StartingPoint) -> None:
 
 def _run_tokenizer(spec: str) -> str:
   from llmjax.weights import RunCheckpoint
-  return RunCheckpoint.parse(spec).config.get("data", {}).get("tokenizer", "")
+  return RunCheckpoint.parse(spec).tokenizer

@@ -67,6 +67,11 @@ class RunCheckpoint:
                       "config.json and checkpoints/) or RUN/checkpoints/STEP")
     return cls(path, read_json_object(config_path), step)
 
+  @property
+  def tokenizer(self) -> str:
+    """The tokenizer spec the run's config records ('' if none)."""
+    return self.config.get("data", {}).get("tokenizer", "")
+
   def model_config(self) -> ModelConfig:
     if "model" not in self.config:
       raise UserError(f"{self.path}/config.json: the run has no `model` config")
@@ -108,7 +113,7 @@ def load_model(spec: str, parallel: Parallel, tokenizer: str = "",
   run = RunCheckpoint.parse(spec)
   model_config = run.model_config()
   params, step = run.restore_params(decoder_layout(model_config, parallel), decoder_only=True)
-  spec_tokenizer = tokenizer or run.config.get("data", {}).get("tokenizer", "")
+  spec_tokenizer = tokenizer or run.tokenizer
   return LoadedModel(model_config, params,
                      load_tokenizer(spec_tokenizer) if spec_tokenizer else None,
                      f"{run.path} step {step}")
