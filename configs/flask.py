@@ -10,6 +10,10 @@ them). FLASK's data has no license and does not ship with llmjax. `rubrics`: '' 
 wording of the 12 skills) or a FLASK checkout's skillset_description.json. The judge samples at
 temperature 0 as FLASK's authors meant to (their script's setting never reached the API).
 Writes judgements.jsonl, report.json, report.md and plots/skills_radar.png.
+
+Runtime and result: one judge call per instance (plus retries of unparsed ones), so the cost is
+the judge's; measured only on fixtures written for the tests (tests/test_flask.py), where the
+tables equal hand-computed ones. No real FLASK run has been made here (its data does not ship).
 """
 
 import ml_collections
