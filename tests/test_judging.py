@@ -218,3 +218,26 @@ def test_relative_grading_reports_the_share_of_a(tmp_path):
   report = json.loads((tmp_path / "w" / "report.json").read_text())
   assert report["capabilities"]["reasoning"]["mean"] == 0.75
   assert report["metric"] == "share of A verdicts"
+
+
+def test_biggen_rows_a_bad_jsonl_line_names_the_file_and_line(tmp_path):
+  from llmjax.errors import DataError
+  from llmjax.evals.biggen import read_instances
+  rubric = {"criteria": "c", **{f"score{n}_description": f"d{n}" for n in range(1, 6)}}
+  row = {"id": "a", "capability": "planning", "task": "t", "instance_idx": 0,
+         "system_prompt": "s", "input": "i", "reference_answer": "r", "score_rubric": rubric}
+  path = tmp_path / "rows.jsonl"
+  path.write_text(json.dumps(row) + "\n\n" + '{"id": "b", \n')
+  with pytest.raises(DataError, match=rf"{path}:3: malformed row"):
+    read_instances(str(path))
+  path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "id": "b", "input": 3}) + "\n" +
+                  json.dumps({k: v for k, v in row.items() if k != "task"}) + "\n")
+  with pytest.raises(DataError, match=rf"{path}:3: missing field 'task'"):
+    read_instances(str(path))
+
+
+def test_report_order_puts_known_names_first_in_their_order():
+  from llmjax.evals.judging import in_known_order
+  assert in_known_order({"zeta": 1, "safety": 2, "alpha": 3, "grounding": 4},
+                        ("grounding", "planning", "safety")) == [
+                            "grounding", "safety", "alpha", "zeta"]

@@ -17,9 +17,10 @@ import math
 import os
 from typing import Any, Sequence
 
-from llmjax.data.readers import check_file
+from llmjax.data.readers import check_file, read_jsonl_numbered
 from llmjax.errors import DataError
 from llmjax.evals import prometheus
+from llmjax.evals.judging import in_known_order
 
 CAPABILITIES = ("grounding", "instruction_following", "planning", "reasoning", "refinement",
                 "safety", "theory_of_mind", "tool_usage", "multilingual")
@@ -34,14 +35,9 @@ def read_instances(path: str, need_response: bool = False) -> list[dict[str, Any
   try:
     with open(path, encoding="utf-8") as f:
       if path.endswith(".jsonl"):
-        rows = []
-        for line_number, line in enumerate(f, 1):
-          if line.strip():
-            try:
-              rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-              raise DataError(f"{path}:{line_number}: not valid JSON ({e.msg})") from None
-        where = [f"{path}:{n}" for n in range(1, len(rows) + 1)]
+        numbered = list(read_jsonl_numbered(path))
+        rows = [row for _, row in numbered]
+        where = [f"{path}:{line_number}" for line_number, _ in numbered]
       else:
         data = json.load(f)
         rows = list(data.values()) if isinstance(data, dict) else data
@@ -104,9 +100,7 @@ def report(rows: Sequence[dict[str, Any]], judgements: dict[str, dict[str, Any]]
   for row in rows:
     by_capability.setdefault(row["capability"], []).append(judgements.get(row["id"]))
   table = {}
-  for capability in sorted(by_capability, key=lambda c: (c not in CAPABILITIES,
-                                                          CAPABILITIES.index(c)
-                                                          if c in CAPABILITIES else c)):
+  for capability in in_known_order(by_capability, CAPABILITIES):
     records = by_capability[capability]
     verdicts = [r["verdict"] for r in records if r is not None and not r["failed"]]
     values = [float(v == "A") for v in verdicts] if relative else [float(v) for v in verdicts]

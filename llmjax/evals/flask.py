@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from llmjax.data.readers import check_file
 from llmjax.errors import DataError
+from llmjax.evals.judging import in_known_order
 
 ABILITIES = {
     "Logical Thinking": ("logical_robustness", "logical_correctness", "logical_efficiency"),
@@ -284,9 +285,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]],
       "domains": {d: {"mean": _mean(v), "count": len(v)} for d, v in sorted(per_domain.items())},
       "skill_by_difficulty": {
           level: {s: {"mean": _mean(v), "count": len(v)} for s, v in sorted(skills.items())}
-          for level, skills in sorted(per_difficulty.items(), key=lambda kv: (
-              kv[0] not in DIFFICULTIES,
-              DIFFICULTIES.index(kv[0]) if kv[0] in DIFFICULTIES else kv[0]))},
+          for level in in_known_order(per_difficulty, DIFFICULTIES)
+          for skills in [per_difficulty[level]]},
       "instances": len(rows), "parse_failures": failures, "missing": missing,
       "not_applicable": not_applicable}
 

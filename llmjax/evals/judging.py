@@ -28,6 +28,14 @@ class JudgeItem:
   parse: Callable[[str], Any] | None = None
 
 
+def in_known_order(names, known: Sequence[str]) -> list:
+  """`names` for a report: those in `known` in its order (a benchmark's canonical order of
+  capabilities or levels), then any others sorted."""
+  names = list(names)
+  return ([n for n in known if n in names] +
+          sorted(n for n in set(names) if n not in known))
+
+
 def request_seed(seed: int, item_id: str, attempt: int) -> int:
   """The seed of one attempt at one item: fixed by (seed, id, attempt), whatever else is
   judged alongside."""
