@@ -113,7 +113,7 @@ def test_a_flask_checkout_rubric_file_replaces_ours(tmp_path):
 
 
 def test_flask_cli_with_a_scripted_judge(tmp_path):
-  from test_judging import _scripted_server
+  from scripted_endpoint import scripted_server
   from conftest import run_cli
   path = tmp_path / "flask.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in FIXTURE))
@@ -123,7 +123,7 @@ def test_flask_cli_with_a_scripted_judge(tmp_path):
     text = body["messages"][1]["content"]
     row = next(r for r in FIXTURE if f"[Instruction]\n{r['instruction']}\n" in text)
     return OUTPUTS[str(row["idx"])]
-  server, seen = _scripted_server(answer, box)
+  server, seen = scripted_server(answer, box)
   try:
     result = run_cli(["--config", "configs/flask.py", "--workdir", str(tmp_path / "w"),
                       f"--config.data={path}", "--config.judge.backend=openai",

@@ -2,14 +2,13 @@
 outputs kept; the BiGGen report from a scripted endpoint equals hand-computed means."""
 
 import json
-import threading
-import time
 
 import pytest
 
 from llmjax.evals.backends import JudgeSampling, OpenAIBackend
 from llmjax.evals.judging import JudgeItem, judge, read_judgements
 from llmjax.evals.parsing import parse_absolute
+from scripted_endpoint import scripted_server
 
 
 class ScriptedBackend:
@@ -63,41 +62,10 @@ def test_a_rerun_judges_only_what_is_missing(tmp_path):
   assert third.calls == []
 
 
-def _scripted_server(answer, port_box, fail_first=0):
-  """An OpenAI-compatible endpoint on 127.0.0.1 answering `answer(body)`; the first
-  `fail_first` requests get HTTP 503."""
-  import uvicorn
-  from starlette.applications import Starlette
-  from starlette.responses import JSONResponse
-  from starlette.routing import Route
-  seen = {"requests": 0}
-
-  async def chat(request):
-    body = await request.json()
-    seen["requests"] += 1
-    if seen["requests"] <= fail_first:
-      return JSONResponse({"error": {"message": "busy"}}, 503)
-    return JSONResponse({"id": "x", "object": "chat.completion", "created": 0,
-                         "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant",
-                                                  "content": answer(body)}}]})
-
-  app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-  config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error")
-  server = uvicorn.Server(config)
-  thread = threading.Thread(target=server.run, daemon=True)
-  thread.start()
-  while not server.started:
-    time.sleep(0.05)
-  port_box.append(server.servers[0].sockets[0].getsockname()[1])
-  return server, seen
-
-
 def test_openai_backend_retries_busy_endpoints_with_backoff():
   pytest.importorskip("httpx")
   box = []
-  server, seen = _scripted_server(lambda body: f"echo {body['seed']}", box, fail_first=2)
+  server, seen = scripted_server(lambda body: f"echo {body['seed']}", box, fail_first=2)
   try:
     backend = OpenAIBackend(f"http://127.0.0.1:{box[0]}/v1", "m", concurrency=1,
                             http_retries=3, backoff_s=0.01)
@@ -136,7 +104,7 @@ def test_biggen_report_from_a_scripted_endpoint_equals_hand_computed_means(tmp_p
     return outputs[min(attempts[row_id], len(outputs)) - 1]
 
   box = []
-  server, _ = _scripted_server(answer, box)
+  server, _ = scripted_server(answer, box)
   try:
     result = run_cli(["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
                       f"--config.data={data}", "--config.judge.backend=openai",
@@ -205,7 +173,7 @@ def test_relative_grading_reports_the_share_of_a(tmp_path):
     text = body["messages"][1]["content"]
     assert "###Response A:\nanswer" in text and "###Response B:\nother" in text
     return next(v for q, v in verdicts.items() if f"###Instruction:\n{q}" in text)
-  server, _ = _scripted_server(answer, box)
+  server, _ = scripted_server(answer, box)
   try:
     result = run_cli(["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
                       f"--config.data={a}", f"--config.responses_b={b}",

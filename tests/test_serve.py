@@ -146,7 +146,7 @@ def test_biggen_through_the_server_equals_the_local_judge(served, tmp_path):
 
 
 def test_biggen_generates_responses_with_a_model_under_test_once(served, tmp_path):
-  from test_judging import _scripted_server
+  from scripted_endpoint import scripted_server
   _, _, run = served
   box = []
   seen_responses = []
@@ -155,7 +155,7 @@ def test_biggen_generates_responses_with_a_model_under_test_once(served, tmp_pat
     text = body["messages"][1]["content"]
     seen_responses.append(text.split("###Response to evaluate:\n")[1].split("\n\n###")[0])
     return "[RESULT] 3"
-  server, seen = _scripted_server(answer, box)
+  server, seen = scripted_server(answer, box)
   args = ["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
           "--config.limit=2", "--config.progress=False", f"--config.responses.checkpoint={run}",
           "--config.responses.max_tokens=8", "--config.responses.length_bucket=256",

@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "biggen": "llmjax.experiments.biggen",
     "flask": "llmjax.experiments.flask",
     "knowledge_entropy": "llmjax.experiments.knowledge_entropy",
+    "music_judge": "llmjax.experiments.music_judge",
 }
 
 

@@ -1,0 +1,35 @@
+"""The music-plagiarism judge (experiment `music_judge`; llmjax/experiments/music_judge.py).
+
+  python -m llmjax.main --config configs/music_judge.py --workdir W
+  python -m llmjax.main --config configs/music_judge.py --workdir W \\
+      --config.judge.backend=openai --config.judge.base_url=http://127.0.0.1:8000/v1 \\
+      --config.judge.model=NAME [--config.judge.api_key_env=OPENAI_API_KEY]
+
+Builds the benchmark from music21's Bach chorales (tunes Bach set more than once; graded
+variations, natural pairs, negatives; split by tune), runs the melody, rhythm and harmony
+modules on every pair, fits the logistic-regression baseline and its one-module-dropped
+ablations on the train split, and writes report.md (ROC-AUC, balanced accuracy, the per kind
+and level table), report.json and plots/roc.png from the test split. The LM judge stage runs
+when `judge.backend` is 'openai' (any OpenAI-compatible endpoint) or 'local' (an llmjax run or
+hf:DIR); `lm_judge_limit` caps how many test pairs it judges (0: all).
+"""
+
+import ml_collections
+
+from llmjax.config_base import base_config, judge_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = base_config(experiment="music_judge")
+  config.benchmark = ml_collections.ConfigDict({
+      "tunes": 48,  # chorale tunes (each set by Bach two or more times); 0: all 73
+      "test_share": 0.4,  # share of tunes in the test split
+      "natural_per_tune": 2,  # pairs of two settings of the same tune
+      "negatives_per_tune": 2,  # random negatives, and as many hard (same key and metre)
+  })
+  config.judge = judge_config()
+  config.judge.update(backend="none", temperature=0.0, top_p=1.0, repetition_penalty=1.0,
+                      max_tokens=768)
+  config.lm_judge_limit = 0
+  config.progress = True
+  return config

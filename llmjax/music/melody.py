@@ -1,0 +1,57 @@
+"""The melody module: transposition-invariant pitch intervals and contour, locally aligned.
+
+A melody of n notes is read as its n-1 intervals in semitones (the same under any
+transposition) and its contour (up, down, repeat). Intervals are aligned with Smith-Waterman
+(equal interval +2, different -1, a skipped interval -1.5: an inserted passing or neighbour
+note costs about one and a half matches, so an ornamented copy still aligns end to end). The
+transposition is the median pitch difference of the matched notes.
+"""
+
+import numpy as np
+
+from llmjax.music.alignment import local_align
+from llmjax.music.finding import Finding
+from llmjax.music.piece import Piece, describe_bars, interval_name
+
+MATCH, MISMATCH, GAP = 2.0, -1.0, 1.5
+
+
+def intervals(piece: Piece) -> np.ndarray:
+  """I_(N-1): semitone steps between successive melody notes."""
+  return np.diff(np.array([n.pitch for n in piece.melody], np.int64))
+
+
+def contour(piece: Piece) -> np.ndarray:
+  """C_(N-1): the sign of each step (+1 up, -1 down, 0 repeat)."""
+  return np.sign(intervals(piece))
+
+
+def _equal_scores(a: np.ndarray, b: np.ndarray):
+  return lambda i, j: np.where(a[i] == b[j], MATCH, MISMATCH)
+
+
+def compare_melody(a: Piece, b: Piece) -> Finding:
+  """How much of A's melody B contains, wherever and in whatever key."""
+  ia, ib = intervals(a), intervals(b)
+  alignment = local_align(ia, ib, _equal_scores(ia, ib), gap=GAP)
+  ca, cb = contour(a), contour(b)
+  contour_alignment = local_align(ca, cb, _equal_scores(ca, cb), gap=GAP)
+  matched = [(i, j) for i, j in alignment.pairs if ia[i] == ib[j]]
+  notes_a = sorted({k for i, _ in matched for k in (i, i + 1)})
+  notes_b = sorted({k for _, j in matched for k in (j, j + 1)})
+  shift = (int(np.median([b.melody[j].pitch - a.melody[i].pitch for i, j in matched]))
+           if matched else 0)
+  share_a, share_b = alignment.matches / len(ia), alignment.matches / len(ib)
+  features = {"melody_share_a": share_a, "melody_share_b": share_b,
+              "melody_score": alignment.score / (MATCH * min(len(ia), len(ib))),
+              "melody_contour_share_a": contour_alignment.matches / len(ca)}
+  if matched:
+    span_a, span_b = alignment.span_a, alignment.span_b
+    text = (f"melody: {alignment.matches} of {len(ia)} intervals of A match "
+            f"({share_a:.0%}), {describe_bars(a, a.melody[span_a[0]], a.melody[span_a[1] + 1])}"
+            f" of A against {describe_bars(b, b.melody[span_b[0]], b.melody[span_b[1] + 1])} "
+            f"of B, {interval_name(shift)}; contour agrees on "
+            f"{contour_alignment.matches} of {len(ca)} steps")
+  else:
+    text = f"melody: no interval of A's {len(ia)} recurs in B in order"
+  return Finding("melody", share_a, features, text, tuple(notes_a), tuple(notes_b))

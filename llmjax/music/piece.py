@@ -1,0 +1,217 @@
+"""A piece as the attribute modules see it: a melody line and a chord track, in quarter notes.
+
+Scores are read with music21 (MIDI, MusicXML, ABC, Humdrum, or a music21 corpus path such as
+"bach/bwv66.6"). The melody is the skyline of all parts (the highest note starting at each
+onset, cut where the next onset begins; Uitdenbogerd & Zobel's rule) or one chosen part; the
+chord track is the score's chordify (every vertical sonority of all parts). Times are offsets in
+quarter notes from the first note of bar 1's pickup; bars and beats are recovered from the
+bar length and the pickup, so synthetic variations (llmjax.music.variations) keep them.
+"""
+
+import dataclasses
+import math
+import os
+from typing import Any, Sequence
+
+from llmjax.errors import DataError
+
+FORMATS = {".mid": "MIDI", ".midi": "MIDI", ".xml": "MusicXML", ".musicxml": "MusicXML",
+           ".mxl": "MusicXML", ".abc": "ABC", ".krn": "Humdrum"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Note:
+  onset: float  # quarter notes
+  duration: float
+  pitch: int  # MIDI number
+
+
+@dataclasses.dataclass(frozen=True)
+class Chord:
+  onset: float
+  duration: float
+  pitches: tuple[int, ...]  # MIDI numbers, ascending
+
+
+@dataclasses.dataclass(frozen=True)
+class Piece:
+  """A melody and its harmony. `bar_quarters`: a bar's length in quarter notes; `pickup`: the
+  length of an anacrusis before bar 1 (bar 0), 0 when the piece starts on a downbeat."""
+
+  name: str
+  melody: tuple[Note, ...]
+  chords: tuple[Chord, ...]
+  bar_quarters: float = 4.0
+  pickup: float = 0.0
+  beats: int = 4  # beats in a bar (the time signature's beat count)
+
+  def bar_beat(self, onset: float) -> tuple[int, float]:
+    """(bar, beat) of an onset: bars from 1 (0 = the pickup), beats in quarter notes from 1."""
+    into = onset - self.pickup
+    if into < 0:
+      return 0, self.bar_quarters + into + 1
+    bar = math.floor(into / self.bar_quarters + 1e-9)
+    return bar + 1, into - bar * self.bar_quarters + 1
+
+  def to_json(self) -> dict[str, Any]:
+    return {"name": self.name, "bar_quarters": self.bar_quarters, "pickup": self.pickup,
+            "beats": self.beats,
+            "melody": [[n.onset, n.duration, n.pitch] for n in self.melody],
+            "chords": [[c.onset, c.duration, list(c.pitches)] for c in self.chords]}
+
+  @classmethod
+  def from_json(cls, row: dict[str, Any]) -> "Piece":
+    return cls(row["name"], tuple(Note(o, d, int(p)) for o, d, p in row["melody"]),
+               tuple(Chord(o, d, tuple(int(p) for p in ps)) for o, d, ps in row["chords"]),
+               float(row["bar_quarters"]), float(row["pickup"]), int(row["beats"]))
+
+
+def interval_name(semitones: int) -> str:
+  """"up a perfect fourth", "down a major second", "at the same pitch", "up an octave and a
+  minor third"."""
+  if semitones == 0:
+    return "at the same pitch"
+  names = ("unison", "minor second", "major second", "minor third", "major third",
+           "perfect fourth", "tritone", "perfect fifth", "minor sixth", "major sixth",
+           "minor seventh", "major seventh")
+  octaves, rest = divmod(abs(semitones), 12)
+  direction = "up" if semitones > 0 else "down"
+  if not octaves:
+    size = f"a {names[rest]}"
+  else:
+    size = ("an octave" if octaves == 1 else f"{octaves} octaves") + (
+        f" and a {names[rest]}" if rest else "")
+  return f"{direction} {size}"
+
+
+def describe_bars(piece: Piece, first: Note, last: Note) -> str:
+  """"bars 3-6" (or "bar 3") for the passage from note `first` to note `last`."""
+  a, b = piece.bar_beat(first.onset)[0], piece.bar_beat(last.onset)[0]
+  return f"bar {a}" if a == b else f"bars {a}-{b}"
+
+
+def _parse_score(source: str, number: int | None):
+  """A music21 Score from a file or corpus path; one DataError line naming it when unreadable."""
+  import music21
+  if os.path.exists(source):
+    if os.path.isdir(source):
+      raise DataError(f"{source}: is a directory; expected a score file")
+    extension = os.path.splitext(source)[1].lower()
+    if extension not in FORMATS:
+      raise DataError(f"{source}: unknown score format {extension!r}; expected one of "
+                      f"{sorted(FORMATS)} or a music21 corpus path")
+    try:
+      score = music21.converter.parse(source, forceSource=True)
+    except Exception as e:  # music21 raises many kinds for a corrupt file
+      why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+      raise DataError(f"{source}: not a readable {FORMATS[extension]} file ({why})") from None
+  else:
+    try:
+      score = music21.corpus.parse(source)
+    except Exception:
+      raise DataError(f"{source}: no such file, and not a music21 corpus path (e.g. "
+                      f"'bach/bwv66.6')") from None
+  if isinstance(score, music21.stream.Opus):
+    scores = list(score.scores)
+    index = (number or 1) - 1
+    if not 0 <= index < len(scores):
+      raise DataError(f"{source}: holds {len(scores)} pieces; number {number} is not one")
+    score = scores[index]
+  elif number not in (None, 1):
+    raise DataError(f"{source}: holds one piece; number {number} is not one")
+  return score
+
+
+def _skyline(notes: Sequence[tuple[float, float, int]]) -> list[Note]:
+  """The melody on top: at each onset, the highest sounding pitch; a note starts the melody's
+  next note only when it is that highest pitch (a held upper note is not broken by a lower
+  voice moving under it). Each note lasts until the next melody onset or its own end."""
+  onsets = sorted({onset for onset, _, _ in notes})
+  by_onset: dict[float, list[tuple[float, int]]] = {}
+  for onset, duration, pitch in notes:
+    by_onset.setdefault(onset, []).append((duration, pitch))
+  line: list[Note] = []
+  held: list[tuple[float, int]] = []  # (end, pitch) of notes still sounding
+  for t in onsets:
+    held = [(end, pitch) for end, pitch in held if end > t + 1e-9]
+    starting = max(by_onset[t], key=lambda dp: dp[1])
+    if not held or starting[1] > max(pitch for _, pitch in held):
+      line.append(Note(t, starting[0], starting[1]))
+    held += [(t + duration, pitch) for duration, pitch in by_onset[t]]
+  return [Note(n.onset, min(n.duration, line[i + 1].onset - n.onset) if i + 1 < len(line)
+               else n.duration, n.pitch) for i, n in enumerate(line)]
+
+
+def _events(stream) -> list[tuple[float, float, int]]:
+  """(onset, duration, pitch) of every sounding note in a stream (a chord gives each pitch)."""
+  out = []
+  for element in stream.flatten().notes:
+    onset, duration = float(element.offset), float(element.quarterLength)
+    if duration <= 0:
+      continue  # grace notes take no time
+    for pitch in element.pitches:
+      out.append((onset, duration, int(pitch.midi)))
+  return out
+
+
+def load_piece(source: str, part: int | str | None = None, number: int | None = None,
+               name: str | None = None) -> Piece:
+  """Reads a score into a Piece.
+
+  Args:
+    source: a score file (.mid, .midi, .xml, .musicxml, .mxl, .abc, .krn) or a music21 corpus
+      path ("bach/bwv66.6").
+    part: None for the skyline of all parts; a part's index or name for that part's line.
+    number: which piece of a multi-piece file (an ABC book), from 1.
+  """
+  score = _parse_score(source, number).stripTies()
+  parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
+  if part is None:
+    line = _skyline(_events(score))
+  else:
+    names = [str(p.partName) for p in parts]
+    if isinstance(part, str) and not part.lstrip("-").isdigit():
+      containing = [k for k, n in enumerate(names) if part.lower() in n.lower()]
+      if part in names:
+        chosen = parts[names.index(part)]
+      elif len(containing) == 1:  # "Soprano" finds "Soprano Oboe 1 Violin1"
+        chosen = parts[containing[0]]
+      else:
+        raise DataError(f"{source}: no part named {part!r}; parts: {names}")
+    else:
+      index = int(part)
+      if not 0 <= index < len(parts):
+        raise DataError(f"{source}: part {index} out of range; it has {len(parts)} parts")
+      chosen = parts[index]
+    line = _skyline(_events(chosen))
+  if len(line) < 2:
+    raise DataError(f"{source}: fewer than two notes in its melody; nothing to compare")
+  chords = []
+  for c in score.chordify().flatten().getElementsByClass("Chord"):
+    if float(c.quarterLength) > 0:
+      chords.append(Chord(float(c.offset), float(c.quarterLength),
+                          tuple(sorted({int(p.midi) for p in c.pitches}))))
+  bar_quarters, pickup, beats = _meter(score)
+  start = min(line[0].onset, chords[0].onset if chords else line[0].onset)
+  if start:  # time from the first sounding note
+    line = [Note(n.onset - start, n.duration, n.pitch) for n in line]
+    chords = [Chord(c.onset - start, c.duration, c.pitches) for c in chords]
+    pickup = (pickup - start) % bar_quarters
+  return Piece(name or source, tuple(line), tuple(chords), bar_quarters, pickup, beats)
+
+
+def _meter(score) -> tuple[float, float, int]:
+  """(bar length in quarters, pickup length, beats in a bar) from the first time signature and
+  bar."""
+  signatures = score.recurse().getElementsByClass("TimeSignature")
+  bar_quarters = float(signatures[0].barDuration.quarterLength) if signatures else 4.0
+  beats = int(signatures[0].beatCount) if signatures else 4
+  pickup = 0.0
+  measures = (score.parts[0] if len(getattr(score, "parts", [])) else score).getElementsByClass(
+      "Measure")
+  if measures and len(measures) > 1:
+    first = measures[0]
+    length = float(first.duration.quarterLength)
+    if first.number == 0 or 0 < length < bar_quarters:
+      pickup = length % bar_quarters
+  return bar_quarters, pickup, beats
