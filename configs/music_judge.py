@@ -5,8 +5,9 @@
       --config.judge.backend=openai --config.judge.base_url=http://127.0.0.1:8000/v1 \\
       --config.judge.model=NAME [--config.judge.api_key_env=OPENAI_API_KEY]
 
-Builds the benchmark from music21's Bach chorales (tunes Bach set more than once; graded
-variations, natural pairs, negatives; split by tune), runs the melody, rhythm and harmony
+Builds the benchmark from music21's public-domain corpus (Bach's chorale tunes that he set more
+than once: graded variations, natural pairs, negatives; folk titles printed in two books: variant
+pairs and negatives; split by tune), runs the melody, rhythm and harmony
 modules on every pair, fits the logistic-regression baseline and its one-module-dropped
 ablations on the train split, and writes report.md (ROC-AUC, balanced accuracy, the per kind
 and level table), report.json and plots/roc.png from the test split. The LM judge stage runs
@@ -23,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = base_config(experiment="music_judge")
   config.benchmark = ml_collections.ConfigDict({
       "tunes": 48,  # chorale tunes (each set by Bach two or more times); 0: all 73
+      "folk_tunes": 40,  # folk titles printed in two books (0: none; at most 191)
       "test_share": 0.4,  # share of tunes in the test split
       "natural_per_tune": 2,  # pairs of two settings of the same tune
       "negatives_per_tune": 2,  # random negatives, and as many hard (same key and metre)

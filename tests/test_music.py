@@ -184,7 +184,8 @@ def test_music_judge_pipeline_with_a_scripted_lm_judge(tmp_path):
   box = []
   server, seen = scripted_server(answer, box)
   args = ["--config", "configs/music_judge.py", "--workdir", str(tmp_path / "w"),
-          "--config.benchmark.tunes=6", "--config.benchmark.test_share=0.5",
+          "--config.benchmark.tunes=6", "--config.benchmark.folk_tunes=6",
+          "--config.benchmark.test_share=0.5",
           "--config.progress=False", "--config.judge.backend=openai",
           f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1",
           "--config.judge.model=scripted", "--config.judge.max_retries=2"]
@@ -214,10 +215,25 @@ def test_music_judge_pipeline_with_a_scripted_lm_judge(tmp_path):
         np.mean([expected[r["id"]] == r["label"] for r in members]))
   assert (w / "plots" / "roc.png").stat().st_size > 0
   assert "| lm_judge |" in (w / "report.md").read_text()
-  # Splits by tune: no chorale lies in both.
+  # Splits by tune: no chorale or folk printing lies in both.
   pairs = [json.loads(line) for line in (w / "benchmark" / "pairs.jsonl").read_text()
            .splitlines()]
   names = {split: {word for p in pairs if p["split"] == split
                    for word in (p["a"]["name"] + " " + p["b"]["name"]).split()
-                   if word.startswith("bach/")} for split in ("train", "test")}
+                   if word.startswith("bach/") or ".abc#" in word}
+           for split in ("train", "test")}
+  assert any(".abc#" in name for name in names["train"] | names["test"])
+  assert {p["kind"] for p in pairs} >= {"natural", "folk_variant", "folk_negative", "quotation",
+                                        "hard_negative"}
   assert names["train"] and names["test"] and not names["train"] & names["test"]
+
+
+def test_folk_variants_are_one_title_in_two_books_never_a_form_name():
+  from llmjax.music.benchmark import GENERIC_WORDS, _title_key, folk_tunes
+  assert _title_key("The Bag of Meal, The") == "bag of meal"
+  tunes = folk_tunes(0)
+  assert len(tunes) > 100
+  for title, versions in tunes:
+    assert len({book for book, _ in versions}) >= 2
+    assert not set(title.split()) <= GENERIC_WORDS
+  assert "march" not in {t for t, _ in tunes} and "soldiers joy" in {t for t, _ in tunes}

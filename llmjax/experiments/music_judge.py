@@ -7,7 +7,8 @@ baseline (logistic regression on the modules' numbers) and an LM that reasons ov
 modules' findings step by step (llmjax.music.lm_judge, through the judge layer's backends).
 
 Stages (a resumable pipeline under the workdir):
-  benchmark  graded pairs from music21's Bach chorales (llmjax.music.benchmark) -> pairs.jsonl
+  benchmark  graded pairs from music21's Bach chorales and folk-tune variants
+             (llmjax.music.benchmark) -> pairs.jsonl
   modules    every module's finding on every pair -> findings.jsonl
   baseline   the baseline and its ablations fitted on the train split -> scores.json
   lm_judge   (when judge.backend is not 'none') the LM judge on the test split ->
@@ -24,12 +25,13 @@ import numpy as np
 from llmjax import runio
 from llmjax.errors import UserError
 from llmjax.music import evaluation
-from llmjax.music.benchmark import Pair, build_pairs, chorale_tunes, load_tunes
+from llmjax.music.benchmark import (Pair, build_folk_pairs, build_pairs, chorale_tunes,
+                                    folk_tunes, load_folk_tunes, load_tunes)
 from llmjax.music.compare import compare, features
 from llmjax.music.variations import LEVELS
 from llmjax.pipeline import Pipeline, Stage
 
-KIND_ORDER = ("natural", *LEVELS, "negative", "hard_negative")
+KIND_ORDER = ("natural", "folk_variant", *LEVELS, "negative", "hard_negative", "folk_negative")
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -43,24 +45,31 @@ def _write_jsonl(path: str, rows) -> None:
 
 
 def _benchmark(config, ctx) -> dict:
-  tunes = chorale_tunes(config.benchmark.tunes)
-  bar = runio.progress_bar(len(tunes), 0, config.progress, "reading chorales")
+  def reading(what):
+    def progress(items):
+      bar = runio.progress_bar(len(items), 0, config.progress, f"reading {what}")
+      for item in items:
+        yield item
+        bar.update(1)
+      bar.close()
+    return progress
 
-  def progress(items):
-    for item in items:
-      yield item
-      bar.update(1)
-
-  loaded, skipped = load_tunes(tunes, progress)
-  bar.close()
+  loaded, skipped = load_tunes(chorale_tunes(config.benchmark.tunes), reading("chorales"))
   pairs = build_pairs(loaded, config.benchmark.test_share, config.seed,
                       config.benchmark.natural_per_tune, config.benchmark.negatives_per_tune)
+  folk: dict = {}
+  if config.benchmark.folk_tunes > 0:
+    folk, folk_skipped = load_folk_tunes(folk_tunes(config.benchmark.folk_tunes),
+                                         reading("folk tunes"))
+    skipped += folk_skipped
+    pairs += build_folk_pairs(folk, config.benchmark.test_share, config.seed)
   _write_jsonl(ctx.path("pairs.jsonl"), (p.to_json() for p in pairs))
   counts: dict[str, dict[str, int]] = {}
   for p in pairs:
     counts.setdefault(p.split, {}).setdefault(p.kind, 0)
     counts[p.split][p.kind] += 1
   return {"tunes": len(loaded), "settings": sum(len(v) for v in loaded.values()),
+          "folk_tunes": len(folk),
           "pairs": len(pairs), "counts": counts, "skipped": skipped}
 
 
@@ -230,7 +239,8 @@ def run(config, workdir: str) -> dict:
   report = _report(config, workdir, judged)
   summary = {scorer: {"auc": o["auc"], "balanced_accuracy": o["balanced_accuracy"]}
              for scorer, o in report["overall"].items()}
-  return {"benchmark": {k: results["benchmark"][k] for k in ("tunes", "settings", "pairs")},
+  return {"benchmark": {k: results["benchmark"][k]
+                        for k in ("tunes", "settings", "folk_tunes", "pairs")},
           "skipped_settings": len(results["benchmark"]["skipped"]),
           "test": summary, "lm_judge": results.get("lm_judge"),
           "seconds": round(time.time() - started, 1)}

@@ -1,22 +1,29 @@
-"""A graded music-plagiarism benchmark from music21's public-domain Bach chorales.
+"""A graded music-plagiarism benchmark from music21's public-domain chorales and folk tunes.
 
 Sources are hymn tunes that Bach harmonised more than once (grouped by the chorale's title in
 music21's Riemenschneider/BWV list; the melody is the Soprano part). Each pair (A, B) asks
 whether B takes A's tune:
 
   natural        two of Bach's harmonisations of the same tune (label 1)
+  folk_variant   two printings of a folk tune under the same title in different books of
+                 music21's folk collections (Aird's Airs, O'Neill's, Ryan's Mammoth; label 1)
+  folk_negative  a folk tune against another folk tune in the same metre (label 0)
   <variation>    a graded variation of A (llmjax.music.variations; label 1), levels 1-3
   negative       A against another tune (label 0)
   hard_negative  A against another tune in the same key and metre (label 0)
 
-Splits are by tune: every harmonisation of a tune, and every piece a pair borrows (a
-quotation's host, a negative's partner), lies in the tune's split, so no melody is in two
-splits.
+Same-title labels come from the collections: a title printed in two books (or set twice by
+Bach) is taken as one tune; a title shared by two different tunes is a wrong label that we do
+not filter out (filtering with our own modules would bias the benchmark towards them), and form
+names ("A March", "Quick Step") are never paired. Splits are by tune: every setting of a tune,
+and every piece a pair borrows (a quotation's host, a negative's partner), lies in the tune's
+split, so no melody is in two splits.
 """
 
 import dataclasses
 import hashlib
 import os
+import re
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -63,6 +70,72 @@ def chorale_tunes(max_tunes: int) -> list[tuple[str, list[str]]]:
     raise UserError("music21's corpus has no Bach chorale set more than once; is music21 "
                     "installed with its corpus?")
   return tunes[:max_tunes] if max_tunes else tunes
+
+
+FOLK_COLLECTIONS = ("airdsAirs", "oneills1850", "ryansMammoth")
+
+
+# Titles that name a form, not a tune ("A March", "An Irish Air", "Quick Step"): two of them
+# are rarely the same tune, so they are not paired.
+GENERIC_WORDS = frozenset(
+    "a an the no irish scotch scottish highland english welsh country slow quick step march "
+    "air jig reel hornpipe strathspey waltz dance song tune set untitled name another "
+    "favourite favorite new old".split())
+
+
+def _title_key(title: str) -> str:
+  words = re.sub(r"[^a-z0-9]+", " ", title.lower()).split()
+  if words[:1] == ["the"]:
+    words = words[1:]
+  if words[-1:] == ["the"]:  # "Bag of Meal, The"
+    words = words[:-1]
+  return " ".join(words)
+
+
+def folk_tunes(max_tunes: int) -> list[tuple[str, list[tuple[str, int]]]]:
+  """(title, [(corpus path of an ABC book, the tune's X: number)]) of folk titles printed in
+  two or more different books, sorted by title; at most `max_tunes` (0: all)."""
+  from music21 import corpus
+  found: dict[str, list[tuple[str, int]]] = {}
+  for path in sorted(str(p) for p in corpus.getCorePaths()):
+    relative = path.split(os.sep + "corpus" + os.sep, 1)[-1]
+    if not relative.endswith(".abc") or relative.split("/")[0] not in FOLK_COLLECTIONS:
+      continue
+    with open(path, encoding="latin-1") as f:
+      text = f.read()
+    for tune in re.split(r"\n(?=X:)", text):
+      number, title = re.search(r"^X:\s*(\d+)", tune, re.M), re.search(r"^T:\s*(.+)$", tune, re.M)
+      key = _title_key(title.group(1)) if title else ""
+      if number and key and not set(key.split()) <= GENERIC_WORDS and not re.search(
+          r"\bno \d+|\d+(st|nd|rd|th)\b", key):
+        found.setdefault(key, []).append((relative, int(number.group(1))))
+  tunes = [(title, versions) for title, versions in sorted(found.items())
+           if len({book for book, _ in versions}) > 1]
+  return tunes[:max_tunes] if max_tunes else tunes
+
+
+def load_folk_tunes(tunes, progress: Callable[[Iterable], Iterable] = lambda x: x
+                    ) -> tuple[dict[str, list[Piece]], list[str]]:
+  """Two printings of each folk title (from different books) as Pieces, and what could not be
+  read."""
+  loaded, skipped = {}, []
+  for title, versions in progress(list(tunes)):
+    pieces, books = [], set()
+    for book, number in versions:
+      if book in books:
+        continue
+      try:
+        pieces.append(load_piece(book, number=number, name=f"{book}#{number}"))
+        books.add(book)
+      except UserError as e:
+        skipped.append(str(e))
+      if len(pieces) == 2:
+        break
+    if len(pieces) == 2:
+      loaded[title] = pieces
+    else:
+      skipped.append(f"folk title {title!r}: fewer than two readable printings")
+  return loaded, skipped
 
 
 def split_of(title: str, test_share: float, seed: int) -> str:
@@ -142,4 +215,23 @@ def build_pairs(tunes: dict[str, list[Piece]], test_share: float = 0.4, seed: in
       other = tunes[t][0]
       pairs.append(Pair(f"{slug}-hard_negative-{other.name.replace('bach/', '')}", split,
                         "hard_negative", 0, 0, source, other))
+  return pairs
+
+
+def build_folk_pairs(tunes: dict[str, list[Piece]], test_share: float = 0.4,
+                     seed: int = 0) -> list[Pair]:
+  """A folk_variant pair per title and a folk_negative against another title of its split in
+  the same metre (split by title, as the chorales)."""
+  rng = np.random.default_rng(seed + 1)
+  splits = {title: split_of("folk:" + title, test_share, seed) for title in tunes}
+  pairs = []
+  for title, (first, second) in tunes.items():
+    split, slug = splits[title], "folk-" + "-".join(title.split())
+    pairs.append(Pair(f"{slug}-variant", split, "folk_variant", 0, 1, first, second))
+    others = [t for t in tunes if t != title and splits[t] == split and
+              abs(tunes[t][0].bar_quarters - first.bar_quarters) < 1e-9]
+    if others:
+      other = others[int(rng.integers(len(others)))]
+      pairs.append(Pair(f"{slug}-negative", split, "folk_negative", 0, 0, first,
+                        tunes[other][1]))
   return pairs

@@ -101,24 +101,31 @@ def _parse_score(source: str, number: int | None):
       raise DataError(f"{source}: unknown score format {extension!r}; expected one of "
                       f"{sorted(FORMATS)} or a music21 corpus path")
     try:
-      score = music21.converter.parse(source, forceSource=True)
+      score = music21.converter.parse(source, forceSource=True, number=number)
     except Exception as e:  # music21 raises many kinds for a corrupt file
       why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
       raise DataError(f"{source}: not a readable {FORMATS[extension]} file ({why})") from None
   else:
     try:
-      score = music21.corpus.parse(source)
+      music21.corpus.getWork(source)
     except Exception:
       raise DataError(f"{source}: no such file, and not a music21 corpus path (e.g. "
                       f"'bach/bwv66.6')") from None
+    try:
+      score = music21.corpus.parse(source, number=number)
+    except Exception as e:
+      why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+      raise DataError(f"{source}: " + (f"no piece number {number} ({why})" if number
+                                       else f"not readable ({why})")) from None
   if isinstance(score, music21.stream.Opus):
     scores = list(score.scores)
-    index = (number or 1) - 1
-    if not 0 <= index < len(scores):
-      raise DataError(f"{source}: holds {len(scores)} pieces; number {number} is not one")
-    score = scores[index]
-  elif number not in (None, 1):
-    raise DataError(f"{source}: holds one piece; number {number} is not one")
+    chosen = scores[0] if number is None and scores else (
+        score.getScoreByNumber(number) if number is not None else None)
+    if chosen is None:
+      raise DataError(f"{source}: holds {len(scores)} pieces; none is number {number}")
+    score = chosen
+  elif score is None or not len(score.flatten().notes):
+    raise DataError(f"{source}: no notes" + (f" in piece number {number}" if number else ""))
   return score
 
 
@@ -162,7 +169,7 @@ def load_piece(source: str, part: int | str | None = None, number: int | None = 
     source: a score file (.mid, .midi, .xml, .musicxml, .mxl, .abc, .krn) or a music21 corpus
       path ("bach/bwv66.6").
     part: None for the skyline of all parts; a part's index or name for that part's line.
-    number: which piece of a multi-piece file (an ABC book), from 1.
+    number: which piece of a multi-piece file: an ABC tune's X: number, an opus's number.
   """
   score = _parse_score(source, number).stripTies()
   parts = list(score.parts) if hasattr(score, "parts") and len(score.parts) else [score]
