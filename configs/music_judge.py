@@ -13,6 +13,13 @@ ablations on the train split, and writes report.md (ROC-AUC, balanced accuracy, 
 and level table), report.json and plots/roc.png from the test split. The LM judge stage runs
 when `judge.backend` is 'openai' (any OpenAI-compatible endpoint) or 'local' (an llmjax run or
 hf:DIR); `lm_judge_limit` caps how many test pairs it judges (0: all).
+
+Runtime and result, measured (host D, 2-core CPU, 2026-12-03): the default run takes 92 s (1,348
+pairs: 48 chorale tunes, 137 settings, 40 folk titles); on the test split (692 pairs) ROC-AUC
+melody 0.967, rhythm 0.896, harmony 0.883, baseline 0.984 (balanced accuracy 0.936; without
+the rhythm features 0.967). Quotations of 2 bars are the hard case (baseline detects 29%). The
+LM judge has been run only against a scripted endpoint (tests/test_music.py): no LM-judge
+figure yet.
 """
 
 import ml_collections

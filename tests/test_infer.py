@@ -23,6 +23,8 @@ VARIANTS = {
              "tie_embeddings": True, "qkv_bias": True, "out_bias": True, "mlp_bias": True},
     "sliding_window": {"sliding_window": 3},
     "olmo2": {"norm_position": "post", "qk_norm": True, "clip_qkv": 0.5},
+    # The 16-slot prefill in query blocks of 3 (the last one padded), one block at a time.
+    "blocked_prefill": {"prefill_chunk": 3},
 }
 PROMPTS = [[1, 5, 7], [1, 9, 3, 4, 8, 11, 2, 6, 6, 9], [3]]
 
@@ -159,8 +161,8 @@ def test_stop_tokens_and_stop_strings(llama):
   tokenizer = ByteTokenizer()  # ids >= 3 decode to bytes
   text = tokenizer.decode(free[1][0].tokens)
   stop = text[2:4]
-  results, _ = generate_text(generator, params, tokenizer, PROMPTS, SamplingParams(max_new_tokens=8),
-                             stop_strings=[stop])
+  results, _ = generate_text(generator, params, tokenizer, PROMPTS,
+                             SamplingParams(max_new_tokens=8), stop_strings=[stop])
   completion = results[1][0]
   assert completion.text == text[:text.find(stop)]
   assert completion.finish_reason == "stop"

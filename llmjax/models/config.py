@@ -72,6 +72,10 @@ class ModelConfig:
   # chunks: longer sequences get longer chunks), each reading only the keys up to its last
   # position (causal block skipping); 0: one chunk.
   attention_chunk: int = 128
+  # einsum attention with a KV cache (a prompt's prefill): queries longer than this go in blocks
+  # of this many positions, one block at a time, so the [B, H, L, cache] logits of a long
+  # prompt are never held whole (memory B*H*block*cache); 0: all at once.
+  prefill_chunk: int = 512
   # Rematerialisation per layer: none (keep activations), full (recompute the layer in the
   # backward pass), dots_saveable (keep matmul outputs, recompute the rest).
   remat: str = "none"
@@ -102,6 +106,7 @@ class ModelConfig:
     check(self.dtype in DTYPES, "dtype", f"one of {tuple(DTYPES)}")
     check(self.attention_impl in ATTENTION_IMPLS, "attention_impl", f"one of {ATTENTION_IMPLS}")
     check(self.attention_chunk >= 0, "attention_chunk", "0 (one chunk) or a positive integer")
+    check(self.prefill_chunk >= 0, "prefill_chunk", "0 (all at once) or a positive integer")
     check(self.remat in REMAT, "remat", f"one of {REMAT}")
     check(self.mask_mode in MASK_MODES, "mask_mode", f"one of {MASK_MODES}")
     check(self.param_dtype in DTYPES, "param_dtype", f"one of {tuple(DTYPES)}")

@@ -276,8 +276,13 @@ class Attention(nn.Module):
 
     if cache_index is not None:
       k_BxVxCxK, v_BxVxCxK = self._update_cache(k_BxMxVxK, v_BxMxVxK, cache_index)
-      out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxVxCxK, v_BxVxCxK, mask_Bx1xLxC,
-                                           deterministic, query_chunk=None)
+      block = cfg.prefill_chunk
+      if block and L > block and not self.is_mutable_collection(probe_collection("attn_probs")):
+        out_BxLxHxK = _blocked_attention(q_BxLxHxK, k_BxVxCxK, v_BxVxCxK, mask_Bx1xLxC, block,
+                                         cfg.compute_dtype)
+      else:
+        out_BxLxHxK = self._einsum_attention(q_BxLxHxK, k_BxVxCxK, v_BxVxCxK, mask_Bx1xLxC,
+                                             deterministic, query_chunk=None)
     elif cfg.attention_impl == "dot_product":
       out_BxLxHxK = self._fused_attention(q_BxLxHxK, k_BxMxVxK, v_BxMxVxK, mask_Bx1xLxC, causal)
     else:
@@ -377,6 +382,35 @@ class Attention(nn.Module):
                jnp.concatenate(padded, axis=3).reshape(B, H, L, M))
     out_BxVxGxLxK = jnp.concatenate(outs, axis=3) if len(outs) > 1 else outs[0]
     return out_BxVxGxLxK.transpose(0, 3, 1, 2, 4).reshape(B, L, H, K)
+
+
+def _blocked_attention(q_BxLxHxK, k_BxVxMxK, v_BxVxMxK, mask_Bx1xLxM, block: int,
+                       compute_dtype):
+  """Softmax attention of L queries over M cached keys, `block` queries at a time (lax.map:
+  one block's [B, H, block, M] logits live at once, and the program does not grow with L).
+  Each query row's softmax is its own, so the result is the unblocked one. No dropout (only a
+  prefill, which is deterministic, comes here)."""
+  (B, L, H, K), (V, M) = q_BxLxHxK.shape, k_BxVxMxK.shape[1:3]
+  n = -(-L // block)
+  pad = n * block - L
+  q_BxVxGxLxK = (q_BxLxHxK.reshape(B, L, V, H // V, K) * (K ** -0.5)).transpose(0, 2, 3, 1, 4)
+  q_BxVxGxLxK = jnp.pad(q_BxVxGxLxK, [(0, 0)] * 3 + [(0, pad), (0, 0)])
+  mask_Bx1xLxM = jnp.pad(mask_Bx1xLxM, [(0, 0), (0, 0), (0, pad), (0, 0)])
+  q_nxBxVxGxQxK = q_BxVxGxLxK.reshape(B, V, H // V, n, block, K).transpose(3, 0, 1, 2, 4, 5)
+  mask_nxBx1xQxM = mask_Bx1xLxM.reshape(B, 1, n, block, M).transpose(2, 0, 1, 3, 4)
+
+  def attend(blocks):
+    q_BxVxGxQxK, mask_Bx1xQxM = blocks
+    logits_BxVxGxQxM = jnp.einsum("bvglk,bvmk->bvglm", q_BxVxGxQxK, k_BxVxMxK,
+                                  preferred_element_type=jnp.float32)
+    logits_BxVxGxQxM = jnp.where(mask_Bx1xQxM[:, :, None], logits_BxVxGxQxM, _NEG_INF)
+    probs_BxVxGxQxM = jax.nn.softmax(logits_BxVxGxQxM, axis=-1)
+    return jnp.einsum("bvglm,bvmk->bvglk", probs_BxVxGxQxM.astype(compute_dtype), v_BxVxMxK)
+
+  out_nxBxVxGxQxK = jax.lax.map(attend, (q_nxBxVxGxQxK, mask_nxBx1xQxM))
+  out_BxVxGxLxK = out_nxBxVxGxQxK.transpose(1, 2, 3, 0, 4, 5).reshape(
+      B, V, H // V, n * block, K)[:, :, :, :L]
+  return out_BxVxGxLxK.transpose(0, 3, 1, 2, 4).reshape(B, L, H, K)
 
 
 _ACTIVATION_FNS = {
