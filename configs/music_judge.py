@@ -12,7 +12,9 @@ modules on every pair, fits the logistic-regression baseline and its one-module-
 ablations on the train split, and writes report.md (ROC-AUC, balanced accuracy, the per kind
 and level table), report.json and plots/roc.png from the test split. The LM judge stage runs
 when `judge.backend` is 'openai' (any OpenAI-compatible endpoint) or 'local' (an llmjax run or
-hf:DIR); `lm_judge_limit` caps how many test pairs it judges (0: all).
+hf:DIR): on every test pair (or a seeded random sample of `lm_judge_limit`), and with
+`lm_judge_ablations` three more times, each with one module's evidence withheld (4x the calls).
+Unparsed verdicts are counted in the report's `unparsed` column, not scored.
 
 Runtime and result, measured (host D, 2-core CPU, 2026-12-03): the default run takes 92 s (1,348
 pairs: 48 chorale tunes, 137 settings, 40 folk titles); on the test split (692 pairs) ROC-AUC
@@ -39,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.judge = judge_config()
   config.judge.update(backend="none", temperature=0.0, top_p=1.0, repetition_penalty=1.0,
                       max_tokens=768)
-  config.lm_judge_limit = 0
+  config.lm_judge_limit = 0  # a seeded random sample of this many test pairs (0: all)
+  config.lm_judge_ablations = True  # judge again with each module's evidence withheld
   config.progress = True
   return config

@@ -138,6 +138,14 @@ def test_tiny_demo_pipeline_writes_table_and_plots_and_reruns_as_done(tmp_path):
   for row in summary["table"].values():
     assert np.isfinite([row["knowledge_entropy"], row["acquisition"], row["forgetting"]]).all()
   assert summary["table"]["late"]["knowledge_entropy"] == summary["knowledge_entropy"][-1]
+  # The resuscitated run is measured against the pretrained (late) model's K_PT and P_PT.
+  def stage(name):
+    return json.loads((tmp_path / name / "done.json").read_text())["result"]
+  expected = acquisition_and_forgetting(stage("inject_late")["first"],
+                                        stage("inject_resuscitated")["last"])
+  for key in ("acquisition", "forgetting"):
+    assert summary["table"]["resuscitated"][key] == pytest.approx(expected[key])
+    assert stage("inject_resuscitated")[key] == pytest.approx(expected[key])
   for plot in ("knowledge_entropy", "retention_early", "retention_late",
                "retention_resuscitated"):
     assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 0

@@ -59,8 +59,9 @@ def test_a_transposed_copy_aligns_fully_with_the_right_interval():
   a = _piece()
   finding = compare_melody(a, transpose(a, 5))
   assert finding.score == 1.0 and finding.features["melody_share_b"] == 1.0
-  assert finding.text.startswith("melody: 15 of 15 intervals of A match (100%), bars 1-4 of A "
-                                 "against bars 1-4 of B, up a perfect fourth")
+  assert finding.text.startswith(
+      "melody: 15 of 15 intervals of A match (100%), bar 1 beat 1 to bar 4 beat 4 of A against "
+      "bar 1 beat 1 to bar 4 beat 4 of B, up a perfect fourth")
   assert compare_melody(a, transpose(a, -14)).text.split(", ")[2] == (
       "down an octave and a major second; contour agrees on 15 of 15 steps")
   # Harmony is read relative to each piece's own key: the same progression.
@@ -77,6 +78,7 @@ def test_a_rhythm_doubled_in_tempo_matches_and_a_displaced_one_loses_the_beat():
   shifted = compare_rhythm(a, displace(a, 1.0))
   assert shifted.score == 1.0 and shifted.features["rhythm_metric"] == 0.0
   assert "B displaced by +1 quarter notes" in shifted.text
+  assert "against bar 1 beat 2 to bar 5 beat 1 of B" in shifted.text  # one beat later
   # Even quarters match only A's ratios of 1 (log2 0): 11 of its 14; the 2-beat note and the
   # two eighths (ratios 2, 1/4, 1, 2) are where A's rhythm is its own.
   even = compare_rhythm(a, _piece(durations=[1] * 16))
@@ -108,6 +110,48 @@ def test_ornaments_keep_the_tune_findable():
   assert compare_melody(a, ornamented).score >= 0.5
   assert compare_melody(a, _piece(pitches=list(np.random.default_rng(2).integers(
       55, 80, 16)))).score < 0.3
+
+
+def test_the_skyline_keeps_the_top_line_and_what_surfaces_when_it_stops():
+  from llmjax.music.piece import _skyline
+  # A held A4 under a short C5 surfaces when the C5 ends; a G4 under it stays hidden.
+  assert _skyline([(0, 1, 72), (0, 4, 69), (2, 2, 67), (4, 1, 71)]) == [
+      Note(0, 1, 72), Note(1, 3, 69), Note(4, 1, 71)]
+  # A lower voice moving under a held top note does not break it.
+  assert _skyline([(0, 4, 72), (0, 1, 64), (1, 1, 65), (2, 2, 67), (4, 2, 74)]) == [
+      Note(0, 4, 72), Note(4, 2, 74)]
+
+
+def test_a_quotation_sits_in_the_host_in_its_key_and_pushes_the_rest_later():
+  from llmjax.music.variations import quote
+  source = _piece()  # C major
+  host = transpose(_piece(pitches=[67, 69, 71, 67, 72, 71, 69, 67, 65, 64, 62, 64, 65, 67, 62,
+                                   67]), 7)  # G major (its chords), 4 bars
+  quoted = quote(source, host, 2, np.random.default_rng(0))
+  melody = quoted.melody
+  for before, after in zip(melody, melody[1:]):  # one line: no overlaps, nothing empty
+    assert before.duration > 0 and before.onset + before.duration <= after.onset + 1e-9
+  # The host's first 2 bars (half of its 4), then 2 bars of the source moved to G (the nearer
+  # way: down a fourth), then the host's last 2 bars 8 quarters later.
+  assert [n for n in melody if n.onset < 8] == [n for n in host.melody if n.onset < 8]
+  inserted = [n for n in melody if 8 <= n.onset < 16]
+  # They are two whole bars of the source (from some bar line), moved in time and pitch.
+  assert any(inserted == [Note(n.onset - start + 8, n.duration, n.pitch - 5)
+                          for n in source.melody if start <= n.onset < start + 8]
+             for start in (0, 4, 8))
+  assert [n for n in melody if n.onset >= 16] == [
+      Note(n.onset + 8, n.duration, n.pitch) for n in host.melody if n.onset >= 8]
+
+
+def test_bars_and_beats_after_a_leading_rest(tmp_path):
+  abc = tmp_path / "rest.abc"
+  abc.write_text("X:1\nT:t\nM:4/4\nL:1/4\nK:C\nz C D E|F G A B|c4|]\n")
+  tune = load_piece(str(abc))
+  assert tune.pickup == 0.0 and tune.melody[0].onset == 1.0
+  assert tune.bar_beat(tune.melody[0].onset) == (1, 2.0)
+  assert tune.bar_beat(tune.melody[-1].onset) == (3, 1.0)
+  finding = compare_melody(tune, tune)
+  assert "bar 1 beat 2 to bar 3 beat 1 of A" in finding.text
 
 
 def test_scores_read_from_musicxml_midi_abc_and_humdrum(tmp_path):
@@ -202,7 +246,9 @@ def test_music_judge_pipeline_with_a_scripted_lm_judge(tmp_path):
               .splitlines()]
   test = [r for r in findings if r["split"] == "test"]
   assert {r["label"] for r in test} == {0, 1}
-  assert requests == len(test) + 1  # one retry of the unparsed first answer
+  # The full judge and three ablations (each module withheld once); one retry of the first.
+  assert requests == 4 * len(test) + 1
+  assert sum("melody: not analysed" in p for p in prompts) == len(test)
   # The judge never learns the pieces' names, only the modules' findings.
   assert not any("bach/" in p or "bwv" in p for p in prompts)
   expected = {r["id"]: int(round(100 * r["features"]["melody_share_a"]) >= 60) for r in test}
@@ -213,6 +259,10 @@ def test_music_judge_pipeline_with_a_scripted_lm_judge(tmp_path):
     members = [r for r in test if (r["kind"], r["level"]) == (row["kind"], row["level"])]
     assert row["lm_judge"] == pytest.approx(
         np.mean([expected[r["id"]] == r["label"] for r in members]))
+  # Without the melody evidence the scripted judge finds no share and calls nothing copied.
+  assert report["overall"]["lm_judge - melody"]["accuracy"] == pytest.approx(
+      np.mean([r["label"] == 0 for r in test]))
+  assert report["overall"]["lm_judge"]["parse_failures"] == 0
   assert (w / "plots" / "roc.png").stat().st_size > 0
   assert "| lm_judge |" in (w / "report.md").read_text()
   # Splits by tune: no chorale or folk printing lies in both.
@@ -223,6 +273,18 @@ def test_music_judge_pipeline_with_a_scripted_lm_judge(tmp_path):
                    if word.startswith("bach/") or ".abc#" in word}
            for split in ("train", "test")}
   assert any(".abc#" in name for name in names["train"] | names["test"])
+  # No melody in both splits: no train setting shares 75% of a test setting's melody.
+  from llmjax.music.benchmark import FAMILY_THRESHOLD
+  from llmjax.music.melody import shared_share
+  from llmjax.music.piece import Piece as P
+  settings = {split: {p[side]["name"]: P.from_json(p[side]) for p in pairs
+                      if p["split"] == split for side in "ab"
+                      if p[side]["name"].startswith("bach/") and " " not in p[side]["name"]}
+              for split in ("train", "test")}
+  assert not [(x, y) for x, a in settings["train"].items() for y, b in settings["test"].items()
+              if shared_share(a, b) >= FAMILY_THRESHOLD]
+  negatives = [(p["a"]["name"], p["b"]["name"]) for p in pairs if p["label"] == 0]
+  assert len(negatives) == len(set(negatives))  # each partner once
   assert {p["kind"] for p in pairs} >= {"natural", "folk_variant", "folk_negative", "quotation",
                                         "hard_negative"}
   assert names["train"] and names["test"] and not names["train"] & names["test"]

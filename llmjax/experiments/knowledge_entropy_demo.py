@@ -112,8 +112,14 @@ def run_demo(config, workdir: str) -> dict:
           ctx.directory, model_config, tokenizer, corpus, plan, spec, config.train,
           config.optim, inj.interval, inj.rows_per_step, parallel, seed=config.seed,
           placement=inj.placement)
-      return {**{k: v for k, v in result.items() if k not in ("first", "last")},
-              "first": result["first"], "last": result["last"], "start": spec}
+      scores = {k: v for k, v in result.items() if k not in ("first", "last")}
+      if which == "resuscitated":
+        # K_PT and P_PT are the pretrained (late) model's, as for the late run: the scaled
+        # model's own start is not what pretraining left. Against its own start, for reference.
+        scores = {**injection_lib.acquisition_and_forgetting(ctx.results["inject_late"]["first"],
+                                                             result["last"]),
+                  "against_own_start": scores}
+      return {**scores, "first": result["first"], "last": result["last"], "start": spec}
     return stage
 
   def resuscitate_stage(ctx):
@@ -138,10 +144,6 @@ def run_demo(config, workdir: str) -> dict:
     table = {}
     for which in STARTS:
       r = results[f"inject_{which}"]
-      if which == "resuscitated":  # K_PT and P_PT are the pretrained (late) model's, as for
-        # the late run: the scaled model's own start is not what pretraining left
-        r = injection_lib.acquisition_and_forgetting(results["inject_late"]["first"],
-                                                     r["last"])
       entropy_value = (results["resuscitate"]["knowledge_entropy"] if which == "resuscitated"
                        else by_step[demo.early_step if which == "early"
                                     else config.pretrain.train.steps])

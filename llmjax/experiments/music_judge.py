@@ -12,7 +12,9 @@ Stages (a resumable pipeline under the workdir):
   modules    every module's finding on every pair -> findings.jsonl
   baseline   the baseline and its ablations fitted on the train split -> scores.json
   lm_judge   (when judge.backend is not 'none') the LM judge on the test split ->
-             judgements.jsonl (raw outputs; a rerun judges only what is missing)
+             judgements.jsonl (raw outputs; a rerun judges only what is missing), and with
+             `lm_judge_ablations` the same judge with each module's evidence withheld ->
+             judgements_without_<module>.jsonl
 Then report.json, report.md (the per-level table) and plots/roc.png, from the test split.
 """
 
@@ -28,6 +30,7 @@ from llmjax.music import evaluation
 from llmjax.music.benchmark import (Pair, build_folk_pairs, build_pairs, chorale_tunes,
                                     folk_tunes, load_folk_tunes, load_tunes)
 from llmjax.music.compare import compare, features
+from llmjax.music.lm_judge import COPIED_FROM
 from llmjax.music.variations import LEVELS
 from llmjax.pipeline import Pipeline, Stage
 
@@ -127,36 +130,56 @@ def _lm_judge(config, ctx) -> dict:
   from llmjax.parallel import Parallel
   rows = [r for r in _read_jsonl(os.path.join(ctx.workdir, "modules", "findings.jsonl"))
           if r["split"] == "test"]
-  if config.lm_judge_limit:
-    rows = rows[:config.lm_judge_limit]
-  items = [JudgeItem(r["id"], judge_messages(
-      {m: Finding(m, r["scores"][m], {}, r["texts"][m]) for m in evaluation.MODULES}))
-      for r in rows]
-  parallel = Parallel.from_config(config.mesh, config.sharding_rules)
-  judgements = judge(items, make_backend(config.judge, parallel), parse_absolute,
-                     judge_sampling(config.judge), ctx.path("judgements.jsonl"),
-                     seed=config.seed, max_retries=config.judge.max_retries,
-                     show_progress=config.progress)
-  failed = sum(1 for r in rows if judgements[r["id"]]["failed"])
-  return {"judged": len(rows), "parse_failures": failed}
+  if config.lm_judge_limit and config.lm_judge_limit < len(rows):
+    # A seeded random sample: the file's order runs tune by tune, positives first.
+    chosen = np.random.default_rng(config.seed).choice(len(rows), config.lm_judge_limit,
+                                                       replace=False)
+    rows = [rows[i] for i in sorted(chosen)]
+  backend = make_backend(config.judge, Parallel.from_config(config.mesh, config.sharding_rules))
+  result = {"judged": len(rows)}
+  for without in (None, *(evaluation.MODULES if config.lm_judge_ablations else ())):
+    items = [JudgeItem(r["id"], judge_messages(
+        {m: Finding(m, r["scores"][m], {}, r["texts"][m]) for m in evaluation.MODULES},
+        without)) for r in rows]
+    judgements = judge(items, backend, parse_absolute, judge_sampling(config.judge),
+                       ctx.path(_judgements_file(without)), seed=config.seed,
+                       max_retries=config.judge.max_retries, show_progress=config.progress)
+    result[_lm_scorer(without)] = {
+        "parse_failures": sum(1 for r in rows if judgements[r["id"]]["failed"])}
+  return result
+
+
+def _judgements_file(without: str | None) -> str:
+  return "judgements.jsonl" if without is None else f"judgements_without_{without}.jsonl"
+
+
+def _lm_scorer(without: str | None) -> str:
+  return "lm_judge" if without is None else f"lm_judge - {without}"
 
 
 def _report(config, workdir: str, judged: bool) -> dict:
   rows = _read_jsonl(os.path.join(workdir, "modules", "findings.jsonl"))
   with open(os.path.join(workdir, "baseline", "scores.json")) as f:
     scores = json.load(f)["scores"]
+  failures: dict[str, int] = {}
   if judged:
     from llmjax.evals.judging import read_judgements
-    from llmjax.music.lm_judge import COPIED_FROM
-    records = read_judgements(os.path.join(workdir, "lm_judge", "judgements.jsonl"))
-    scores["lm_judge"] = {i: float(r["verdict"]) for i, r in records.items() if not r["failed"]}
+    for without in (None, *evaluation.MODULES):
+      path = os.path.join(workdir, "lm_judge", _judgements_file(without))
+      if os.path.exists(path):
+        records = read_judgements(path)
+        scores[_lm_scorer(without)] = {i: float(r["verdict"]) for i, r in records.items()
+                                       if not r["failed"]}
+        failures[_lm_scorer(without)] = sum(1 for r in records.values() if r["failed"])
   train = [r for r in rows if r["split"] == "train"]
   test = [r for r in rows if r["split"] == "test"]
   scorers = [s for s in ("melody", "rhythm", "harmony", "baseline", "baseline - melody",
-                         "baseline - rhythm", "baseline - harmony", "lm_judge") if s in scores]
+                         "baseline - rhythm", "baseline - harmony", "lm_judge",
+                         "lm_judge - melody", "lm_judge - rhythm", "lm_judge - harmony")
+             if s in scores]
   overall, decisions, curves = {}, {}, {}
   for scorer in scorers:
-    if scorer == "lm_judge":
+    if scorer.startswith("lm_judge"):
       threshold = float(COPIED_FROM)
     else:
       threshold = evaluation.best_threshold(
@@ -170,19 +193,26 @@ def _report(config, workdir: str, judged: bool) -> dict:
     overall[scorer] = {"auc": evaluation.roc_auc(y, s), "threshold": threshold,
                        "balanced_accuracy": evaluation.balanced_accuracy(y, decided),
                        "accuracy": float(np.mean(decided == y)) if len(y) else None,
-                       "pairs": len(scored)}
-  per_kind_auc = {}
+                       "pairs": len(scored), "parse_failures": failures.get(scorer, 0)}
   negatives = [r for r in test if r["label"] == 0]
+
+  def auc_against_negatives(positives):
+    members = positives + negatives
+    return {scorer: evaluation.roc_auc(
+        np.array([r["label"] for r in members if r["id"] in scores[scorer]]),
+        np.array([scores[scorer][r["id"]] for r in members if r["id"] in scores[scorer]]))
+        for scorer in scorers}
+
+  # ROC-AUC of each kind of copy, and of each of its levels, against all negatives.
+  per_kind_auc = {}
   for kind in KIND_ORDER:
     positives = [r for r in test if r["kind"] == kind and r["label"] == 1]
-    if positives and negatives:
-      per_kind_auc[kind] = {
-          scorer: evaluation.roc_auc(
-              np.array([r["label"] for r in positives + negatives
-                        if r["id"] in scores[scorer]]),
-              np.array([scores[scorer][r["id"]] for r in positives + negatives
-                        if r["id"] in scores[scorer]]))
-          for scorer in scorers}
+    if not positives or not negatives:
+      continue
+    per_kind_auc[kind] = auc_against_negatives(positives)
+    for level in sorted({r["level"] for r in positives if r["level"]}):
+      per_kind_auc[f"{kind} level {level}"] = auc_against_negatives(
+          [r for r in positives if r["level"] == level])
   table = evaluation.level_table(test, decisions, KIND_ORDER)
   report = {"overall": overall, "per_kind_auc": per_kind_auc, "levels": table,
             "pairs": {"train": len(train), "test": len(test)}}
@@ -200,19 +230,20 @@ def _markdown(report: dict, scorers: list[str]) -> str:
     return "-" if x is None else f"{x:.3f}"
 
   lines = ["# Music plagiarism judge: test split", "",
-           "| scorer | ROC-AUC | balanced accuracy | accuracy | threshold | pairs |",
-           "|---|---|---|---|---|---|"]
+           "| scorer | ROC-AUC | balanced accuracy | accuracy | threshold | pairs | "
+           "unparsed |", "|---|---|---|---|---|---|---|"]
   for scorer in scorers:
     o = report["overall"][scorer]
     lines.append(f"| {scorer} | {fmt(o['auc'])} | {fmt(o['balanced_accuracy'])} | "
-                 f"{fmt(o['accuracy'])} | {o['threshold']:.3g} | {o['pairs']} |")
+                 f"{fmt(o['accuracy'])} | {o['threshold']:.3g} | {o['pairs']} | "
+                 f"{o['parse_failures']} |")
   lines += ["", "Share decided correctly per kind and level (copies detected, negatives "
             "rejected):", "", "| kind | level | copy | pairs | " + " | ".join(scorers) + " |",
             "|---|---|---|---|" + "---|" * len(scorers)]
   for row in report["levels"]:
     lines.append(f"| {row['kind']} | {row['level'] or '-'} | {'yes' if row['label'] else 'no'}"
                  f" | {row['pairs']} | " + " | ".join(fmt(row[s]) for s in scorers) + " |")
-  lines += ["", "ROC-AUC of each kind of copy against all negatives:", "",
+  lines += ["", "ROC-AUC of each kind (and level) of copy against all negatives:", "",
             "| kind | " + " | ".join(scorers) + " |", "|---|" + "---|" * len(scorers)]
   for kind, aucs in report["per_kind_auc"].items():
     lines.append(f"| {kind} | " + " | ".join(fmt(aucs[s]) for s in scorers) + " |")
@@ -234,6 +265,7 @@ def run(config, workdir: str) -> dict:
     judge_settings = {k: v for k, v in config.judge.to_dict().items() if k != "api_key_env"}
     stages.append(Stage("lm_judge", lambda ctx: _lm_judge(config, ctx),
                         {"judge": judge_settings, "limit": config.lm_judge_limit,
+                         "ablations": config.lm_judge_ablations,
                          "seed": config.seed}, ("judgements.jsonl",)))
   results = Pipeline(workdir, stages).run()
   report = _report(config, workdir, judged)

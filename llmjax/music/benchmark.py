@@ -15,9 +15,13 @@ whether B takes A's tune:
 Same-title labels come from the collections: a title printed in two books (or set twice by
 Bach) is taken as one tune; a title shared by two different tunes is a wrong label that we do
 not filter out (filtering with our own modules would bias the benchmark towards them), and form
-names ("A March", "Quick Step") are never paired. Splits are by tune: every setting of a tune,
-and every piece a pair borrows (a quotation's host, a negative's partner), lies in the tune's
-split, so no melody is in two splits.
+names ("A March", "Quick Step") are never paired. Splits are by tune family (`tune_families`:
+titles whose settings share 75% of a melody, as when one hymn tune carries several texts; the
+rule is generous, so some distinct but alike tunes are grouped too, which only costs negatives):
+every
+setting of a family, and every piece a pair borrows (a quotation's host, a negative's partner),
+lies in its split, and negatives never pair a family with itself, so no melody is in two
+splits.
 """
 
 import dataclasses
@@ -30,6 +34,7 @@ import numpy as np
 
 from llmjax.errors import UserError
 from llmjax.music.harmony import estimate_key
+from llmjax.music.melody import shared_share
 from llmjax.music.piece import Piece, load_piece
 from llmjax.music.variations import LEVELS, make_variation
 
@@ -138,9 +143,41 @@ def load_folk_tunes(tunes, progress: Callable[[Iterable], Iterable] = lambda x: 
   return loaded, skipped
 
 
-def split_of(title: str, test_share: float, seed: int) -> str:
-  """A tune's split, fixed by its title and the seed (not by which other tunes are loaded)."""
-  digest = hashlib.sha256(f"{seed}\x00{title}".encode()).digest()
+FAMILY_THRESHOLD = 0.75
+
+
+def tune_families(tunes: dict[str, list[Piece]],
+                  threshold: float = FAMILY_THRESHOLD) -> dict[str, str]:
+  """title -> its family: titles whose settings share a melody (one hymn tune sung to several
+  texts, one folk tune under several names) are one family, which the splits keep together
+  and which never supplies a negative against itself. Two titles join when any setting of one
+  repeats `threshold` of the shorter melody's intervals of any setting of the other."""
+  family = {title: title for title in tunes}
+
+  def root(title):
+    while family[title] != title:
+      family[title] = family[family[title]]
+      title = family[title]
+    return title
+
+  titles = list(tunes)
+  for i, first in enumerate(titles):
+    for second in titles[i + 1:]:
+      if root(first) == root(second):
+        continue
+      if any(shared_share(a, b) >= threshold for a in tunes[first] for b in tunes[second]):
+        family[root(second)] = root(first)
+  roots = {title: root(title) for title in titles}
+  # Name each family by its first title in sorted order: independent of the loading order.
+  names = {}
+  for title in sorted(titles):
+    names.setdefault(roots[title], title)
+  return {title: names[roots[title]] for title in titles}
+
+
+def split_of(family: str, test_share: float, seed: int) -> str:
+  """A tune family's split, fixed by its name and the seed."""
+  digest = hashlib.sha256(f"{seed}\x00{family}".encode()).digest()
   return "test" if int.from_bytes(digest[:8], "little") / 2**64 < test_share else "train"
 
 
@@ -178,12 +215,13 @@ def build_pairs(tunes: dict[str, list[Piece]], test_share: float = 0.4, seed: in
                 natural_per_tune: int = 2, negatives_per_tune: int = 2) -> list[Pair]:
   """Every pair of the benchmark (module docstring), deterministic for a seed."""
   rng = np.random.default_rng(seed)
-  splits = {title: split_of(title, test_share, seed) for title in tunes}
+  families = tune_families(tunes)
+  splits = {title: split_of(families[title], test_share, seed) for title in tunes}
   keys = {title: estimate_key(pieces[0]) for title, pieces in tunes.items()}
   pairs = []
   for title, pieces in tunes.items():
     split, source = splits[title], pieces[0]
-    others = [t for t in tunes if t != title and splits[t] == split]
+    others = [t for t in tunes if families[t] != families[title] and splits[t] == split]
     slug = source.name.replace("bach/", "")
     for k, setting in enumerate(pieces[1:natural_per_tune + 1], 1):
       pairs.append(Pair(f"{slug}-natural-{k}", split, "natural", 0, 1, source, setting))
@@ -202,10 +240,12 @@ def build_pairs(tunes: dict[str, list[Piece]], test_share: float = 0.4, seed: in
                           dataclasses.replace(b, name=name)))
     if not others:
       continue
-    for k in rng.permutation(len(others))[:negatives_per_tune]:
-      other = tunes[others[k]][0]
+    drawn = [others[k] for k in rng.permutation(len(others))[:negatives_per_tune]]
+    for t in drawn:
+      other = tunes[t][0]
       pairs.append(Pair(f"{slug}-negative-{other.name.replace('bach/', '')}", split,
                         "negative", 0, 0, source, other))
+    others = [t for t in others if t not in drawn]  # a partner is used once
     hard = [t for t in others if keys[t] == keys[title] and
             abs(tunes[t][0].bar_quarters - source.bar_quarters) < 1e-9]
     if len(hard) < negatives_per_tune:  # too few in the same key: the same mode and metre
@@ -221,14 +261,15 @@ def build_pairs(tunes: dict[str, list[Piece]], test_share: float = 0.4, seed: in
 def build_folk_pairs(tunes: dict[str, list[Piece]], test_share: float = 0.4,
                      seed: int = 0) -> list[Pair]:
   """A folk_variant pair per title and a folk_negative against another title of its split in
-  the same metre (split by title, as the chorales)."""
+  the same metre (split by tune family, as the chorales)."""
   rng = np.random.default_rng(seed + 1)
-  splits = {title: split_of("folk:" + title, test_share, seed) for title in tunes}
+  families = tune_families(tunes)
+  splits = {title: split_of("folk:" + families[title], test_share, seed) for title in tunes}
   pairs = []
   for title, (first, second) in tunes.items():
     split, slug = splits[title], "folk-" + "-".join(title.split())
     pairs.append(Pair(f"{slug}-variant", split, "folk_variant", 0, 1, first, second))
-    others = [t for t in tunes if t != title and splits[t] == split and
+    others = [t for t in tunes if families[t] != families[title] and splits[t] == split and
               abs(tunes[t][0].bar_quarters - first.bar_quarters) < 1e-9]
     if others:
       other = others[int(rng.integers(len(others)))]

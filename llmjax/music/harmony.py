@@ -14,7 +14,7 @@ import numpy as np
 
 from llmjax.music.alignment import local_align
 from llmjax.music.finding import Finding
-from llmjax.music.piece import Piece
+from llmjax.music.piece import Piece, describe_passage
 
 MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
@@ -57,13 +57,19 @@ def _numeral(relative_pcs: tuple[int, ...], relative_bass: int, mode: str) -> st
 
 def progression(piece: Piece, key: tuple[int, str] | None = None) -> list[str]:
   """The Roman numerals of the beats, repeated ones merged (a tempo- and key-free sequence)."""
+  return [numeral for numeral, _ in progression_onsets(piece, key)]
+
+
+def progression_onsets(piece: Piece, key: tuple[int, str] | None = None
+                       ) -> list[tuple[str, float]]:
+  """`progression` with the beat each numeral starts on."""
   tonic, mode = key or estimate_key(piece)
   if not piece.chords:
     return []
   step = piece.bar_quarters / max(piece.beats, 1)
   onsets = np.array([c.onset for c in piece.chords])
   end = piece.chords[-1].onset + piece.chords[-1].duration
-  numerals: list[str] = []
+  numerals: list[tuple[str, float]] = []
   for t in np.arange(piece.pickup % step, end, step):
     k = int(np.searchsorted(onsets, t + 1e-9) - 1)
     c = piece.chords[k]
@@ -71,8 +77,8 @@ def progression(piece: Piece, key: tuple[int, str] | None = None) -> list[str]:
       continue  # silence
     relative = tuple(sorted({(p - tonic) % 12 for p in c.pitches}))
     numeral = _numeral(relative, (c.pitches[0] - tonic) % 12, mode)
-    if not numerals or numerals[-1] != numeral:
-      numerals.append(numeral)
+    if not numerals or numerals[-1][0] != numeral:
+      numerals.append((numeral, float(t)))
   return numerals
 
 
@@ -94,7 +100,8 @@ def trigrams(sequence: list[str]) -> set[tuple[str, ...]]:
 def compare_harmony(a: Piece, b: Piece) -> Finding:
   """How much of A's chord progression B repeats, relative to each piece's own key."""
   key_a, key_b = estimate_key(a), estimate_key(b)
-  pa, pb = progression(a, key_a), progression(b, key_b)
+  events_a, events_b = progression_onsets(a, key_a), progression_onsets(b, key_b)
+  pa, pb = [x for x, _ in events_a], [x for x, _ in events_b]
   if not pa or not pb:
     return Finding("harmony", 0.0, {"harmony_share_a": 0.0, "harmony_edit_similarity": 0.0,
                                     "harmony_trigram_share": 0.0, "harmony_same_mode": 0.0},
@@ -111,8 +118,13 @@ def compare_harmony(a: Piece, b: Piece) -> Finding:
   features = {"harmony_share_a": share_a, "harmony_edit_similarity": similarity,
               "harmony_trigram_share": shared,
               "harmony_same_mode": float(key_a[1] == key_b[1])}
+  where = ""
+  if alignment.pairs:
+    (i0, j0), (i1, j1) = alignment.pairs[0], alignment.pairs[-1]
+    where = (f", {describe_passage(a, events_a[i0][1], events_a[i1][1])} of A against "
+             f"{describe_passage(b, events_b[j0][1], events_b[j1][1])} of B")
   text = (f"harmony: A in {key_name(key_a)}, B in {key_name(key_b)}; {alignment.matches} of "
-          f"{len(pa)} chords of A's progression recur in order in B ({share_a:.0%}); edit "
+          f"{len(pa)} chords of A's progression recur in order in B ({share_a:.0%}{where}); edit "
           f"distance {distance} over {max(len(pa), len(pb))} chords; {len(ta & tb)} of "
           f"{len(ta)} chord trigrams shared (A opens {' '.join(pa[:6])})")
   return Finding("harmony", share_a, features, text)

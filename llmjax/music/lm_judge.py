@@ -36,8 +36,12 @@ End your answer with the line "[RESULT] N" where N is 1, 2, 3, 4 or 5."""
 COPIED_FROM = 4  # a likelihood of 4 or 5 is a "copied" verdict
 
 
-def judge_messages(findings: Mapping[str, Finding]) -> tuple[dict[str, str], ...]:
-  """The chat messages that ask the judge about one pair."""
-  evidence = "\n".join(f"- {finding.text}" for finding in findings.values())
+def judge_messages(findings: Mapping[str, Finding],
+                   without: str | None = None) -> tuple[dict[str, str], ...]:
+  """The chat messages that ask the judge about one pair; `without`: a module whose evidence
+  is withheld (an ablation), which the prompt says was not run."""
+  evidence = "\n".join(
+      f"- {name}: not analysed (no evidence from this module; judge without it)"
+      if name == without else f"- {finding.text}" for name, finding in findings.items())
   return ({"role": "system", "content": SYSTEM},
           {"role": "user", "content": INSTRUCTIONS.format(evidence=evidence)})

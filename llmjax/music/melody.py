@@ -11,7 +11,7 @@ import numpy as np
 
 from llmjax.music.alignment import local_align
 from llmjax.music.finding import Finding
-from llmjax.music.piece import Piece, describe_bars, interval_name
+from llmjax.music.piece import Piece, describe_passage, interval_name
 
 MATCH, MISMATCH, GAP = 2.0, -1.0, 1.5
 
@@ -30,6 +30,15 @@ def _equal_scores(a: np.ndarray, b: np.ndarray):
   return lambda i, j: np.where(a[i] == b[j], MATCH, MISMATCH)
 
 
+def shared_share(a: Piece, b: Piece) -> float:
+  """The share of the shorter melody's intervals that the other repeats in order (one
+  alignment, no contour): how tunes are grouped into families for the benchmark's splits."""
+  ia, ib = intervals(a), intervals(b)
+  if not len(ia) or not len(ib):
+    return 0.0
+  return local_align(ia, ib, _equal_scores(ia, ib), gap=GAP).matches / min(len(ia), len(ib))
+
+
 def compare_melody(a: Piece, b: Piece) -> Finding:
   """How much of A's melody B contains, wherever and in whatever key."""
   ia, ib = intervals(a), intervals(b)
@@ -39,19 +48,19 @@ def compare_melody(a: Piece, b: Piece) -> Finding:
   matched = [(i, j) for i, j in alignment.pairs if ia[i] == ib[j]]
   notes_a = sorted({k for i, _ in matched for k in (i, i + 1)})
   notes_b = sorted({k for _, j in matched for k in (j, j + 1)})
-  shift = (int(np.median([b.melody[j].pitch - a.melody[i].pitch for i, j in matched]))
-           if matched else 0)
+  shift = (int(round(float(np.median([b.melody[j].pitch - a.melody[i].pitch
+                                        for i, j in matched])))) if matched else 0)
   share_a, share_b = alignment.matches / len(ia), alignment.matches / len(ib)
   features = {"melody_share_a": share_a, "melody_share_b": share_b,
               "melody_score": alignment.score / (MATCH * min(len(ia), len(ib))),
               "melody_contour_share_a": contour_alignment.matches / len(ca)}
   if matched:
     span_a, span_b = alignment.span_a, alignment.span_b
-    text = (f"melody: {alignment.matches} of {len(ia)} intervals of A match "
-            f"({share_a:.0%}), {describe_bars(a, a.melody[span_a[0]], a.melody[span_a[1] + 1])}"
-            f" of A against {describe_bars(b, b.melody[span_b[0]], b.melody[span_b[1] + 1])} "
-            f"of B, {interval_name(shift)}; contour agrees on "
-            f"{contour_alignment.matches} of {len(ca)} steps")
+    where_a = describe_passage(a, a.melody[span_a[0]].onset, a.melody[span_a[1] + 1].onset)
+    where_b = describe_passage(b, b.melody[span_b[0]].onset, b.melody[span_b[1] + 1].onset)
+    text = (f"melody: {alignment.matches} of {len(ia)} intervals of A match ({share_a:.0%}), "
+            f"{where_a} of A against {where_b} of B, {interval_name(shift)}; contour agrees "
+            f"on {contour_alignment.matches} of {len(ca)} steps")
   else:
     text = f"melody: no interval of A's {len(ia)} recurs in B in order"
   return Finding("melody", share_a, features, text, tuple(notes_a), tuple(notes_b))

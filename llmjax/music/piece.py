@@ -1,11 +1,12 @@
 """A piece as the attribute modules see it: a melody line and a chord track, in quarter notes.
 
 Scores are read with music21 (MIDI, MusicXML, ABC, Humdrum, or a music21 corpus path such as
-"bach/bwv66.6"). The melody is the skyline of all parts (the highest note starting at each
-onset, cut where the next onset begins; Uitdenbogerd & Zobel's rule) or one chosen part; the
+"bach/bwv66.6"). The melody is the skyline of all parts (at every moment the highest sounding
+note, after Uitdenbogerd & Zobel's skyline rule; `_skyline`) or one chosen part; the
 chord track is the score's chordify (every vertical sonority of all parts). Times are offsets in
-quarter notes from the first note of bar 1's pickup; bars and beats are recovered from the
-bar length and the pickup, so synthetic variations (llmjax.music.variations) keep them.
+quarter notes from the start of the first bar (the pickup bar when there is one), so a piece
+that opens with a rest starts later than 0; bars and beats are recovered from the bar length
+and the pickup, so synthetic variations (llmjax.music.variations) keep them.
 """
 
 import dataclasses
@@ -84,10 +85,11 @@ def interval_name(semitones: int) -> str:
   return f"{direction} {size}"
 
 
-def describe_bars(piece: Piece, first: Note, last: Note) -> str:
-  """"bars 3-6" (or "bar 3") for the passage from note `first` to note `last`."""
-  a, b = piece.bar_beat(first.onset)[0], piece.bar_beat(last.onset)[0]
-  return f"bar {a}" if a == b else f"bars {a}-{b}"
+def describe_passage(piece: Piece, first_onset: float, last_onset: float) -> str:
+  """"bar 3 beat 1 to bar 6 beat 2.5" for the passage from one onset to another (beats in
+  quarter notes from 1; bar 0 is the pickup)."""
+  (a, beat_a), (b, beat_b) = piece.bar_beat(first_onset), piece.bar_beat(last_onset)
+  return f"bar {a} beat {beat_a:g} to bar {b} beat {beat_b:g}"
 
 
 def _parse_score(source: str, number: int | None):
@@ -130,21 +132,24 @@ def _parse_score(source: str, number: int | None):
 
 
 def _skyline(notes: Sequence[tuple[float, float, int]]) -> list[Note]:
-  """The melody on top: at each onset, the highest sounding pitch; a note starts the melody's
-  next note only when it is that highest pitch (a held upper note is not broken by a lower
-  voice moving under it). Each note lasts until the next melody onset or its own end."""
-  onsets = sorted({onset for onset, _, _ in notes})
-  by_onset: dict[float, list[tuple[float, int]]] = {}
-  for onset, duration, pitch in notes:
-    by_onset.setdefault(onset, []).append((duration, pitch))
+  """The line on top: at every moment, the highest sounding note. A note struck at the top
+  starts a line note; a lower voice moving under a held top note does not break it; when the top
+  note ends while a lower, earlier note still sounds, that note joins the line from then on (so
+  the line has no holes a listener would not hear)."""
+  notes = sorted(notes, key=lambda n: (n[0], -n[2]))
+  times = sorted({t for onset, duration, _ in notes for t in (onset, onset + duration)})
   line: list[Note] = []
-  held: list[tuple[float, int]] = []  # (end, pitch) of notes still sounding
-  for t in onsets:
-    held = [(end, pitch) for end, pitch in held if end > t + 1e-9]
-    starting = max(by_onset[t], key=lambda dp: dp[1])
-    if not held or starting[1] > max(pitch for _, pitch in held):
-      line.append(Note(t, starting[0], starting[1]))
-    held += [(t + duration, pitch) for duration, pitch in by_onset[t]]
+  current = None  # the (onset, duration, pitch) on top
+  for t in times:
+    sounding = [n for n in notes if n[0] <= t + 1e-9 < n[0] + n[1] - 1e-9]
+    if not sounding:
+      current = None
+      continue
+    top = max(sounding, key=lambda n: (n[2], n[0] == t))
+    if top is current or (current in sounding and top[2] == current[2] and top[0] != t):
+      continue  # the same note goes on
+    current = top
+    line.append(Note(t, top[0] + top[1] - t, top[2]))
   return [Note(n.onset, min(n.duration, line[i + 1].onset - n.onset) if i + 1 < len(line)
                else n.duration, n.pitch) for i, n in enumerate(line)]
 
@@ -199,11 +204,6 @@ def load_piece(source: str, part: int | str | None = None, number: int | None = 
       chords.append(Chord(float(c.offset), float(c.quarterLength),
                           tuple(sorted({int(p.midi) for p in c.pitches}))))
   bar_quarters, pickup, beats = _meter(score)
-  start = min(line[0].onset, chords[0].onset if chords else line[0].onset)
-  if start:  # time from the first sounding note
-    line = [Note(n.onset - start, n.duration, n.pitch) for n in line]
-    chords = [Chord(c.onset - start, c.duration, c.pitches) for c in chords]
-    pickup = (pickup - start) % bar_quarters
   return Piece(name or source, tuple(line), tuple(chords), bar_quarters, pickup, beats)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from llmjax.music.alignment import local_align
 from llmjax.music.finding import Finding
-from llmjax.music.piece import Piece, describe_bars
+from llmjax.music.piece import Piece, describe_passage
 
 MATCH, MISMATCH, GAP, TOLERANCE = 2.0, -1.0, 1.5, 0.05
 
@@ -61,15 +61,16 @@ def compare_rhythm(a: Piece, b: Piece) -> Finding:
               "rhythm_duration_share_a": durations.matches / len(da), "rhythm_metric": metric}
   if matched:
     span_a, span_b = alignment.span_a, alignment.span_b
-    shift = float(np.median(offsets)) * a.bar_quarters
-    shift = shift - a.bar_quarters if shift > a.bar_quarters / 2 else shift
+    shift = float(np.median(offsets)) * b.bar_quarters  # in B's own quarter notes
+    shift = shift - b.bar_quarters if shift > b.bar_quarters / 2 else shift
     placed = ("on the same beats" if same_place == len(matched) else
               f"{same_place} of {len(matched)} on the same beat position"
               + (f" (B displaced by {shift:+g} quarter notes)" if abs(shift) > 1e-3 else ""))
+    where_a = describe_passage(a, a.melody[span_a[0]].onset, a.melody[span_a[1] + 2].onset)
+    where_b = describe_passage(b, b.melody[span_b[0]].onset, b.melody[span_b[1] + 2].onset)
     text = (f"rhythm: {alignment.matches} of {len(ra)} inter-onset ratios of A match "
-            f"({share_a:.0%}), {describe_bars(a, a.melody[span_a[0]], a.melody[span_a[1] + 2])}"
-            f" of A against {describe_bars(b, b.melody[span_b[0]], b.melody[span_b[1] + 2])} "
-            f"of B; {placed}; durations agree on {durations.matches} of {len(da)}")
+            f"({share_a:.0%}), {where_a} of A against {where_b} of B; {placed}; durations "
+            f"agree on {durations.matches} of {len(da)}")
   else:
     text = f"rhythm: none of A's {len(ra)} inter-onset ratios recurs in B in order"
   return Finding("rhythm", share_a, features, text, tuple(notes_a), tuple(notes_b))

@@ -1,8 +1,10 @@
 """Graded variations of a real melody with its harmony: what a copier might do to a tune.
 
-Each function returns a new Piece; the levels of each kind (LEVELS) go from a light to a heavy
-change. All but reharmonisation keep the melody as a copy a person would recognise, and
-reharmonisation keeps the melody itself, so every variation is a positive (the tune was taken).
+Each function returns a new Piece. The levels of ornamentation, quotation, reharmonisation and
+combination (LEVELS) go from a light to a heavy change; those of transposition, tempo and
+displacement are three amounts of the same change, which the modules are built to ignore (a
+check that they do, not a difficulty scale). Every variation keeps the melody a person would
+recognise, so every one is a positive (the tune was taken).
 
   transposition  all pitches moved by 2, 5 or 7 semitones
   tempo          every time value scaled (x1.5, x2, x0.5): augmentation and diminution
@@ -93,9 +95,9 @@ def _bar_count(piece: Piece) -> int:
 
 
 def quote(source: Piece, host: Piece, bars: int, rng: np.random.Generator) -> Piece:
-  """`bars` bars of `source` (from a random bar, moved to the host's key) put in the middle of
-  `host`, whose music after that point moves later to make room. Host and source must share
-  their bar length."""
+  """`bars` bars of `source` (from a random bar, moved to the host's tonic; the mode is the
+  source's) put in the middle of `host`, whose music after that point moves later to make
+  room. Host and source must share their bar length."""
   if abs(source.bar_quarters - host.bar_quarters) > 1e-9:
     raise ValueError("quote: source and host must have the same bar length")
   bars = min(bars, _bar_count(source))
@@ -103,13 +105,13 @@ def quote(source: Piece, host: Piece, bars: int, rng: np.random.Generator) -> Pi
   start, end = _bars_of(source, first, bars)
   shift = (estimate_key(host)[0] - estimate_key(source)[0]) % 12
   shift = shift - 12 if shift > 6 else shift
-  at, _ = _bars_of(host, max(1, _bar_count(host) // 2), 0)
+  at, _ = _bars_of(host, _bar_count(host) // 2 + 1, 0)  # after the first half of its bars
   length = end - start
 
   def clip(items, keep):
     return [x for x in items if keep(x.onset)]
 
-  quoted = [Note(n.onset - start + at, n.duration, n.pitch + shift)
+  quoted = [Note(n.onset - start + at, min(n.duration, end - n.onset), n.pitch + shift)
             for n in clip(source.melody, lambda t: start <= t < end)]
   quoted_chords = [Chord(c.onset - start + at, min(c.duration, end - c.onset),
                          tuple(p + shift for p in c.pitches))
