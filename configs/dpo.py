@@ -70,7 +70,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # The tiny preset's procedural task and its SFT stage ('' kind: train on pair files).
   config.task = ml_collections.ConfigDict({
       "kind": "", "digits": 4, "noise": 0.7, "trap": 7, "sft_examples": 4000,
-      "pair_prompts": 2048, "eval_prompts": 512, "samples": 4, "test_prompts": 512, "sample_batch": 128})
+      "pair_prompts": 2048, "eval_prompts": 512, "samples": 4, "test_prompts": 512,
+      "sample_batch": 128})
   config.sft = ml_collections.ConfigDict({"train": dict(config.train.to_dict()),
                                           "optim": dict(config.optim.to_dict())})
   select_preset(preset, PRESETS, default="tiny")(config)

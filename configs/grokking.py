@@ -16,8 +16,8 @@ cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model 
   seed: generalized 450, organized 850).
   With the paper's rule (the *maximum* instance violation below 10% of its post-memorization
   peak) symmetry is acquired at 1000 and 950 (650 for a third seed): 150-200 steps *after* test
-  accuracy reaches 0.99, so `stages_ordered` is 0. The worst associativity instance stays near its peak
-  until the last test inputs are learned; the mean over instances
+  accuracy reaches 0.99, so `stages_ordered` is 0. The worst associativity instance stays near its
+  peak until the last test inputs are learned; the mean over instances
   (`--config.analysis.violation_statistic=mean`) falls 50-150 steps before generalization
   (benchmarks/grokking_diagnostic.py measures both against a test-loss control).
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from conftest import REPO, read_jsonl, run_cli, sigterm_after_metrics
@@ -352,7 +351,7 @@ def test_a_read_only_workdir_and_a_full_disk(small_filesystem):
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1, result.stderr
-  assert lines[0].startswith(f"error: cannot save checkpoint step ")
+  assert lines[0].startswith("error: cannot save checkpoint step ")
   assert "(No space left on device); the last complete checkpoint is step " in lines[0]
   last = int(lines[0].rsplit(" ", 1)[1])
   assert last in checkpoint_steps(small_filesystem / "run")

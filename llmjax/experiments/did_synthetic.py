@@ -19,8 +19,8 @@ Method:
      large |s|, log N at s = 0).
      (b) A tiny llmjax decoder SFT-trained on samples of pi_ref (its own distribution over the
      space is then the reference, renormalised), then trained on sampled pairs through the real
-     `dpo` trainer (llmjax.experiments.dpo_training.train_dpo): matched pi_l with DPO, SimPO and IPO,
-     and the mismatched pi_l with DPO.
+     `dpo` trainer (llmjax.experiments.dpo_training.train_dpo): matched pi_l with DPO, SimPO and
+     IPO, and the mismatched pi_l with DPO.
   6. Report JS(pi_theta || pi*) over steps (js_tabular.png, js_decoder.png), the log-margin
      ordering m* >= m_ref >= m_l of the pairs (margins.png), and the chosen log-likelihood
      drift and the policy's entropy change against the DID entropy across the sweep

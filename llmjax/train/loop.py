@@ -77,7 +77,8 @@ _all_finite_jit = jax.jit(_all_finite)
 
 
 def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = True,
-             overwrite: bool = False, eval_at_start: bool = False, progress_keys: Sequence[str] = ("loss",),
+             overwrite: bool = False, eval_at_start: bool = False,
+             progress_keys: Sequence[str] = ("loss",),
              on_save: Callable[[int], None] | None = None,
              on_start: Callable[[int], None] | None = None) -> LoopResult:
   """Runs (or resumes) `program` to `train_config.steps`.
