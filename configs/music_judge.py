@@ -16,10 +16,11 @@ hf:DIR): on every test pair (or a seeded random sample of `lm_judge_limit`), and
 `lm_judge_ablations` three more times, each with one module's evidence withheld (4x the calls).
 Unparsed verdicts are counted in the report's `unparsed` column, not scored.
 
-Runtime and result, measured (host D, 2-core CPU, 2026-12-03): the default run takes 92 s (1,348
-pairs: 48 chorale tunes, 137 settings, 40 folk titles); on the test split (692 pairs) ROC-AUC
-melody 0.967, rhythm 0.896, harmony 0.883, baseline 0.984 (balanced accuracy 0.936; without
-the rhythm features 0.967). Quotations of 2 bars are the hard case (baseline detects 29%). The
+Runtime and result, measured (host D, 2-core CPU, 2026-12-03): the default run takes 148 s with
+another job on the same cores (1,348 pairs: 48 chorale tunes, 137 settings, 40 folk titles); on
+the test split (826 pairs) ROC-AUC melody 0.975, rhythm 0.892, harmony 0.887, baseline 0.986
+(balanced accuracy 0.962; 0.922 without the melody features). Quotations of 2 bars are the
+hard case (the baseline detects 48%). The
 LM judge has been run only against a scripted endpoint (tests/test_music.py): no LM-judge
 figure yet.
 """

@@ -1,11 +1,13 @@
 """The harmony module: key, key-relative Roman numerals, chord-progression distance.
 
 The key is Krumhansl & Kessler's: the major or minor key profile that correlates best with the
-duration-weighted pitch classes of all chords. The chord track is read once per beat (the
-sonority sounding there), named as a Roman numeral in that key by music21, and repeated numerals
-merged, so the progression is the same at any tempo and in any key. Two progressions are
-compared by edit distance (normalised by the longer one), by local alignment (the share of A's
-progression found in order in B) and by shared trigrams.
+duration-weighted pitch classes of all chords. It is an estimate and can name a related key
+where a piece dwells (bwv347, in A major, reads as E major); the numerals are then read in that
+key. The chord track is read once per beat (the sonority sounding there), named as a Roman
+numeral in the key by music21, and repeated numerals merged, so the progression is the same at
+any tempo and in any key. Two progressions are compared by edit distance (normalised by the
+longer one), by local alignment (the share of A's progression found in order in B) and by
+shared trigrams.
 """
 
 import functools
