@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "flask": "llmjax.experiments.flask",
     "knowledge_entropy": "llmjax.experiments.knowledge_entropy",
     "music_judge": "llmjax.experiments.music_judge",
+    "cot_encyclopedia": "llmjax.experiments.cot_encyclopedia",
 }
 
 

