@@ -10,7 +10,7 @@
 # The judge is configs/pretrain.py:tiny (byte-level, trained ~25 s): it is far too small to
 # grade, so nearly every output fails to parse and is retried; the run shows the plumbing and
 # that both backends agree, not judging quality. BiGGen prompts are 3-6k bytes: BATCH (default
-# 2) keeps the einsum prefill's [B, H, L, L] attention in memory on a CPU host.
+# 2) keeps a CPU host's generation memory small. Measured: docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}

@@ -14,10 +14,10 @@ A|B", the report gives the share of A). The judge: `judge.*` (llmjax.config_base
 Writes judgements.jsonl (raw judge outputs), report.json, report.md and plots/capabilities.png.
 
 Runtime and result, measured (host D, 2-core CPU, 2026-12-03): with configs/pretrain.py:tiny as
-the judge (benchmarks/biggen_served_vs_local.sh), the first 40 instances with 10 retries took
-558 s through llmjax.serve and 305 s in-process, identical outputs; nothing parsed (a model that
-small never writes "[RESULT] N"), which the report states. All 765 would take about 3 hours per
-backend there. A real judge (Prometheus-2 7B on a GPU) has not been run: no figure yet.
+the judge (benchmarks/biggen_served_vs_local.sh), all 765 instances with one retry took 754 s
+through llmjax.serve and 617 s in-process, with identical raw outputs (765 of 765) and equal
+reports; nothing parsed (a model that small never writes "[RESULT] N"), which the report
+states per capability. A real judge (Prometheus-2 7B on a GPU) has not been run: no figure yet.
 """
 
 import ml_collections

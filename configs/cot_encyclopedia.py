@@ -25,11 +25,31 @@ built yet.
 
 import ml_collections
 
-from llmjax.config_base import base_config, judge_config
+from llmjax.config_base import base_config, judge_config, model_config, select_preset
 
 
-def get_config() -> ml_collections.ConfigDict:
+def _judge(config):
+  del config  # the defaults below
+
+
+def _tiny(config):
+  config.mode = "demo"
+  # A 0.3M-parameter byte model: sequences are at most ~80 bytes.
+  config.model = model_config(vocab_size=264, d_model=96, n_layers=3, n_heads=4, n_kv_heads=2,
+                              d_ff=288, max_len=128)
+  config.demo.tokenizer = "byte"
+  config.sft.train.update(steps=800, batch_size=32, seq_len=96, log_every=100, eval_every=400,
+                          eval_batches=2, checkpoint_every=400, keep_checkpoints=1,
+                          progress=False)
+  config.sft.optim.update(lr=3e-3, warmup_steps=50, weight_decay=0.0)
+
+
+PRESETS = {"judge": _judge, "tiny": _tiny}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config = base_config(experiment="cot_encyclopedia")
+  config.mode = "judge"  # judge: the five judged stages on config.data | demo: the CPU demo
   config.data = ""
   config.limit = 0
   config.embedder = ""
@@ -39,4 +59,16 @@ def get_config() -> ml_collections.ConfigDict:
   config.judge = judge_config()
   config.judge.update(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_tokens=1024)
   config.progress = True
+  # The demo (mode demo): a fresh model from config.model, SFT recipe config.sft.
+  config.init = ""
+  config.model = model_config(vocab_size=264, d_model=64, n_layers=2, n_heads=4, d_ff=192)
+  config.sft = ml_collections.ConfigDict({"train": dict(config.train.to_dict()),
+                                          "optim": dict(config.optim.to_dict())})
+  config.demo = ml_collections.ConfigDict({
+      "train_questions": 1500, "test_questions": 600, "max_new_tokens": 56,
+      "sample_batch": 200, "merge_points": 11, "merge_questions": 300,
+      # the specialists' fine-tuning from the base (the rest of config.sft.train)
+      "specialist_train": {"steps": 200, "eval_every": 100, "checkpoint_every": 200},
+      "tokenizer": ""})
+  select_preset(preset, PRESETS, default="judge")(config)
   return config

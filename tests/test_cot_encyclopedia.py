@@ -193,3 +193,37 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   assert checking["cohens_d"] == pytest.approx((1 / 3 - 3 / 4) / np.sqrt((2 / 3 + 3 / 4) / 5))
   assert "| Reasoning order (Forward from the premises vs. Backward from the goal) | 0.00 | " \
          "1.00 |" in (w / "report.md").read_text()
+
+
+def test_sum_strategies_and_the_rule_that_reads_them():
+  from llmjax.tasks import strategy_sums as t
+  numbers = [3, 5, 2, 7, 4]
+  assert t.chain(numbers, "sequential") == " 3+5=8 8+2=10 10+7=17 17+4=21 answer 21"
+  assert t.chain(numbers, "pairwise") == " 3+5=8 2+7=9 8+9=17 17+4=21 answer 21"
+  for strategy in t.STRATEGIES:
+    assert t.strategy_of(numbers, t.chain(numbers, strategy)) == strategy
+    assert t.is_correct(numbers, t.chain(numbers, strategy))
+  assert t.strategy_of(numbers, " 3+5=8 answer 21") is None  # too short to tell
+  assert t.strategy_of(numbers, " 5+2=7 7+3=10 answer 21") is None  # neither
+  assert not t.is_correct(numbers, " 3+5=8 8+2=10 answer 20")
+  assert t.prompt(numbers, "pairwise") == "add 3 5 2 7 4 [pair] ="
+  questions = t.questions(50, seed=0)
+  assert len({tuple(q) for q in questions}) == 50 and {len(q) for q in questions} == {4, 5, 6}
+
+
+def test_model_merging_interpolates_every_leaf():
+  import jax.numpy as jnp
+
+  from llmjax.errors import UserError
+  from llmjax.weights.merge import interpolate
+  first = {"a": jnp.array([0.0, 2.0]), "b": {"c": jnp.array(4.0, jnp.bfloat16)}}
+  second = {"a": jnp.array([2.0, 6.0]), "b": {"c": jnp.array(8.0, jnp.bfloat16)}}
+  half = interpolate(first, second, 0.25)
+  np.testing.assert_allclose(half["a"], [0.5, 3.0])
+  assert half["b"]["c"].dtype == jnp.bfloat16 and float(half["b"]["c"]) == 5.0
+  np.testing.assert_array_equal(interpolate(first, second, 0.0)["a"], first["a"])
+  with pytest.raises(UserError, match=r"\['a'\] has shape \(2,\) in the first model and "
+                                      r"\(3,\)"):
+    interpolate(first, {**second, "a": jnp.zeros(3)}, 0.5)
+  with pytest.raises(UserError, match="parameter trees differ"):
+    interpolate(first, {"a": first["a"]}, 0.5)

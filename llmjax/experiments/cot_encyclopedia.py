@@ -90,6 +90,15 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def run(config, workdir: str) -> dict:
+  if config.mode == "demo":
+    import ml_collections
+
+    from llmjax.experiments.cot_encyclopedia_demo import run_demo
+    values = config.to_dict()  # the fine-tuning helpers read config.data.tokenizer
+    values["data"] = {"tokenizer": config.demo.tokenizer, "loss_on_prompt": False}
+    return run_demo(ml_collections.ConfigDict(values), workdir)
+  if config.mode != "judge":
+    raise UserError(f"config.mode = {config.mode!r}: expected 'judge' or 'demo'")
   from llmjax.evals.judging import JudgeItem
   if not config.data:
     raise UserError("config.data is required: a JSONL of question, answer, response and model "
