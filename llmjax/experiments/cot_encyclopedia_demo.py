@@ -30,7 +30,6 @@ from llmjax import plotting, runio
 from llmjax.cot_encyclopedia import clustering as clustering_lib
 from llmjax.cot_encyclopedia.prompts import parse_criteria
 from llmjax.data.examples import read_examples
-from llmjax.errors import UserError
 from llmjax.experiments.pipeline_policies import PipelinePolicies, write_rows
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model
@@ -39,7 +38,8 @@ from llmjax.pipeline import Pipeline, Stage
 from llmjax.tasks import strategy_sums as task_lib
 from llmjax.weights.merge import interpolate
 
-# Criteria lines written for the demo (not judge output): four themes a judge might name.
+# Criteria lines written for the demo (not judge output): three themes a judge might name,
+# four wordings each.
 CRITERIA_FIXTURE = """<patterns>
 Order of operations (Running total left to right vs. Pairs first then combine)
 Accumulation style (Keeps one running sum vs. Builds partial sums in parallel)
@@ -179,16 +179,16 @@ def run_demo(config, workdir: str) -> dict:
     predicted = _read_json(os.path.join(workdir, "predict", "prediction.json"))["predicted"]
     result = {"wrong_before": len(wrong), "questions": len(base_rows),
               "accuracy_before": float(np.mean([r["correct"] for r in base_rows]))}
-    if predicted is None:
-      raise UserError("cot_encyclopedia tiny: no labelled questions to fit the in-domain "
-                      "strategy classifier on (the specialists never disagree on a test "
-                      "question); raise demo.test_questions")
     rng = np.random.default_rng(seed + 3)
     base_params = policies.params_of(ctx, "base")
-    for name, tags in (("predicted_strategy", [task_lib.STRATEGIES[predicted[i]]
-                                               for i in wrong]),
-                       ("random_strategy", [task_lib.STRATEGIES[int(rng.integers(2))]
-                                            for _ in wrong])):
+    prompted = {"random_strategy": [task_lib.STRATEGIES[int(rng.integers(2))] for _ in wrong]}
+    if predicted is None:
+      result["predicted_strategy"] = {
+          "why_not": "no in-domain classifier: the specialists never disagreed on a test "
+                     "question, so no question has a strategy that succeeded"}
+    else:
+      prompted["predicted_strategy"] = [task_lib.STRATEGIES[predicted[i]] for i in wrong]
+    for name, tags in prompted.items():
       texts = answer(base_params, [task_lib.prompt(test_questions[i], t)
                                    for i, t in zip(wrong, tags)]) if wrong else []
       fixed = sum(task_lib.is_correct(test_questions[i], t) for i, t in zip(wrong, texts))
