@@ -107,11 +107,15 @@ CHECKING = ["Verification (Checks every step vs. Checks only the final answer)",
             "Verification habit (Checks every step vs. Checks only the final answer)",
             "Checking (Checks each intermediate step vs. Checks only at the end)",
             "Answer verification (Verifies every step vs. Verifies the final answer only)"]
-# id: (model, reasons forward?, checks every step?)
-ROWS = {"r1": ("forward-model", True, True), "r2": ("forward-model", True, True),
-        "r3": ("forward-model", True, False), "r4": ("backward-model", False, False),
-        "r5": ("backward-model", False, False), "r6": ("backward-model", False, True),
-        "r7": ("forward-model", True, True)}
+# id: (model, reasons forward?, checks every step?, correct?, question). r7 answers r4's
+# question correctly after r4 got it wrong.
+ROWS = {"r1": ("forward-model", True, True, True, "q1"),
+        "r2": ("forward-model", True, True, True, "q2"),
+        "r3": ("forward-model", True, False, False, "q3"),
+        "r4": ("backward-model", False, False, False, "q4"),
+        "r5": ("backward-model", False, False, True, "q5"),
+        "r6": ("backward-model", False, True, True, "q6"),
+        "r7": ("forward-model", True, True, True, "q4")}
 
 
 def test_pipeline_against_a_scripted_judge(tmp_path):
@@ -121,16 +125,17 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   from scripted_endpoint import scripted_server
   data = tmp_path / "responses.jsonl"
   data.write_text("".join(json.dumps({
-      "id": i, "question": f"QUESTION-{i}: is every wumpus a zumpus?", "answer": "yes",
-      "response": f"{'FORWARD' if fwd else 'BACKWARD'} {'STEPCHECK' if step else 'ENDCHECK'}",
-      "model": model}) + "\n" for i, (model, fwd, step) in ROWS.items()))
+      "id": i, "question": f"QUESTION-{q}: is every wumpus a zumpus?", "answer": "yes",
+      "response": f"RID-{i} {'FORWARD' if fwd else 'BACKWARD'} "
+                  f"{'STEPCHECK' if step else 'ENDCHECK'}",
+      "model": model, "correct": ok}) + "\n" for i, (model, fwd, step, ok, q) in ROWS.items()))
   calls: dict[str, int] = {}
 
   def answer(body):
     prompt = body["messages"][-1]["content"]
     calls[prompt] = calls.get(prompt, 0) + 1
     if "Identify the criteria" in prompt:
-      row = re.search(r"QUESTION-(r\d)", prompt).group(1)
+      row = re.search(r"RID-(r\d)", prompt).group(1)
       k = int(row[1:]) - 1
       if row == "r7" or (row == "r1" and calls[prompt] == 1):
         return "The response reasons forward."  # no <patterns> block
@@ -139,9 +144,12 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
       name, a, b = re.search(r'criterion "(.+?): (.+?) vs\. (.+?)"', prompt).groups()
       return RUBRIC.format(a=a, a_low=a.lower(), b=b, b_low=b.lower())
     criterion = re.search(r"^Criterion: (.+)$", prompt, re.M).group(1)
-    row = next(i for i in ROWS if f"QUESTION-{i}:" in prompt)
-    _, forward, step = ROWS[row]
-    shows_a = forward if any(criterion in d for d in DIRECTION) else step
+    is_direction = any(criterion in d for d in DIRECTION)
+    if "Which of the two patterns should" in prompt:  # the prompting baseline
+      return f"Final pattern determination: Pattern {'B' if is_direction else 'A'}"
+    row = re.search(r"RID-(r\d)", prompt).group(1)
+    _, forward, step, _, _ = ROWS[row]
+    shows_a = forward if is_direction else step
     if row == "r3" and calls[prompt] == 1:
       return "Evidence for A... I cannot decide."
     if row == "r2":  # by the pattern's name
@@ -165,11 +173,23 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   finally:
     server.should_exit = True
   # criteria: 7 rows + r1's retry + r7's 2 retries; rubrics: 2; classification: 7 x 2 + the
-  # retries of r3's first answer on each criterion.
-  assert requests == 10 + 2 + 16
+  # retries of r3's first answer on each criterion; prediction: q4 x 2 criteria.
+  assert requests == 10 + 2 + 16 + 2
   w = tmp_path / "w"
   summary = json.loads((w / "summary.json").read_text())
-  assert summary["parse_failures"] == {"criteria": 1, "rubrics": 0, "classify": 0}
+  assert summary["parse_failures"] == {"criteria": 1, "rubrics": 0, "classify": 0,
+                                       "predict": 0}
+  # Prediction: trained on q1, q2, q5, q6 (first answered correctly; labels [1, 1], [1, 1],
+  # [0, 0], [0, 1]), tested on q4 (labelled by r7's correct answer: [1, 1]; q3 has no correct
+  # answer). Majority classes: 1 and 1, both right on q4; the scripted judge says B for
+  # direction (wrong) and A for checking (right).
+  prediction = summary["prediction"]
+  assert prediction["majority_class_accuracy"] == [1.0, 1.0]
+  assert prediction["prompting_accuracy"] == [0.0, 1.0]
+  assert all(a in (0.0, 1.0) for a in prediction["in_domain_accuracy"])
+  detail = json.loads((tmp_path / "w" / "predict" / "prediction.json").read_text())
+  assert (detail["train_questions"], detail["test_questions"]) == (4, 2)
+  assert [c["in_domain"]["test"] for c in detail["criteria"]] == [1, 1]
   assert summary["criteria"] == 12 and summary["clusters"] == 2
   # k = 2 by silhouette (against 3): the direction criteria and the checking criteria.
   clusters = json.loads((w / "cluster" / "clusters.json").read_text())
@@ -274,3 +294,16 @@ def test_tiny_demo_writes_the_merging_curve_prediction_and_clusters(tmp_path):
     assert (tmp_path / "plots" / f"{plot}.png").stat().st_size > 0
   again = run_cli(args, timeout=300)
   assert again.returncode == 0 and again.stderr.count("done, skipped") == 7
+
+
+def test_question_labels_are_the_majority_pattern_of_correct_responses():
+  from llmjax.cot_encyclopedia.prediction import first_answer_correct, question_labels
+  rows = [{"question": "q", "correct": False}, {"question": "q", "correct": True},
+          {"question": "q", "correct": True}, {"question": "q", "correct": True},
+          {"question": "p", "correct": True}, {"question": "p", "correct": True},
+          {"question": "z", "correct": False}]
+  m = np.array([[1, 1], [0, 1], [0, -1], [1, 1], [1, 0], [0, -1], [1, 1]])
+  # q: criterion 0 from the correct rows' 0, 0, 1 -> 0; criterion 1: 1, 1 -> 1 (the wrong
+  # row's patterns do not count). p: criterion 0 ties (1, 0) -> None; criterion 1: 0.
+  assert question_labels(rows, m) == {"q": [0, 1], "p": [None, 0]}
+  assert first_answer_correct(rows) == {"q": False, "p": True, "z": False}

@@ -148,3 +148,15 @@ def parse_determination(text: str, criterion: Criterion) -> str | None:
     longer = max(hits, key=lambda k: len(names[k]))
     hits = [longer] if len(names["A"]) != len(names["B"]) else hits
   return hits[0] if len(hits) == 1 else None
+
+
+def prediction_messages(question: str, criterion: Criterion,
+                        rubric: dict) -> tuple[dict[str, str], ...]:
+  """The prompting baseline of strategy prediction: which pattern should solve the question."""
+  return ({"role": "user", "content": (
+      f"Criterion: {criterion.name}\nPattern A: {rubric['A']['name']}: "
+      f"{rubric['A']['definition']}\nPattern B: {rubric['B']['name']}: "
+      f"{rubric['B']['definition']}\n\nQuestion:\n{question}\n\n"
+      "Which of the two patterns should a solver follow to answer this question correctly? "
+      "Explain briefly, then end with the line\n"
+      f"Final pattern determination: <{criterion.pattern_a} or {criterion.pattern_b}>")},)

@@ -13,6 +13,10 @@ Over a JSONL of (question, answer, response, model) rows, a resumable pipeline:
              each pattern) -> judgements.jsonl
   classify   every response against every representative criterion: a report ending "Final
              pattern determination: X", read as A or B -> judgements.jsonl, matrix.npy
+  predict    (rows with a `correct` field) per criterion, the pattern that succeeded on each
+             question predicted from the question's embedding (llmjax.cot_encyclopedia.
+             prediction): trained on questions first answered correctly, tested on the others,
+             and across `domain`s; against the majority class and a prompted judge
 Then summary numbers: the share of each pattern per model and, between two models, a
 chi-squared test and Cohen's d per criterion (report.json, report.md).
 """
@@ -198,6 +202,58 @@ def run(config, workdir: str) -> dict:
             "parse_failures": sum(1 for i in items if judged[i.id]["failed"]),
             "criteria_without_rubric": len(criteria) - len(usable)}
 
+  def predict_stage(ctx):
+    from llmjax.cot_encyclopedia import prediction
+    from llmjax.interop.sentence_embedder import SentenceEmbedder
+    matrix = np.load(os.path.join(workdir, "classify", "matrix.npy"))
+    labels = prediction.question_labels(rows, matrix)
+    first = prediction.first_answer_correct(rows)
+    questions = sorted(first)
+    vectors = dict(zip(questions, SentenceEmbedder.from_directory(
+        config.embedder or default_embedder()).embed(questions)))
+    train = [q for q in questions if first[q]]
+    test = [q for q in questions if not first[q]]
+    criteria = representatives()
+    rubrics = _read_judgements(os.path.join(workdir, "rubrics", "judgements.jsonl"))
+    items, keys = [], {}
+    for k, c in enumerate(criteria):
+      rubric = rubrics[f"criterion-{k}"]
+      if rubric["failed"]:
+        continue
+      for q in test:
+        if labels.get(q) and labels[q][k] is not None:
+          item_id = f"{questions.index(q)}|{k}"
+          keys[item_id] = (q, k)
+          items.append(JudgeItem(item_id, prompts.prediction_messages(q, c, rubric["verdict"]),
+                                 lambda text, c=c: prompts.parse_determination(text, c)))
+    judged = judge(items, ctx.path("judgements.jsonl"))
+    domains = {r["question"]: r.get("domain") for r in rows}
+    names = sorted({d for d in domains.values() if d is not None})
+    per_criterion = []
+    for k, c in enumerate(criteria):
+      entry = {"criterion": c.text,
+               "in_domain": prediction.evaluate(vectors, labels, train, test, k, config.seed)}
+      asked = [(q, judged[i]["verdict"]) for i, (q, kk) in keys.items() if kk == k]
+      answered = [(q, v) for q, v in asked if v is not None]
+      entry["in_domain"]["prompting_accuracy"] = (
+          float(np.mean([(v == "A") == (labels[q][k] == 1) for q, v in answered]))
+          if answered else None)
+      if len(names) > 1:  # train on the other domains, test on each in turn
+        entry["cross_domain"] = {d: prediction.evaluate(
+            vectors, labels, [q for q in questions if domains[q] != d],
+            [q for q in questions if domains[q] == d], k, config.seed) for d in names}
+      per_criterion.append(entry)
+    result = {"train_questions": len(train), "test_questions": len(test),
+              "prompting_parse_failures": sum(1 for i in items if judged[i.id]["failed"]),
+              "criteria": per_criterion}
+    runio.write_json(ctx.path("prediction.json"), result)
+    return {"parse_failures": result["prompting_parse_failures"],
+            "in_domain_accuracy": [e["in_domain"]["accuracy"] for e in per_criterion],
+            "majority_class_accuracy": [e["in_domain"]["majority_class_accuracy"]
+                                        for e in per_criterion],
+            "prompting_accuracy": [e["in_domain"]["prompting_accuracy"]
+                                   for e in per_criterion]}
+
   judge_settings = {k: v for k, v in config.judge.to_dict().items() if k != "api_key_env"}
   data_settings = {"data": os.path.abspath(config.data), "limit": config.limit,
                    "size": os.path.getsize(config.data), "seed": config.seed,
@@ -209,13 +265,19 @@ def run(config, workdir: str) -> dict:
       Stage("cluster", cluster_stage, config.clustering.to_dict(), ("clusters.json",)),
       Stage("rubrics", rubrics_stage, {}, ("judgements.jsonl",)),
       Stage("classify", classify_stage, {}, ("judgements.jsonl", "matrix.npy")),
+      *([Stage("predict", predict_stage, {"embedder": config.embedder},
+               ("prediction.json",))] if any("correct" in r for r in rows) else []),
   ]).run()
   report = _report(config, workdir, rows, representatives())
   return {"responses": len(rows), "criteria": results["embed"]["criteria"],
           "clusters": results["cluster"]["k"],
           "representatives": results["cluster"]["representatives"],
           "parse_failures": {stage: results[stage]["parse_failures"]
-                             for stage in ("criteria", "rubrics", "classify")},
+                             for stage in ("criteria", "rubrics", "classify", "predict")
+                             if stage in results},
+          "prediction": ({k: v for k, v in results["predict"].items() if k != "parse_failures"}
+                         if "predict" in results else
+                         "not run: the rows carry no 'correct' field"),
           "pattern_a_share": report["pattern_a_share"], "comparison": report["comparison"]}
 
 
