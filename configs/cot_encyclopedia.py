@@ -19,7 +19,10 @@ and report.md; summary.json counts every unreadable judge answer per stage.
 
 With a `correct` field (and optionally `domain`) on the rows, a predict stage predicts each
 question's successful pattern per criterion from its embedding (in domain and across domains,
-against the majority class and a prompted judge).
+against the majority class and a prompted judge), and with `control.backend` (the model under
+test: openai or local, as `judge`) the questions first answered wrong are asked again with a
+prompt prescribing the predicted patterns, against random ones; answers end "The answer is N"
+and are compared with the row's `answer` as numbers.
 
 Presets:
   judge (default)  the pipeline above; its cost is the judge's (responses x (1 + clusters)
@@ -79,6 +82,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.compare = []
   config.judge = judge_config()
   config.judge.update(temperature=0.0, top_p=1.0, repetition_penalty=1.0, max_tokens=1024)
+  # The model under test for the strategy-prompting control (none: the stage is not run).
+  config.control = judge_config()
+  config.control.update(backend="none", temperature=0.0, top_p=1.0, repetition_penalty=1.0,
+                        max_tokens=1024, max_retries=0)
   config.progress = True
   # The demo (mode demo): a fresh model from config.model, SFT recipe config.sft.
   config.init = ""

@@ -125,7 +125,7 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   from scripted_endpoint import scripted_server
   data = tmp_path / "responses.jsonl"
   data.write_text("".join(json.dumps({
-      "id": i, "question": f"QUESTION-{q}: is every wumpus a zumpus?", "answer": "yes",
+      "id": i, "question": f"QUESTION-{q}: how many wumpuses are zumpuses?", "answer": "7",
       "response": f"RID-{i} {'FORWARD' if fwd else 'BACKWARD'} "
                   f"{'STEPCHECK' if step else 'ENDCHECK'}",
       "model": model, "correct": ok}) + "\n" for i, (model, fwd, step, ok, q) in ROWS.items()))
@@ -140,6 +140,8 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
       if row == "r7" or (row == "r1" and calls[prompt] == 1):
         return "The response reasons forward."  # no <patterns> block
       return f"<patterns>\n{DIRECTION[k]}\n{CHECKING[k]}\n</patterns>"
+    if "reasoning in the way described here" in prompt:  # the model under test, steered
+      return f"Forward... The answer is {7 if '- Forward from the premises:' in prompt else 3}"
     if "Write a rubric" in prompt:
       name, a, b = re.search(r'criterion "(.+?): (.+?) vs\. (.+?)"', prompt).groups()
       return RUBRIC.format(a=a, a_low=a.lower(), b=b, b_low=b.lower())
@@ -163,7 +165,10 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
           f"--config.data={data}", "--config.judge.backend=openai",
           f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1",
           "--config.judge.model=scripted", "--config.judge.max_retries=2",
-          "--config.clustering.k_max=3", "--config.progress=False"]
+          "--config.clustering.k_max=3", "--config.progress=False",
+          "--config.control.backend=openai",
+          f"--config.control.base_url=http://127.0.0.1:{box[0]}/v1",
+          "--config.control.model=under-test"]
   try:
     result = run_cli(args)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -173,8 +178,9 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   finally:
     server.should_exit = True
   # criteria: 7 rows + r1's retry + r7's 2 retries; rubrics: 2; classification: 7 x 2 + the
-  # retries of r3's first answer on each criterion; prediction: q4 x 2 criteria.
-  assert requests == 10 + 2 + 16 + 2
+  # retries of r3's first answer on each criterion; prediction: q4 x 2 criteria; control:
+  # q3 and q4, with predicted and with random patterns.
+  assert requests == 10 + 2 + 16 + 2 + 4
   w = tmp_path / "w"
   summary = json.loads((w / "summary.json").read_text())
   assert summary["parse_failures"] == {"criteria": 1, "rubrics": 0, "classify": 0,
@@ -190,6 +196,18 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   detail = json.loads((tmp_path / "w" / "predict" / "prediction.json").read_text())
   assert (detail["train_questions"], detail["test_questions"]) == (4, 2)
   assert [c["in_domain"]["test"] for c in detail["criteria"]] == [1, 1]
+  # Control: the steered model answers 7 (right) exactly when told to reason forward, i.e.
+  # when the direction classifier predicted pattern A for the question.
+  control = summary["control"]
+  assert control["questions"] == 2 and sorted(detail["predicted"]) == [
+      "QUESTION-q3: how many wumpuses are zumpuses?",
+      "QUESTION-q4: how many wumpuses are zumpuses?"]
+  assert control["accuracy_after_predicted_patterns"] == pytest.approx(
+      np.mean([p[0] == 1 for p in detail["predicted"].values()]))
+  outputs = [json.loads(line)["output"] for line in (tmp_path / "w" / "control" /
+                                                     "random.jsonl").read_text().splitlines()]
+  assert control["accuracy_after_random_patterns"] == pytest.approx(
+      np.mean([o.endswith("The answer is 7") for o in outputs]))
   assert summary["criteria"] == 12 and summary["clusters"] == 2
   # k = 2 by silhouette (against 3): the direction criteria and the checking criteria.
   clusters = json.loads((w / "cluster" / "clusters.json").read_text())

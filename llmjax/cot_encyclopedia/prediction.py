@@ -40,12 +40,26 @@ def first_answer_correct(rows: Sequence[dict]) -> dict[str, bool]:
   return first
 
 
+def fit(vectors: dict[str, np.ndarray], labels: dict[str, list[int | None]],
+        train: Sequence[str], criterion: int, seed: int = 0):
+  """question vector(s) -> predicted pattern (1 = A): the logistic regression on the labelled
+  `train` questions, the majority class when they hold one class, None when none is labelled."""
+  from llmjax.music.evaluation import fit_baseline
+  train = [q for q in train if labels.get(q) and labels[q][criterion] is not None]
+  if not train:
+    return None
+  y_train = np.array([labels[q][criterion] for q in train])
+  if len(set(y_train.tolist())) < 2:
+    majority = int(y_train[0])
+    return lambda x_NxD: np.full(len(x_NxD), majority)
+  return fit_baseline(np.stack([vectors[q] for q in train]), y_train, seed).predict
+
+
 def evaluate(vectors: dict[str, np.ndarray], labels: dict[str, list[int | None]],
              train: Sequence[str], test: Sequence[str], criterion: int,
              seed: int = 0) -> dict:
   """Accuracy of the per-criterion classifier and of the majority class on the labelled `test`
   questions, fitted on the labelled `train` ones."""
-  from llmjax.music.evaluation import fit_baseline
   train = [q for q in train if labels.get(q) and labels[q][criterion] is not None]
   test = [q for q in test if labels.get(q) and labels[q][criterion] is not None]
   if not train or not test:
@@ -54,11 +68,7 @@ def evaluate(vectors: dict[str, np.ndarray], labels: dict[str, list[int | None]]
   y_train = np.array([labels[q][criterion] for q in train])
   y_test = np.array([labels[q][criterion] for q in test])
   majority = int(y_train.mean() >= 0.5)
-  if len(set(y_train.tolist())) < 2:
-    predicted = np.full(len(test), majority)
-  else:
-    model = fit_baseline(np.stack([vectors[q] for q in train]), y_train, seed)
-    predicted = model.predict(np.stack([vectors[q] for q in test]))
+  predicted = fit(vectors, labels, train, criterion, seed)(np.stack([vectors[q] for q in test]))
   return {"train": len(train), "test": len(test),
           "accuracy": float(np.mean(predicted == y_test)),
           "majority_class_accuracy": float(np.mean(y_test == majority))}

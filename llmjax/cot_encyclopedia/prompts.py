@@ -160,3 +160,12 @@ def prediction_messages(question: str, criterion: Criterion,
       "Which of the two patterns should a solver follow to answer this question correctly? "
       "Explain briefly, then end with the line\n"
       f"Final pattern determination: <{criterion.pattern_a} or {criterion.pattern_b}>")},)
+
+
+def steering_messages(question: str, patterns: list[dict]) -> tuple[dict[str, str], ...]:
+  """Control by prompting: the question with the reasoning patterns to follow (each a rubric
+  pattern: name and definition)."""
+  strategy = "\n".join(f"- {p['name']}: {p['definition']}" for p in patterns)
+  return ({"role": "user", "content": (
+      "Solve the question below, reasoning in the way described here:\n"
+      f"{strategy}\n\nQuestion:\n{question}\n\nEnd with the line \"The answer is N\".")},)

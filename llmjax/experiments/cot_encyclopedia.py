@@ -17,6 +17,9 @@ Over a JSONL of (question, answer, response, model) rows, a resumable pipeline:
              question predicted from the question's embedding (llmjax.cot_encyclopedia.
              prediction): trained on questions first answered correctly, tested on the others,
              and across `domain`s; against the majority class and a prompted judge
+  control    (with `control.backend`: the model under test) the questions first answered
+             wrong, asked again with a prompt prescribing the predicted patterns (rubric
+             definitions), against random patterns; answers read as "The answer is N"
 Then summary numbers: the share of each pattern per model and, between two models, a
 chi-squared test and Cohen's d per criterion (report.json, report.md).
 """
@@ -243,9 +246,16 @@ def run(config, workdir: str) -> dict:
             vectors, labels, [q for q in questions if domains[q] != d],
             [q for q in questions if domains[q] == d], k, config.seed) for d in names}
       per_criterion.append(entry)
+    # The in-domain classifiers' patterns for every test question (the control stage's).
+    predicted = {q: [None] * len(criteria) for q in test}
+    for k in range(len(criteria)):
+      classifier = prediction.fit(vectors, labels, train, k, config.seed)
+      if classifier is not None and test and not rubrics[f"criterion-{k}"]["failed"]:
+        for q, value in zip(test, classifier(np.stack([vectors[q] for q in test]))):
+          predicted[q][k] = int(value)
     result = {"train_questions": len(train), "test_questions": len(test),
               "prompting_parse_failures": sum(1 for i in items if judged[i.id]["failed"]),
-              "criteria": per_criterion}
+              "criteria": per_criterion, "predicted": predicted}
     runio.write_json(ctx.path("prediction.json"), result)
     return {"parse_failures": result["prompting_parse_failures"],
             "in_domain_accuracy": [e["in_domain"]["accuracy"] for e in per_criterion],
@@ -254,7 +264,43 @@ def run(config, workdir: str) -> dict:
             "prompting_accuracy": [e["in_domain"]["prompting_accuracy"]
                                    for e in per_criterion]}
 
+  def control_stage(ctx):
+    from llmjax.evals.backends import make_backend
+    from llmjax.evals.judging import judge as generate
+    from llmjax.experiments.biggen import judge_sampling
+    from llmjax.parallel import Parallel
+    from llmjax.tasks.math_answers import is_correct
+    with open(os.path.join(workdir, "predict", "prediction.json")) as f:
+      predicted = json.load(f)["predicted"]
+    rubrics = _read_judgements(os.path.join(workdir, "rubrics", "judgements.jsonl"))
+    gold = {r["question"]: str(r.get("answer", "")) for r in rows}
+    questions = sorted(q for q, patterns in predicted.items()
+                       if any(p is not None for p in patterns))
+    rng = np.random.default_rng(config.seed + 1)
+    backend = make_backend(config.control,
+                           Parallel.from_config(config.mesh, config.sharding_rules))
+    result = {"questions": len(questions), "accuracy_before": 0.0}
+    for name in ("predicted", "random"):
+      items = []
+      for q in questions:
+        chosen = [(k, p if name == "predicted" else int(rng.integers(2)))
+                  for k, p in enumerate(predicted[q]) if p is not None]
+        patterns = [rubrics[f"criterion-{k}"]["verdict"]["A" if p == 1 else "B"]
+                    for k, p in chosen]
+        items.append(JudgeItem(str(questions.index(q)), prompts.steering_messages(q, patterns)))
+      answers = generate(items, backend, lambda text: text if text.strip() else None,
+                         judge_sampling(config.control), ctx.path(f"{name}.jsonl"),
+                         seed=config.seed, max_retries=config.control.max_retries,
+                         show_progress=config.progress)
+      correct = [is_correct(answers[i.id]["output"], gold[q]) for i, q in zip(items, questions)]
+      result[f"accuracy_after_{name}_patterns"] = (float(np.mean(correct)) if correct
+                                                   else None)
+    runio.write_json(ctx.path("control.json"), result)
+    return result
+
   judge_settings = {k: v for k, v in config.judge.to_dict().items() if k != "api_key_env"}
+  control_settings = {k: v for k, v in config.control.to_dict().items() if k != "api_key_env"}
+  has_correct = any("correct" in r for r in rows)
   data_settings = {"data": os.path.abspath(config.data), "limit": config.limit,
                    "size": os.path.getsize(config.data), "seed": config.seed,
                    "judge": judge_settings}
@@ -266,7 +312,10 @@ def run(config, workdir: str) -> dict:
       Stage("rubrics", rubrics_stage, {}, ("judgements.jsonl",)),
       Stage("classify", classify_stage, {}, ("judgements.jsonl", "matrix.npy")),
       *([Stage("predict", predict_stage, {"embedder": config.embedder},
-               ("prediction.json",))] if any("correct" in r for r in rows) else []),
+               ("prediction.json",))] if has_correct else []),
+      *([Stage("control", control_stage, {"control": control_settings},
+               ("control.json",))] if has_correct and config.control.backend != "none"
+        else []),
   ]).run()
   report = _report(config, workdir, rows, representatives())
   return {"responses": len(rows), "criteria": results["embed"]["criteria"],
@@ -278,6 +327,8 @@ def run(config, workdir: str) -> dict:
           "prediction": ({k: v for k, v in results["predict"].items() if k != "parse_failures"}
                          if "predict" in results else
                          "not run: the rows carry no 'correct' field"),
+          "control": results.get("control", "not run: needs rows with 'correct' and a model "
+                                            "under test (config.control.backend)"),
           "pattern_a_share": report["pattern_a_share"], "comparison": report["comparison"]}
 
 
