@@ -50,11 +50,22 @@ def test_final_determination_maps_names_letters_and_qualifiers_to_a_or_b():
              "Final pattern determination: [Strongly checks at the end]": "B",
              "final pattern determination: Pattern A\n...\nFinal pattern determination: B": "B",
              "Final pattern determination: both": None,
-             "I think it checks each step.": None}
+             "I think it checks each step.": None,
+             # ambiguous: both named, a copied template, a negation, letter against name
+             "Final pattern determination: Checks each step, not checks at the end": None,
+             "Final pattern determination: <Checks each step or Checks at the end>": None,
+             "Final pattern determination: not checks each step": None,
+             "Final pattern determination: Pattern A (Checks at the end)": None,
+             "Final pattern determination: Pattern A (Checks each step)": "A",
+             "Final pattern determination: Strongly Pattern B": "B",
+             "Final pattern determination: a checks at the end approach": "B"}
   for text, expected in answers.items():
     assert parse_determination(text, c) == expected, text
   nested = Criterion("Scope", "Focused", "Broadly focused")
   assert parse_determination("Final pattern determination: Broadly focused", nested) == "B"
+  assert parse_determination("Final pattern determination: Focused", nested) == "A"
+  assert parse_determination("Final pattern determination: Focused, broadly focused",
+                             nested) is None
 
 
 def test_rubrics_need_both_patterns_with_all_three_sections():
@@ -108,14 +119,14 @@ CHECKING = ["Verification (Checks every step vs. Checks only the final answer)",
             "Checking (Checks each intermediate step vs. Checks only at the end)",
             "Answer verification (Verifies every step vs. Verifies the final answer only)"]
 # id: (model, reasons forward?, checks every step?, correct?, question). r7 answers r4's
-# question correctly after r4 got it wrong.
+# question correctly after r4 (the same model) got it wrong.
 ROWS = {"r1": ("forward-model", True, True, True, "q1"),
         "r2": ("forward-model", True, True, True, "q2"),
         "r3": ("forward-model", True, False, False, "q3"),
         "r4": ("backward-model", False, False, False, "q4"),
         "r5": ("backward-model", False, False, True, "q5"),
         "r6": ("backward-model", False, True, True, "q6"),
-        "r7": ("forward-model", True, True, True, "q4")}
+        "r7": ("backward-model", True, True, True, "q4")}
 
 
 def test_pipeline_against_a_scripted_judge(tmp_path):
@@ -179,31 +190,30 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
     server.should_exit = True
   # criteria: 7 rows + r1's retry + r7's 2 retries; rubrics: 2; classification: 7 x 2 + the
   # retries of r3's first answer on each criterion; prediction: q4 x 2 criteria; control:
-  # q3 and q4, with predicted and with random patterns.
-  assert requests == 10 + 2 + 16 + 2 + 4
+  # q4, with predicted and with random patterns.
+  assert requests == 10 + 2 + 16 + 2 + 2
   w = tmp_path / "w"
   summary = json.loads((w / "summary.json").read_text())
   assert summary["parse_failures"] == {"criteria": 1, "rubrics": 0, "classify": 0,
                                        "predict": 0}
-  # Prediction: trained on q1, q2, q5, q6 (first answered correctly; labels [1, 1], [1, 1],
-  # [0, 0], [0, 1]), tested on q4 (labelled by r7's correct answer: [1, 1]; q3 has no correct
-  # answer). Majority classes: 1 and 1, both right on q4; the scripted judge says B for
-  # direction (wrong) and A for checking (right).
+  # Prediction, on backward-model's answers (it has the most rows): trained on q5 and q6 (first
+  # answered correctly; labels [0, 0] and [0, 1]), tested on q4 (first answered wrong by r4,
+  # labelled by r7's correct answer: [1, 1]). Majority classes: 0 (wrong on q4) and, on the
+  # tie, 1 (right); the scripted judge says B for direction (wrong) and A for checking (right);
+  # the direction classifier saw one class, so it is that constant (wrong).
   prediction = summary["prediction"]
-  assert prediction["majority_class_accuracy"] == [1.0, 1.0]
+  assert prediction["model"] == "backward-model"
+  assert prediction["majority_class_accuracy"] == [0.0, 1.0]
   assert prediction["prompting_accuracy"] == [0.0, 1.0]
-  assert all(a in (0.0, 1.0) for a in prediction["in_domain_accuracy"])
+  assert prediction["in_domain_accuracy"][0] == 0.0
   detail = json.loads((tmp_path / "w" / "predict" / "prediction.json").read_text())
-  assert (detail["train_questions"], detail["test_questions"]) == (4, 2)
+  assert (detail["train_questions"], detail["test_questions"]) == (2, 1)
   assert [c["in_domain"]["test"] for c in detail["criteria"]] == [1, 1]
-  # Control: the steered model answers 7 (right) exactly when told to reason forward, i.e.
-  # when the direction classifier predicted pattern A for the question.
+  # Control: q4, steered with the predicted patterns (direction: the constant B, "Backward from
+  # the goal"), so the scripted model answers 3, not 7.
   control = summary["control"]
-  assert control["questions"] == 2 and sorted(detail["predicted"]) == [
-      "QUESTION-q3: how many wumpuses are zumpuses?",
-      "QUESTION-q4: how many wumpuses are zumpuses?"]
-  assert control["accuracy_after_predicted_patterns"] == pytest.approx(
-      np.mean([p[0] == 1 for p in detail["predicted"].values()]))
+  assert control["questions"] == 1 and control["accuracy_after_predicted_patterns"] == 0.0
+  assert control["no_answer_predicted_patterns"] == 0 and control["gold_not_a_number"] == 0
   outputs = [json.loads(line)["output"] for line in (tmp_path / "w" / "control" /
                                                      "random.jsonl").read_text().splitlines()]
   assert control["accuracy_after_random_patterns"] == pytest.approx(
@@ -219,17 +229,18 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   # own but is still classified.
   assert report["matrix"]["values"] == [[1, 1], [1, 1], [1, 0], [0, 0], [0, 0], [0, 1], [1, 1]]
   shares = report["pattern_a_share"]
-  assert shares["forward-model"] == [1.0, 0.75]
-  assert shares["backward-model"] == [0.0, pytest.approx(1 / 3)]
+  assert shares["forward-model"] == [1.0, pytest.approx(2 / 3)]
+  assert shares["backward-model"] == [0.25, 0.5]
   direction, checking = report["comparison"]
-  # backward-model vs forward-model. Direction: [[0, 3], [4, 0]], Yates:
-  # (|0 - 12| - 3.5)^2 * 7 / (3 * 4 * 4 * 3) = 3.5122; no spread within either model: no d.
-  assert direction["chi2"] == pytest.approx(72.25 * 7 / 144) and direction["cohens_d"] is None
-  # Checking: [[1, 2], [3, 1]] -> (|1 - 6| - 3.5)^2 * 7 / 144; d = (1/3 - 3/4) / sqrt(pooled),
-  # pooled = (2 * 1/3 + 3 * 1/4) / 5.
-  assert checking["chi2"] == pytest.approx(2.25 * 7 / 144)
-  assert checking["cohens_d"] == pytest.approx((1 / 3 - 3 / 4) / np.sqrt((2 / 3 + 3 / 4) / 5))
-  assert "| Reasoning order (Forward from the premises vs. Backward from the goal) | 0.00 | " \
+  # backward-model (r4-r7) vs forward-model (r1-r3). Direction: [[1, 3], [3, 0]], Yates:
+  # (|0 - 9| - 3.5)^2 * 7 / (4 * 3 * 4 * 3); d = (1/4 - 1) / sqrt((3 * 1/4 + 2 * 0) / 5).
+  assert direction["chi2"] == pytest.approx(30.25 * 7 / 144)
+  assert direction["cohens_d"] == pytest.approx(-0.75 / np.sqrt(0.15))
+  # Checking: [[2, 2], [2, 1]]: every cell within 0.5 of its expected count, so Yates'
+  # correction leaves chi2 = 0, p = 1; d = (1/2 - 2/3) / sqrt((3 * 1/3 + 2 * 1/3) / 5).
+  assert (checking["chi2"], checking["p_value"]) == (0.0, 1.0)
+  assert checking["cohens_d"] == pytest.approx((1 / 2 - 2 / 3) / np.sqrt(1 / 3))
+  assert "| Reasoning order (Forward from the premises vs. Backward from the goal) | 0.25 | " \
          "1.00 |" in (w / "report.md").read_text()
 
 
@@ -243,6 +254,7 @@ def test_sum_strategies_and_the_rule_that_reads_them():
     assert t.is_correct(numbers, t.chain(numbers, strategy))
   assert t.strategy_of(numbers, " 3+5=8 answer 21") is None  # too short to tell
   assert t.strategy_of(numbers, " 5+2=7 7+3=10 answer 21") is None  # neither
+  assert t.strategy_of([3, 5, 8, 8, 2], t.chain([3, 5, 8, 8, 2], "pairwise")) is None  # both
   assert not t.is_correct(numbers, " 3+5=8 8+2=10 answer 20")
   assert t.prompt(numbers, "pairwise") == "add 3 5 2 7 4 [pair] ="
   questions = t.questions(50, seed=0)
@@ -296,7 +308,7 @@ def test_tiny_demo_writes_the_merging_curve_prediction_and_clusters(tmp_path):
   assert (curve[0]["pairwise_share"], curve[0]["accuracy"]) == pytest.approx(shares("sequential"))
   assert (curve[-1]["pairwise_share"], curve[-1]["accuracy"]) == pytest.approx(shares("pairwise"))
   control = summary["control"]
-  for name in ("predicted_strategy", "random_strategy"):
+  for name in ("predicted_strategy", "random_strategy", "always_sequential", "always_pairwise"):
     if "why_not" in control[name]:  # the micro specialists may never disagree
       assert name == "predicted_strategy"
       continue

@@ -3,10 +3,11 @@
 The label of a question for criterion k is the pattern its correct responses used (the majority
 among them; a tie gives no label). The paper trains on questions the model first answered
 correctly and tests on the others (questions it first got wrong, labelled by the pattern a
-later correct response used); across domains, it trains on all domains but one and tests on
-that one. The classifier is a logistic regression on the question's sentence embedding, one per
-criterion; the baselines are the training labels' majority class and asking a judge (the
-prompting baseline, run by the experiment).
+later correct response used), one model's answers at a time; across domains, it trains on the
+train questions of all domains but one and tests on that one's test questions. The classifier is
+a logistic regression on the question's sentence embedding, one per criterion; the baselines
+are the training labels' majority class and asking a judge (the prompting baseline, run by the
+experiment).
 """
 
 from typing import Sequence

@@ -58,7 +58,7 @@ def parse_criteria(text: str) -> list[Criterion] | None:
     match = _LINE.match(line)
     if match is None:
       return None
-    found.append(Criterion(*(re.sub(r"\s+", " ", match.group(k)).strip("*_ ")
+    found.append(Criterion(*(re.sub(r"\s+", " ", match.group(k)).strip("*_: ")
                              for k in ("name", "a", "b"))))
   return found or None
 
@@ -96,6 +96,9 @@ def parse_rubric(text: str) -> dict | None:
   if len(parts) < 5:
     return None
   rubric = {}
+  letters = [letter.upper() for letter in parts[1::2]]
+  if sorted(letters) != ["A", "B"]:  # each pattern exactly once
+    return None
   for letter, block in zip(parts[1::2], parts[2::2]):
     name = block.splitlines()[0].strip(" *") if block.strip() else ""
     definition = _section(block, "Definition", ("Characteristics", "Examples"))
@@ -103,7 +106,8 @@ def parse_rubric(text: str) -> dict | None:
     examples = _section(block, "Examples", ("Definition", "Characteristics"))
     if not (name and definition and characteristics and examples):
       return None
-    rubric[letter.upper()] = {"name": name, "definition": " ".join(definition.split()),
+    rubric[letter.upper()] = {"name": name,
+                              "definition": " ".join(definition.strip("* ").split()),
                               "characteristics": _items(characteristics),
                               "examples": _items(examples)}
   return rubric if set(rubric) == {"A", "B"} else None
@@ -129,25 +133,49 @@ def _normal(text: str) -> str:
   return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
 
 
+_NEGATION = re.compile(r"\b(?:not|neither|nor|no|never|or)\b")
+
+
 def parse_determination(text: str, criterion: Criterion) -> str | None:
-  """'A' or 'B' from the last "Final pattern determination: X" line: X is "Pattern A|B", "A|B",
-  or one pattern's name (with or without brackets, bold, quotes or a qualifier such as
-  "Strongly"); None when there is no such line or X names both or neither."""
+  """'A' or 'B' from the last "Final pattern determination: X" line.
+
+  X may be "Pattern A|B" or "A|B" (after a qualifier such as "Strongly"), or one pattern's name
+  (with or without brackets, bold, quotes or a qualifier). None when there is no such line, or X
+  is ambiguous: it names both patterns (a copied template "<A or B>", "A, not B"), negates ("not
+  X", "neither"), names no pattern, or gives a letter and the other pattern's name. A name
+  inside the other ("Focused" / "Broadly focused") counts as the longer one only when the
+  shorter does not also stand alone.
+  """
   if not isinstance(text, str):
     return None
   found = re.findall(r"final\s+pattern\s+determination\s*:\s*(.+)", text, re.IGNORECASE)
   if not found:
     return None
   answer = _normal(found[-1])
-  letter = re.fullmatch(r"(?:pattern )?([ab])", answer)
-  if letter:
-    return letter.group(1).upper()
+  if _NEGATION.search(answer):
+    return None
   names = {"A": _normal(criterion.pattern_a), "B": _normal(criterion.pattern_b)}
-  hits = [k for k, name in names.items() if name and (f" {name} " in f" {answer} ")]
-  if len(hits) == 2:  # one name inside the other ("Focused" / "Broadly focused"): the longer
-    longer = max(hits, key=lambda k: len(names[k]))
-    hits = [longer] if len(names["A"]) != len(names["B"]) else hits
-  return hits[0] if len(hits) == 1 else None
+  padded = f" {answer} "
+
+  def named(k):
+    if not names[k] or f" {names[k]} " not in padded:
+      return False
+    other = names["B" if k == "A" else "A"]
+    if other and f" {names[k]} " in f" {other} " and f" {other} " in padded:
+      # this name only occurs inside the other one's
+      return f" {names[k]} " in padded.replace(f" {other} ", " | ")
+    return True
+
+  hits = [k for k in ("A", "B") if named(k)]
+  letters = set(re.findall(r"\bpattern ([ab])\b", answer))
+  if answer in ("a", "b"):
+    letters = {answer}
+  if len(letters) > 1 or len(hits) > 1:
+    return None
+  if letters:
+    letter = letters.pop().upper()
+    return letter if not hits or hits == [letter] else None
+  return hits[0] if hits else None
 
 
 def prediction_messages(question: str, criterion: Criterion,

@@ -209,8 +209,18 @@ def run(config, workdir: str) -> dict:
     from llmjax.cot_encyclopedia import prediction
     from llmjax.interop.sentence_embedder import SentenceEmbedder
     matrix = np.load(os.path.join(workdir, "classify", "matrix.npy"))
-    labels = prediction.question_labels(rows, matrix)
-    first = prediction.first_answer_correct(rows)
+    # One model's answers, as the paper works per model: its first answer to a question
+    # decides the split, its correct answers the label.
+    counts = {}
+    for r in rows:
+      counts[r["model"]] = counts.get(r["model"], 0) + 1
+    model = config.predict_model or max(sorted(counts), key=counts.get)
+    if model not in counts:
+      raise UserError(f"config.predict_model = {model!r}: no rows of that model; models: "
+                      f"{sorted(counts)}")
+    mine = [i for i, r in enumerate(rows) if r["model"] == model]
+    labels = prediction.question_labels([rows[i] for i in mine], matrix[mine])
+    first = prediction.first_answer_correct([rows[i] for i in mine])
     questions = sorted(first)
     vectors = dict(zip(questions, SentenceEmbedder.from_directory(
         config.embedder or default_embedder()).embed(questions)))
@@ -230,7 +240,7 @@ def run(config, workdir: str) -> dict:
           items.append(JudgeItem(item_id, prompts.prediction_messages(q, c, rubric["verdict"]),
                                  lambda text, c=c: prompts.parse_determination(text, c)))
     judged = judge(items, ctx.path("judgements.jsonl"))
-    domains = {r["question"]: r.get("domain") for r in rows}
+    domains = {rows[i]["question"]: rows[i].get("domain") for i in mine}
     names = sorted({d for d in domains.values() if d is not None})
     per_criterion = []
     for k, c in enumerate(criteria):
@@ -241,10 +251,10 @@ def run(config, workdir: str) -> dict:
       entry["in_domain"]["prompting_accuracy"] = (
           float(np.mean([(v == "A") == (labels[q][k] == 1) for q, v in answered]))
           if answered else None)
-      if len(names) > 1:  # train on the other domains, test on each in turn
+      if len(names) > 1:  # train on the other domains' train questions, test on one's test
         entry["cross_domain"] = {d: prediction.evaluate(
-            vectors, labels, [q for q in questions if domains[q] != d],
-            [q for q in questions if domains[q] == d], k, config.seed) for d in names}
+            vectors, labels, [q for q in train if domains[q] != d],
+            [q for q in test if domains[q] == d], k, config.seed) for d in names}
       per_criterion.append(entry)
     # The in-domain classifiers' patterns for every test question (the control stage's).
     predicted = {q: [None] * len(criteria) for q in test}
@@ -253,11 +263,11 @@ def run(config, workdir: str) -> dict:
       if classifier is not None and test and not rubrics[f"criterion-{k}"]["failed"]:
         for q, value in zip(test, classifier(np.stack([vectors[q] for q in test]))):
           predicted[q][k] = int(value)
-    result = {"train_questions": len(train), "test_questions": len(test),
+    result = {"model": model, "train_questions": len(train), "test_questions": len(test),
               "prompting_parse_failures": sum(1 for i in items if judged[i.id]["failed"]),
               "criteria": per_criterion, "predicted": predicted}
     runio.write_json(ctx.path("prediction.json"), result)
-    return {"parse_failures": result["prompting_parse_failures"],
+    return {"model": model, "parse_failures": result["prompting_parse_failures"],
             "in_domain_accuracy": [e["in_domain"]["accuracy"] for e in per_criterion],
             "majority_class_accuracy": [e["in_domain"]["majority_class_accuracy"]
                                         for e in per_criterion],
@@ -269,17 +279,23 @@ def run(config, workdir: str) -> dict:
     from llmjax.evals.judging import judge as generate
     from llmjax.experiments.biggen import judge_sampling
     from llmjax.parallel import Parallel
-    from llmjax.tasks.math_answers import is_correct
+    from llmjax.tasks.math_answers import extract_answer, is_correct, normalise_number
     with open(os.path.join(workdir, "predict", "prediction.json")) as f:
       predicted = json.load(f)["predicted"]
     rubrics = _read_judgements(os.path.join(workdir, "rubrics", "judgements.jsonl"))
     gold = {r["question"]: str(r.get("answer", "")) for r in rows}
-    questions = sorted(q for q, patterns in predicted.items()
+    steerable = sorted(q for q, patterns in predicted.items()
                        if any(p is not None for p in patterns))
+    # Answers are compared as numbers ("The answer is N"); a question whose gold answer is not
+    # a number cannot be checked and is counted, not scored.
+    questions = [q for q in steerable if normalise_number(gold[q]) is not None]
     rng = np.random.default_rng(config.seed + 1)
     backend = make_backend(config.control,
                            Parallel.from_config(config.mesh, config.sharding_rules))
-    result = {"questions": len(questions), "accuracy_before": 0.0}
+    result = {"questions": len(questions),
+              "gold_not_a_number": len(steerable) - len(questions),
+              # these are the questions the model first answered wrong
+              "accuracy_before_on_these_questions": 0.0}
     for name in ("predicted", "random"):
       items = []
       for q in questions:
@@ -292,9 +308,11 @@ def run(config, workdir: str) -> dict:
                          judge_sampling(config.control), ctx.path(f"{name}.jsonl"),
                          seed=config.seed, max_retries=config.control.max_retries,
                          show_progress=config.progress)
-      correct = [is_correct(answers[i.id]["output"], gold[q]) for i, q in zip(items, questions)]
+      outputs = [answers[i.id]["output"] for i in items]
+      correct = [is_correct(o, gold[q]) for o, q in zip(outputs, questions)]
       result[f"accuracy_after_{name}_patterns"] = (float(np.mean(correct)) if correct
                                                    else None)
+      result[f"no_answer_{name}_patterns"] = sum(extract_answer(o) is None for o in outputs)
     runio.write_json(ctx.path("control.json"), result)
     return result
 

@@ -11,8 +11,9 @@ one a chain of thought used, standing in for the judge's classification. Stages:
               succeeded (exactly one of the two specialists answered it right); a logistic
               regression on the question's MiniLM embedding, in domain (a random half) and
               across domains (trained on 4-5 numbers, tested on 6), against the majority class
-  control     (a) strategy prompting: the base model's wrong answers asked again with the
-              predicted strategy's tag, against a random tag; (b) model merging: theta(a) =
+  control     (a) strategy prompting: the base model's wrong answers (on questions the
+              classifier was not fitted on) asked again with the predicted strategy's tag,
+              against a random tag and each fixed tag; (b) model merging: theta(a) =
               (1 - a) theta_sequential + a theta_pairwise over a sweep of a, the share of
               pairwise chains and the accuracy at each a
   criteria    the embedding and clustering stages on a fixture of criteria lines written for
@@ -167,33 +168,42 @@ def run_demo(config, workdir: str) -> dict:
         predictor = model
     result["prompting_baseline"] = ("not run: it asks a judge LM which strategy a question "
                                     "calls for, and no capable judge is available offline")
-    # The in-domain classifier's strategy for every test question (control reads it).
+    # The in-domain classifier's strategy for every test question, and the questions it was
+    # fitted on (control asks again only the others).
     result["predicted"] = (predictor.predict(vectors).tolist() if predictor is not None
                            else None)
+    result["classifier_trained_on"] = sorted(i for i, _ in settings["in_domain"][0])
     runio.write_json(ctx.path("prediction.json"), result)
     return {k: v for k, v in result.items() if k != "predicted"}
 
   def control(ctx):
     base_rows = responses("base")
-    wrong = [i for i, r in enumerate(base_rows) if not r["correct"]]
-    predicted = _read_json(os.path.join(workdir, "predict", "prediction.json"))["predicted"]
-    result = {"wrong_before": len(wrong), "questions": len(base_rows),
-              "accuracy_before": float(np.mean([r["correct"] for r in base_rows]))}
+    prediction = _read_json(os.path.join(workdir, "predict", "prediction.json"))
+    predicted, fitted_on = prediction["predicted"], set(prediction["classifier_trained_on"])
+    # The questions the classifier never saw (their labels were not used to fit it).
+    unseen = [i for i in range(len(base_rows)) if i not in fitted_on]
+    wrong = [i for i in unseen if not base_rows[i]["correct"]]
+    result = {"questions": len(unseen), "wrong_before": len(wrong),
+              "accuracy_before": float(np.mean([base_rows[i]["correct"] for i in unseen]))}
     rng = np.random.default_rng(seed + 3)
     base_params = policies.params_of(ctx, "base")
-    prompted = {"random_strategy": [task_lib.STRATEGIES[int(rng.integers(2))] for _ in wrong]}
+    prompted = {"random_strategy": [task_lib.STRATEGIES[int(rng.integers(2))] for _ in wrong],
+                "always_sequential": ["sequential"] * len(wrong),
+                "always_pairwise": ["pairwise"] * len(wrong)}
     if predicted is None:
       result["predicted_strategy"] = {
           "why_not": "no in-domain classifier: the specialists never disagreed on a test "
                      "question, so no question has a strategy that succeeded"}
     else:
       prompted["predicted_strategy"] = [task_lib.STRATEGIES[predicted[i]] for i in wrong]
+      result["predicted_pairwise_share"] = (float(np.mean([predicted[i] for i in wrong]))
+                                            if wrong else None)
     for name, tags in prompted.items():
       texts = answer(base_params, [task_lib.prompt(test_questions[i], t)
                                    for i, t in zip(wrong, tags)]) if wrong else []
       fixed = sum(task_lib.is_correct(test_questions[i], t) for i, t in zip(wrong, texts))
       result[name] = {"fixed": int(fixed),
-                      "accuracy_after": (len(base_rows) - len(wrong) + fixed) / len(base_rows)}
+                      "accuracy_after": (len(unseen) - len(wrong) + fixed) / len(unseen)}
     curve = []
     sequential, pairwise = policies.params_of(ctx, "sequential"), policies.params_of(
         ctx, "pairwise")

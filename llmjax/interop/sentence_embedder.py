@@ -158,6 +158,10 @@ class SentenceEmbedder:
         pooling = chosen[0]
       elif kind == "Normalize":
         normalize = True
+      elif kind != "Transformer":
+        raise UserError(f"{directory}/modules.json: module {module.get('type')!r} is not "
+                        "supported (the embedder runs Transformer, Pooling and Normalize); its "
+                        "vectors would differ from sentence-transformers'")
     sbert = _read_json(os.path.join(directory, "sentence_bert_config.json"), default={})
     tokenizer_path = os.path.join(directory, "tokenizer.json")
     if not os.path.exists(tokenizer_path):

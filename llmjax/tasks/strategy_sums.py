@@ -70,17 +70,17 @@ def is_correct(numbers: list[int], text: str) -> bool:
 
 
 def strategy_of(numbers: list[int], text: str) -> str | None:
-  """'sequential' when each step adds the next number to the previous step's result,
-  'pairwise' when the second step adds two numbers of the question (the next pair), None
-  otherwise (a chain that follows neither, or too short to tell)."""
+  """'sequential' when the second step adds the third number to the first step's result,
+  'pairwise' when it adds the third and fourth numbers (the next pair), None otherwise (a chain
+  that follows neither, one that fits both, or one too short to tell)."""
   steps = [tuple(int(g) for g in m) for m in _STEP.findall(text.split("answer")[0])]
   if len(numbers) < 3 or len(steps) < 2:
     return None
   (a1, b1, r1), (a2, b2, _) = steps[0], steps[1]
   if (a1, b1) != (numbers[0], numbers[1]):
     return None
-  if a2 == r1 and b2 == numbers[2]:
-    return "sequential"
-  if len(numbers) >= 4 and (a2, b2) == (numbers[2], numbers[3]):
-    return "pairwise"
-  return None
+  sequential = a2 == r1 and b2 == numbers[2]
+  pairwise = len(numbers) >= 4 and (a2, b2) == (numbers[2], numbers[3])
+  if sequential == pairwise:  # neither, or both (e.g. 3 5 8 8: 8+8 is either's next step)
+    return None
+  return "sequential" if sequential else "pairwise"
