@@ -22,7 +22,10 @@ question's successful pattern per criterion from its embedding (in domain and ac
 against the majority class and a prompted judge), and with `control.backend` (the model under
 test: openai or local, as `judge`) the questions first answered wrong are asked again with a
 prompt prescribing the predicted patterns, against random ones; answers end "The answer is N"
-and are compared with the row's `answer` as numbers.
+and are compared with the row's `answer` as numbers. With `merge.first` and `merge.second`
+(two fine-tunes of one base), the merged models theta(a) = (1 - a) theta_first + a
+theta_second answer the questions over a sweep of a, and the judge classifies every answer
+against the representative criteria: the pattern shares at each a (plots/merging.png).
 
 Presets:
   judge (default)  the pipeline above; its cost is the judge's (responses x (1 + clusters)
@@ -89,6 +92,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.control = judge_config()
   config.control.update(backend="none", temperature=0.0, top_p=1.0, repetition_penalty=1.0,
                         max_tokens=1024, max_retries=0)
+  # Model merging (both set: the merge stage): two fine-tunes of one base (llmjax runs or
+  # hf:DIR), `points` values of a from 0 to 1, the first `questions` questions (0: all).
+  config.merge = ml_collections.ConfigDict({
+      "first": "", "second": "", "points": 11, "questions": 200, "max_tokens": 1024,
+      "temperature": 0.0, "batch_size": 16, "length_bucket": 128})
   config.progress = True
   # The demo (mode demo): a fresh model from config.model, SFT recipe config.sft.
   config.init = ""

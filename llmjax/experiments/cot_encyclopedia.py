@@ -20,6 +20,10 @@ Over a JSONL of (question, answer, response, model) rows, a resumable pipeline:
   control    (with `control.backend`: the model under test) the questions first answered
              wrong, asked again with a prompt prescribing the predicted patterns (rubric
              definitions), against random patterns; answers read as "The answer is N"
+  merge      (with `merge.first` and `merge.second`, two fine-tunes of one base) answers of
+             theta(a) = (1 - a) theta_first + a theta_second over a sweep of a, classified by the
+             judge against every representative criterion: the pattern shares (and accuracy)
+             at each a -> merge.json, plots/merging.png
 Then summary numbers: the share of each pattern per model and, between two models, a
 chi-squared test and Cohen's d per criterion (report.json, report.md).
 """
@@ -316,6 +320,73 @@ def run(config, workdir: str) -> dict:
     runio.write_json(ctx.path("control.json"), result)
     return result
 
+  def merge_stage(ctx):
+    from llmjax import plotting
+    from llmjax.evals.backends import ChatRequest, JudgeSampling, LocalBackend
+    from llmjax.evals.judging import request_seed
+    from llmjax.parallel import Parallel
+    from llmjax.tasks.math_answers import is_correct, normalise_number
+    from llmjax.weights import load_model
+    from llmjax.weights.merge import interpolate
+    m = config.merge
+    parallel = Parallel.from_config(config.mesh, config.sharding_rules)
+    model = LocalBackend(m.first, parallel, m.batch_size, m.length_bucket)
+    second = load_model(m.second, parallel).params
+    questions = list(dict.fromkeys(r["question"] for r in rows))[:m.questions or None]
+    gold = {r["question"]: str(r.get("answer", "")) for r in rows}
+    criteria = representatives()
+    rubrics = _read_judgements(os.path.join(workdir, "rubrics", "judgements.jsonl"))
+    usable = [k for k in range(len(criteria)) if not rubrics[f"criterion-{k}"]["failed"]]
+    sampling = JudgeSampling(temperature=m.temperature, top_p=1.0, max_tokens=m.max_tokens,
+                             repetition_penalty=1.0)
+    curve = []
+    for step, a in enumerate(np.linspace(0.0, 1.0, m.points)):
+      path = ctx.path(f"responses_{step}.jsonl")
+      if os.path.exists(path):  # a resumed sweep keeps the answers it has
+        texts = [r["response"] for r in _read_jsonl(path)]
+      else:
+        texts = model.complete(
+            [ChatRequest(({"role": "user", "content": q},), request_seed(config.seed, q, 0))
+             for q in questions], sampling, config.progress,
+            params=interpolate(model.loaded.params, second, float(a)))
+        if runio.is_writer():
+          runio.atomic_write_text(path, "".join(
+              json.dumps({"a": float(a), "question": q, "response": t}) + "\n"
+              for q, t in zip(questions, texts)))
+      items = []
+      for i, (q, text) in enumerate(zip(questions, texts)):
+        for k in usable:
+          c = criteria[k]
+          items.append(JudgeItem(
+              f"{step}|{i}|{k}",
+              prompts.classification_messages(q, text, c, rubrics[f"criterion-{k}"]["verdict"]),
+              lambda t, c=c: prompts.parse_determination(t, c)))
+      judged = judge(items, ctx.path("judgements.jsonl"))
+      shares = []
+      for k in range(len(criteria)):
+        verdicts = [judged[f"{step}|{i}|{k}"]["verdict"] for i in range(len(questions))
+                    if k in usable]
+        determined = [v for v in verdicts if v is not None]
+        shares.append(float(np.mean([v == "A" for v in determined])) if determined else None)
+      checkable = [(q, t) for q, t in zip(questions, texts)
+                   if normalise_number(gold[q]) is not None]
+      curve.append({"a": float(a), "pattern_a_share": shares,
+                    "undetermined": sum(judged[i.id]["failed"] for i in items),
+                    "accuracy": (float(np.mean([is_correct(t, gold[q]) for q, t in checkable]))
+                                 if checkable else None)})
+    runio.write_json(ctx.path("merge.json"), {"first": m.first, "second": m.second,
+                                              "questions": len(questions), "curve": curve})
+    plotting.plot_curves(
+        os.path.join(workdir, "plots", "merging.png"),
+        {f"{criteria[k].name}: share of {criteria[k].pattern_a}":
+         ([c["a"] for c in curve], [c["pattern_a_share"][k] for c in curve])
+         for k in usable},
+        xlabel="a in (1 - a) first + a second", ylabel="share",
+        title="model merging: strategy mix")
+    return {"points": len(curve), "questions": len(questions),
+            "pattern_a_share_first": curve[0]["pattern_a_share"],
+            "pattern_a_share_second": curve[-1]["pattern_a_share"]}
+
   judge_settings = {k: v for k, v in config.judge.to_dict().items() if k != "api_key_env"}
   control_settings = {k: v for k, v in config.control.to_dict().items() if k != "api_key_env"}
   has_correct = any("correct" in r for r in rows)
@@ -334,6 +405,8 @@ def run(config, workdir: str) -> dict:
       *([Stage("control", control_stage, {"control": control_settings},
                ("control.json",))] if has_correct and config.control.backend != "none"
         else []),
+      *([Stage("merge", merge_stage, {"merge": config.merge.to_dict()}, ("merge.json",))]
+        if config.merge.first and config.merge.second else []),
   ]).run()
   report = _report(config, workdir, rows, representatives())
   return {"responses": len(rows), "criteria": results["embed"]["criteria"],
@@ -347,6 +420,8 @@ def run(config, workdir: str) -> dict:
                          "not run: the rows carry no 'correct' field"),
           "control": results.get("control", "not run: needs rows with 'correct' and a model "
                                             "under test (config.control.backend)"),
+          "merge": results.get("merge", "not run: config.merge.first and .second name the two "
+                                        "fine-tunes to interpolate"),
           "pattern_a_share": report["pattern_a_share"], "comparison": report["comparison"]}
 
 
