@@ -5,6 +5,15 @@
       --config.judge.backend=openai --config.judge.base_url=http://127.0.0.1:8000/v1 \\
       --config.judge.model=NAME [--config.judge.api_key_env=OPENAI_API_KEY]
 
+A judge on a GPU host, then the run against it (vLLM, or llmjax's own server):
+
+  vllm serve Qwen/Qwen2.5-72B-Instruct --port 8000 --tensor-parallel-size 4
+  python -m llmjax.serve --checkpoint hf:/models/Qwen2.5-7B-Instruct --port 8000
+  python -m llmjax.main --config configs/cot_encyclopedia.py --workdir W \
+      --config.data=RESPONSES.jsonl --config.judge.backend=openai \
+      --config.judge.base_url=http://127.0.0.1:8000/v1 \
+      --config.judge.model=Qwen/Qwen2.5-72B-Instruct
+
 `data`: JSONL rows of question, answer, response and model (an `id` is optional). The judge is
 any OpenAI-compatible endpoint (vLLM serving a strong instruct model, a hosted API, or
 `python -m llmjax.serve --checkpoint hf:DIR` on a GPU) or `judge.backend=local` with an llmjax
