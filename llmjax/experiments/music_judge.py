@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from llmjax import runio
+from llmjax.analysis.logistic import fit_logistic
 from llmjax.errors import UserError
 from llmjax.music import evaluation
 from llmjax.music.benchmark import (Pair, build_folk_pairs, build_pairs, chorale_tunes,
@@ -104,7 +105,7 @@ def _baseline(config, ctx) -> dict:
   models = {}
   for drop in (None, *evaluation.MODULES):
     names = evaluation.feature_names(rows[0]["features"], drop)
-    model = evaluation.fit_baseline(
+    model = fit_logistic(
         np.array([[r["features"][k] for k in names] for r in train]), y_train, config.seed)
     probabilities = model.predict_proba(
         np.array([[r["features"][k] for k in names] for r in rows]))[:, 1]

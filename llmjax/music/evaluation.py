@@ -1,4 +1,4 @@
-"""Scoring the benchmark: the learned baseline, thresholds, ROC-AUC and the per-level table.
+"""Scoring the benchmark: thresholds, ROC-AUC and the per-level table.
 
 Every scorer gives each pair a number (higher: more likely copied). A scorer's decision
 threshold is the one that maximises balanced accuracy on the train split (positives outnumber
@@ -17,16 +17,6 @@ MODULES = ("melody", "rhythm", "harmony")
 def feature_names(features: Mapping[str, float], drop: str | None = None) -> list[str]:
   """The baseline's inputs: every module's features, less those of module `drop`."""
   return sorted(k for k in features if drop is None or not k.startswith(drop + "_"))
-
-
-def fit_baseline(x_NxF: np.ndarray, y_N: np.ndarray, seed: int = 0):
-  """Logistic regression on standardised module features, classes weighted to balance."""
-  from sklearn.linear_model import LogisticRegression
-  from sklearn.pipeline import make_pipeline
-  from sklearn.preprocessing import StandardScaler
-  model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced",
-                                                             max_iter=2000, random_state=seed))
-  return model.fit(x_NxF, y_N)
 
 
 def balanced_accuracy(y_N: np.ndarray, decided_N: np.ndarray) -> float:
