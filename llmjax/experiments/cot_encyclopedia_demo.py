@@ -31,7 +31,7 @@ from llmjax import plotting, runio
 from llmjax.cot_encyclopedia import clustering as clustering_lib
 from llmjax.cot_encyclopedia.prompts import parse_criteria
 from llmjax.data.examples import read_examples
-from llmjax.experiments.pipeline_policies import PipelinePolicies, write_rows
+from llmjax.experiments.pipeline_policies import PipelinePolicies, split_rows, write_rows
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model
 from llmjax.infer import SamplingParams
@@ -57,12 +57,6 @@ Step writing (Shows each addition in full vs. Shows results without operations)
 </patterns>"""
 
 
-def _split(rows: list, dev_share: float, seed: int):
-  order = np.random.default_rng(seed).permutation(len(rows))
-  n_dev = max(1, int(round(dev_share * len(rows))))
-  return [rows[i] for i in order[n_dev:]], [rows[i] for i in order[:n_dev]]
-
-
 def run_demo(config, workdir: str) -> dict:
   demo, seed = config.demo, config.seed
   policies = PipelinePolicies(config, workdir, demo.sample_batch)
@@ -73,7 +67,7 @@ def run_demo(config, workdir: str) -> dict:
   greedy = SamplingParams(temperature=0.0, max_new_tokens=demo.max_new_tokens)
 
   def fine_tune(ctx, rows, starting: StartingPoint, sft_config):
-    train_rows, dev_rows = _split(rows, 0.1, seed)
+    train_rows, dev_rows = split_rows(rows, 0.1, seed)
     write_rows(ctx.path("train.jsonl"), train_rows)
     write_rows(ctx.path("dev.jsonl"), dev_rows)
     train = read_examples(ctx.path("train.jsonl"), tokenizer, length, ("completion",))

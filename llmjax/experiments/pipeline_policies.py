@@ -5,6 +5,8 @@ completion of prompts."""
 
 import json
 
+import numpy as np
+
 from llmjax import runio
 from llmjax.experiments.dpo_training import stage_config
 from llmjax.experiments.starting_point import record_model, starting_point
@@ -50,3 +52,11 @@ def write_rows(path: str, rows) -> int:
       f.write(json.dumps(row) + "\n")
       count += 1
   return count
+
+
+def split_rows(rows: list, share: float, seed: int) -> tuple[list, list]:
+  """(train, held-out) rows in a seeded random order: a `share` of them (at least one) held
+  out for evaluation."""
+  order = np.random.default_rng(seed).permutation(len(rows))
+  cut = max(1, int(round(share * len(rows))))
+  return [rows[i] for i in order[cut:]], [rows[i] for i in order[:cut]]

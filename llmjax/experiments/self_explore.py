@@ -39,7 +39,7 @@ from llmjax.data.readers import read_gsm8k
 from llmjax.errors import UserError
 from llmjax.experiments import self_explore_data as method
 from llmjax.experiments.dpo_training import summarise, train_dpo
-from llmjax.experiments.pipeline_policies import PipelinePolicies, write_rows
+from llmjax.experiments.pipeline_policies import PipelinePolicies, split_rows, write_rows
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model
 from llmjax.infer import SamplingParams
@@ -78,14 +78,6 @@ def _prompt(question: str) -> str:
   return question + "\n"
 
 
-def _split_rows(rows: list, share: float, seed: int) -> tuple[list, list]:
-  """(train, held-out) rows in a seeded random order: a `share` of them (at least one) held
-  out for evaluation."""
-  order = np.random.default_rng(seed).permutation(len(rows))
-  cut = max(1, int(round(share * len(rows))))
-  return [rows[i] for i in order[cut:]], [rows[i] for i in order[:cut]]
-
-
 def run(config, workdir: str) -> dict:
   task, seed = config.task, config.seed
   problems = load_problems(task)
@@ -99,7 +91,7 @@ def run(config, workdir: str) -> dict:
   def write_split(ctx, rows, name, split_seed, held_out="eval"):
     """Writes `name`_train.jsonl and `name`_`held_out`.jsonl (a `task.dev_share` of the rows);
     returns how many training rows."""
-    train_rows, eval_rows = _split_rows(rows, task.dev_share, split_seed)
+    train_rows, eval_rows = split_rows(rows, task.dev_share, split_seed)
     write_rows(ctx.path(f"{name}_train.jsonl"), train_rows)
     write_rows(ctx.path(f"{name}_{held_out}.jsonl"), eval_rows)
     return len(train_rows)

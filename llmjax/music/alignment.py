@@ -21,14 +21,6 @@ class Alignment:
   pairs: tuple[tuple[int, int], ...]
   matches: int
 
-  @property
-  def span_a(self) -> tuple[int, int] | None:
-    return (self.pairs[0][0], self.pairs[-1][0]) if self.pairs else None
-
-  @property
-  def span_b(self) -> tuple[int, int] | None:
-    return (self.pairs[0][1], self.pairs[-1][1]) if self.pairs else None
-
 
 def local_align(a: Sequence, b: Sequence, similarity: Callable[[np.ndarray], np.ndarray],
                 gap: float = 1.0, match_at: float = 0.0) -> Alignment:

@@ -2,6 +2,9 @@
 
 import dataclasses
 
+from llmjax.music.alignment import Alignment
+from llmjax.music.piece import Piece, describe_passage
+
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
@@ -22,3 +25,18 @@ class Finding:
   text: str
   matched_a: tuple[int, ...] = ()
   matched_b: tuple[int, ...] = ()
+
+
+def matched_notes(matched: list[tuple[int, int]], width: int) -> tuple[tuple[int, ...], ...]:
+  """The melody notes of A and of B under matched symbols, each symbol spanning `width` notes
+  (an interval spans 2, a ratio of two inter-onset intervals 3)."""
+  return tuple(tuple(sorted({k for pair in matched for k in range(pair[side],
+                                                                  pair[side] + width)}))
+               for side in (0, 1))
+
+
+def passages(a: Piece, b: Piece, alignment: Alignment, width: int) -> tuple[str, str]:
+  """Where the aligned passage lies in A and in B ("bar 3 beat 1 to bar 6 beat 2")."""
+  (i0, j0), (i1, j1) = alignment.pairs[0], alignment.pairs[-1]
+  return (describe_passage(a, a.melody[i0].onset, a.melody[i1 + width - 1].onset),
+          describe_passage(b, b.melody[j0].onset, b.melody[j1 + width - 1].onset))

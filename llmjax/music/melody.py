@@ -10,8 +10,8 @@ transposition is the median pitch difference of the matched notes.
 import numpy as np
 
 from llmjax.music.alignment import local_align
-from llmjax.music.finding import Finding
-from llmjax.music.piece import Piece, describe_passage, interval_name
+from llmjax.music.finding import Finding, matched_notes, passages
+from llmjax.music.piece import Piece, interval_name
 
 MATCH, MISMATCH, GAP = 2.0, -1.0, 1.5
 
@@ -46,8 +46,7 @@ def compare_melody(a: Piece, b: Piece) -> Finding:
   ca, cb = contour(a), contour(b)
   contour_alignment = local_align(ca, cb, _equal_scores(ca, cb), gap=GAP)
   matched = [(i, j) for i, j in alignment.pairs if ia[i] == ib[j]]
-  notes_a = sorted({k for i, _ in matched for k in (i, i + 1)})
-  notes_b = sorted({k for _, j in matched for k in (j, j + 1)})
+  notes_a, notes_b = matched_notes(matched, 2)
   shift = (int(round(float(np.median([b.melody[j].pitch - a.melody[i].pitch
                                         for i, j in matched])))) if matched else 0)
   share_a, share_b = alignment.matches / len(ia), alignment.matches / len(ib)
@@ -55,12 +54,10 @@ def compare_melody(a: Piece, b: Piece) -> Finding:
               "melody_score": alignment.score / (MATCH * min(len(ia), len(ib))),
               "melody_contour_share_a": contour_alignment.matches / len(ca)}
   if matched:
-    span_a, span_b = alignment.span_a, alignment.span_b
-    where_a = describe_passage(a, a.melody[span_a[0]].onset, a.melody[span_a[1] + 1].onset)
-    where_b = describe_passage(b, b.melody[span_b[0]].onset, b.melody[span_b[1] + 1].onset)
+    where_a, where_b = passages(a, b, alignment, 2)
     text = (f"melody: {alignment.matches} of {len(ia)} intervals of A match ({share_a:.0%}), "
             f"{where_a} of A against {where_b} of B, {interval_name(shift)}; contour agrees "
             f"on {contour_alignment.matches} of {len(ca)} steps")
   else:
     text = f"melody: no interval of A's {len(ia)} recurs in B in order"
-  return Finding("melody", share_a, features, text, tuple(notes_a), tuple(notes_b))
+  return Finding("melody", share_a, features, text, notes_a, notes_b)

@@ -11,8 +11,8 @@ loses this).
 import numpy as np
 
 from llmjax.music.alignment import local_align
-from llmjax.music.finding import Finding
-from llmjax.music.piece import Piece, describe_passage
+from llmjax.music.finding import Finding, matched_notes, passages
+from llmjax.music.piece import Piece
 
 MATCH, MISMATCH, GAP, TOLERANCE = 2.0, -1.0, 1.5, 0.05
 
@@ -51,8 +51,7 @@ def compare_rhythm(a: Piece, b: Piece) -> Finding:
   durations = local_align(da, db, _close_scores(da, db), gap=GAP)
   matched = [(i, j) for i, j in alignment.pairs if abs(ra[i] - rb[j]) < TOLERANCE]
   # ratio k spans notes k, k+1, k+2: its middle note is where both rhythms agree in time.
-  notes_a = sorted({k for i, _ in matched for k in (i, i + 1, i + 2)})
-  notes_b = sorted({k for _, j in matched for k in (j, j + 1, j + 2)})
+  notes_a, notes_b = matched_notes(matched, 3)
   offsets = [(bar_phase(b, j + 1) - bar_phase(a, i + 1)) % 1.0 for i, j in matched]
   same_place = sum(1 for o in offsets if min(o, 1 - o) < 1e-3)
   metric = same_place / len(matched) if matched else 0.0
@@ -60,17 +59,15 @@ def compare_rhythm(a: Piece, b: Piece) -> Finding:
   features = {"rhythm_share_a": share_a, "rhythm_share_b": share_b,
               "rhythm_duration_share_a": durations.matches / len(da), "rhythm_metric": metric}
   if matched:
-    span_a, span_b = alignment.span_a, alignment.span_b
     shift = float(np.median(offsets)) * b.bar_quarters  # in B's own quarter notes
     shift = shift - b.bar_quarters if shift > b.bar_quarters / 2 else shift
     placed = ("on the same beats" if same_place == len(matched) else
               f"{same_place} of {len(matched)} on the same beat position"
               + (f" (B displaced by {shift:+g} quarter notes)" if abs(shift) > 1e-3 else ""))
-    where_a = describe_passage(a, a.melody[span_a[0]].onset, a.melody[span_a[1] + 2].onset)
-    where_b = describe_passage(b, b.melody[span_b[0]].onset, b.melody[span_b[1] + 2].onset)
+    where_a, where_b = passages(a, b, alignment, 3)
     text = (f"rhythm: {alignment.matches} of {len(ra)} inter-onset ratios of A match "
             f"({share_a:.0%}), {where_a} of A against {where_b} of B; {placed}; durations "
             f"agree on {durations.matches} of {len(da)}")
   else:
     text = f"rhythm: none of A's {len(ra)} inter-onset ratios recurs in B in order"
-  return Finding("rhythm", share_a, features, text, tuple(notes_a), tuple(notes_b))
+  return Finding("rhythm", share_a, features, text, notes_a, notes_b)
