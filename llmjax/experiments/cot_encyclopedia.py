@@ -38,7 +38,7 @@ from llmjax import runio
 from llmjax.cot_encyclopedia import clustering as clustering_lib
 from llmjax.cot_encyclopedia import prompts
 from llmjax.cot_encyclopedia.statistics import compare_models, pattern_shares
-from llmjax.data.readers import read_jsonl_numbered
+from llmjax.data.readers import read_jsonl, read_jsonl_numbered
 from llmjax.errors import UserError
 from llmjax.pipeline import Pipeline, Stage
 
@@ -83,11 +83,6 @@ class _Judge:
 def _criteria_of(text: str):
   found = prompts.parse_criteria(text)
   return [dataclasses.astuple(c) for c in found] if found else None
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def run(config, workdir: str) -> dict:
@@ -140,7 +135,7 @@ def run(config, workdir: str) -> dict:
 
   def cluster_stage(ctx):
     embeddings = np.load(os.path.join(workdir, "embed", "embeddings.npy"))
-    criteria = _read_jsonl(os.path.join(workdir, "embed", "criteria.jsonl"))
+    criteria = list(read_jsonl(os.path.join(workdir, "embed", "criteria.jsonl")))
     c = config.clustering
     found = clustering_lib.cluster(embeddings, c.method, c.k_min, c.k_max, c.threshold)
     texts = [prompts.Criterion(x["name"], x["pattern_a"], x["pattern_b"]).text
@@ -333,7 +328,7 @@ def run(config, workdir: str) -> dict:
     for step, a in enumerate(np.linspace(0.0, 1.0, m.points)):
       path = ctx.path(f"responses_{step}.jsonl")
       if os.path.exists(path):  # a resumed sweep keeps the answers it has
-        texts = [r["response"] for r in _read_jsonl(path)]
+        texts = [r["response"] for r in list(read_jsonl(path))]
       else:
         texts = model.complete(
             [ChatRequest(({"role": "user", "content": q},), request_seed(config.seed, q, 0))

@@ -31,6 +31,7 @@ from llmjax import plotting, runio
 from llmjax.cot_encyclopedia import clustering as clustering_lib
 from llmjax.cot_encyclopedia.prompts import parse_criteria
 from llmjax.data.examples import read_examples
+from llmjax.data.readers import read_jsonl
 from llmjax.experiments.pipeline_policies import PipelinePolicies, split_rows, write_rows
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model
@@ -120,8 +121,7 @@ def run_demo(config, workdir: str) -> dict:
     return out
 
   def responses(name):
-    with open(os.path.join(workdir, "respond", f"{name}.jsonl")) as f:
-      return [json.loads(line) for line in f]
+    return list(read_jsonl(os.path.join(workdir, "respond", f"{name}.jsonl")))
 
   def predict(ctx):
     from llmjax.interop.sentence_embedder import SentenceEmbedder, default_embedder

@@ -26,6 +26,7 @@ import numpy as np
 
 from llmjax import runio
 from llmjax.analysis.logistic import fit_logistic
+from llmjax.data.readers import read_jsonl
 from llmjax.errors import UserError
 from llmjax.music import evaluation
 from llmjax.music.benchmark import (Pair, build_folk_pairs, build_pairs, chorale_tunes,
@@ -36,11 +37,6 @@ from llmjax.music.variations import LEVELS
 from llmjax.pipeline import Pipeline, Stage
 
 KIND_ORDER = ("natural", "folk_variant", *LEVELS, "negative", "hard_negative", "folk_negative")
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def _write_jsonl(path: str, rows) -> None:
@@ -78,7 +74,7 @@ def _benchmark(config, ctx) -> dict:
 
 
 def _modules(config, ctx) -> dict:
-  pairs = [Pair.from_json(r) for r in _read_jsonl(os.path.join(ctx.workdir, "benchmark",
+  pairs = [Pair.from_json(r) for r in read_jsonl(os.path.join(ctx.workdir, "benchmark",
                                                                "pairs.jsonl"))]
   rows = []
   bar = runio.progress_bar(len(pairs), 0, config.progress, "modules")
@@ -95,7 +91,7 @@ def _modules(config, ctx) -> dict:
 
 
 def _baseline(config, ctx) -> dict:
-  rows = _read_jsonl(os.path.join(ctx.workdir, "modules", "findings.jsonl"))
+  rows = list(read_jsonl(os.path.join(ctx.workdir, "modules", "findings.jsonl")))
   train = [r for r in rows if r["split"] == "train"]
   if len({r["label"] for r in train}) < 2:
     raise UserError("music_judge: the train split needs copies and negatives to fit the "
@@ -129,7 +125,7 @@ def _lm_judge(config, ctx) -> dict:
   from llmjax.music.finding import Finding
   from llmjax.music.lm_judge import judge_messages
   from llmjax.parallel import Parallel
-  rows = [r for r in _read_jsonl(os.path.join(ctx.workdir, "modules", "findings.jsonl"))
+  rows = [r for r in read_jsonl(os.path.join(ctx.workdir, "modules", "findings.jsonl"))
           if r["split"] == "test"]
   if config.lm_judge_limit and config.lm_judge_limit < len(rows):
     # A seeded random sample: the file's order runs tune by tune, positives first.
@@ -159,7 +155,7 @@ def _lm_scorer(without: str | None) -> str:
 
 
 def _report(config, workdir: str, judged: bool) -> dict:
-  rows = _read_jsonl(os.path.join(workdir, "modules", "findings.jsonl"))
+  rows = list(read_jsonl(os.path.join(workdir, "modules", "findings.jsonl")))
   with open(os.path.join(workdir, "baseline", "scores.json")) as f:
     scores = json.load(f)["scores"]
   failures: dict[str, int] = {}

@@ -35,7 +35,7 @@ import numpy as np
 
 from llmjax import runio
 from llmjax.data.examples import read_examples
-from llmjax.data.readers import read_gsm8k
+from llmjax.data.readers import read_gsm8k, read_jsonl
 from llmjax.errors import UserError
 from llmjax.experiments import self_explore_data as method
 from llmjax.experiments.dpo_training import summarise, train_dpo
@@ -47,11 +47,6 @@ from llmjax.pipeline import Pipeline, Stage
 from llmjax.tasks import math_answers, word_problems
 
 KINDS = ("word_problems", "gsm8k")
-
-
-def _read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def load_problems(task) -> dict[str, list[dict]]:
@@ -128,7 +123,7 @@ def run(config, workdir: str) -> dict:
 
   def samples_by_id(ctx):
     path = os.path.join(workdir, "sample", "samples.jsonl")
-    return {row["id"]: row for row in _read_jsonl(path)}
+    return {row["id"]: row for row in read_jsonl(path)}
 
   def rft(ctx):
     sampled = samples_by_id(ctx)
@@ -156,7 +151,7 @@ def run(config, workdir: str) -> dict:
   def explore(ctx):
     questions = {p["id"]: p for p in problems["train"]}
     pairs_path = os.path.join(workdir, "pairs", "outcome_train.jsonl")
-    todo = _read_jsonl(pairs_path)
+    todo = list(read_jsonl(pairs_path))
     if task.explore_pairs:
       todo = todo[:task.explore_pairs]  # a random subset: the pairs file is shuffled
     explored_path = ctx.path("explored.jsonl")
