@@ -28,6 +28,7 @@ EXPERIMENTS = {
     "knowledge_entropy": "llmjax.experiments.knowledge_entropy",
     "music_judge": "llmjax.experiments.music_judge",
     "cot_encyclopedia": "llmjax.experiments.cot_encyclopedia",
+    "sentence_lm": "llmjax.experiments.sentence_lm",
 }
 
 

@@ -1,0 +1,97 @@
+"""Latent reasoning by sentence-embedding prediction (experiment `sentence_lm`;
+llmjax/experiments/sentence_lm.py): CoT SFT, semantic and contextual (CTX-B, CTX-C) sentence
+autoencoders, latent models that predict the next step's embedding, and a table of accuracy and
+FLOPs per problem for no-CoT, CoT, discretized and continuous inference.
+
+  python -m llmjax.main --config configs/sentence_lm.py:tiny --workdir W
+  python -m llmjax.main --config configs/sentence_lm.py:tiny --workdir W --config.lens_problem=3
+
+Presets:
+  tiny      (default) a fresh small model on the procedural ProsQA-style task, every stage on a
+            CPU; W/evaluate/table.md holds the table
+  blocksworld_tiny  the same on Blocksworld-style planning (plans checked by a simulator)
+  gsm8k_hf  GPT-2 (a local Hugging Face directory: --config.init=hf:DIR) on GSM8K from
+            ../shared/data/gsm8k, the paper's setting, for an accelerator
+"""
+
+import ml_collections
+
+from llmjax.config_base import base_config, model_config, select_preset
+
+
+def _section(steps: int, batch_size: int, lr: float, seq_len: int = 128, **extra):
+  return ml_collections.ConfigDict({
+      "init": "",
+      "train": {"steps": steps, "batch_size": batch_size, "seq_len": seq_len,
+                "grad_accum_steps": 1, "log_every": max(steps // 10, 1),
+                "eval_every": max(steps // 2, 1), "eval_batches": 4,
+                "checkpoint_every": steps, "keep_checkpoints": 1, "async_checkpoint": False,
+                "z_loss": 0.0, "loss_chunk_len": 0, "progress": True, "init_from": "",
+                "trainable_params": ""},
+      "optim": {"name": "adamw", "lr": lr, "schedule": "cosine",
+                "warmup_steps": max(steps // 20, 1), "end_lr_fraction": 0.1, "b1": 0.9,
+                "b2": 0.95, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.9,
+                "clip_norm": 1.0, "decay_norms_and_biases": False},
+      **extra})
+
+
+def _tiny(config):
+  del config  # the defaults below
+
+
+def _blocksworld_tiny(config):
+  config.task.name = "blocksworld"
+  config.lengths.update(sentence=16, context=160, latent=96, sentences=9)
+  config.cot.train.seq_len = 160
+  config.no_cot.train.seq_len = 160
+
+
+def _gsm8k_hf(config):
+  config.task.update(name="gsm8k", path="../shared/data/gsm8k", train=0, dev=500, test=0)
+  config.init = "hf:gpt2"  # set --config.init=hf:/path/to/gpt2 (a local directory)
+  config.data.tokenizer = ""  # the checkpoint's own
+  config.lengths.update(sentence=64, context=384, latent=320, sentences=12)
+  for name, steps, batch, lr in (("cot", 20000, 32, 1e-4), ("no_cot", 10000, 32, 1e-4),
+                                 ("semantic", 10000, 64, 5e-4), ("ctx_b", 10000, 64, 1e-4),
+                                 ("ctx_c", 10000, 64, 1e-4), ("latent", 20000, 32, 1e-4)):
+    config[name].train.update(steps=steps, batch_size=batch, seq_len=384,
+                              checkpoint_every=2000, keep_checkpoints=2,
+                              eval_every=2000, log_every=100)
+    config[name].optim.update(lr=lr)
+  config.latent.teachers = ("ctx_c",)
+  config.inference.update(batch_size=64, max_new_tokens=256, noise=(0.0, 0.5))
+
+
+PRESETS = {"tiny": _tiny, "blocksworld_tiny": _blocksworld_tiny, "gsm8k_hf": _gsm8k_hf}
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  config = base_config(experiment="sentence_lm")
+  config.task = ml_collections.ConfigDict({
+      "name": "prosqa", "train": 4000, "dev": 200, "test": 300, "concepts": 80,
+      "blocks": (3, 4, 5), "path": ""})
+  config.init = ""  # '' a fresh config.model | an llmjax run | hf:DIR
+  config.data = ml_collections.ConfigDict({
+      "tokenizer": "",  # '' trains a sentencepiece model on the task (fresh models)
+      "vocab_size": 600, "tokenizer_type": "bpe", "loss_on_prompt": False})
+  config.model = model_config(vocab_size=600, d_model=128, n_layers=3, n_heads=4, d_ff=384,
+                              max_len=256)
+  # Token budgets: a sentence with its vector and EOS; the contextual encoder's input; the
+  # latent model's question and vector slots; sentences per problem (steps + answer).
+  config.lengths = ml_collections.ConfigDict({
+      "sentence": 12, "context": 128, "latent": 104, "sentences": 6})
+  config.cot = _section(1500, 32, 1e-3, seq_len=136)
+  config.no_cot = _section(600, 32, 1e-3, seq_len=136, enabled=True)
+  config.semantic = _section(400, 64, 5e-4, prefix_dropout=0.0)
+  config.ctx_b = _section(600, 32, 5e-4, prefix_dropout=0.2)
+  config.ctx_c = _section(600, 32, 5e-4, prefix_dropout=0.2, weight=0.5, temperature=0.1)
+  config.latent = _section(1200, 32, 5e-4, teachers=("ctx_b",), input_dropout=0.2,
+                           nce_weight=1.0, temperature=0.1, stop_weight=1.0)
+  config.inference = ml_collections.ConfigDict({
+      "problems": 0,  # test problems evaluated (0: all)
+      "batch_size": 50, "max_new_tokens": 64,
+      "stop": "decoder",  # decoder: first token '###' | classifier: the stop head
+      "noise": (0.0, 0.1, 0.3, 0.5, 1.0)})
+  config.lens_problem = -1  # >= 0: print SentenceLens of this test problem after the run
+  select_preset(preset, PRESETS, default="tiny")(config)
+  return config
