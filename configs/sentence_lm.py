@@ -48,7 +48,7 @@ def _blocksworld_tiny(config):
 
 def _gsm8k_hf(config):
   config.task.update(name="gsm8k", path="../shared/data/gsm8k", train=0, dev=500, test=0)
-  config.init = "hf:gpt2"  # set --config.init=hf:/path/to/gpt2 (a local directory)
+  config.require_init = True  # --config.init=hf:/path/to/gpt2 (a local HF directory)
   config.data.tokenizer = ""  # the checkpoint's own
   config.lengths.update(sentence=64, context=384, latent=320, sentences=12)
   for name, steps, batch, lr in (("cot", 20000, 32, 1e-4), ("no_cot", 10000, 32, 1e-4),
@@ -68,21 +68,27 @@ PRESETS = {"tiny": _tiny, "blocksworld_tiny": _blocksworld_tiny, "gsm8k_hf": _gs
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config = base_config(experiment="sentence_lm")
   config.task = ml_collections.ConfigDict({
-      "name": "prosqa", "train": 4000, "dev": 200, "test": 300, "concepts": 80,
-      "blocks": (3, 4, 5), "path": ""})
+      "name": "prosqa", "train": 4000, "dev": 200, "test": 300, "path": "",
+      # prosqa: 'ontology' (one fixed is-a tree over `concepts` invented names, learned from
+      # the training problems; questions state no facts) or 'stated' (ProsQA's form: each
+      # question states its own graph, with dead-end `branches` and a distractor chain)
+      "facts": "ontology", "concepts": 150, "hops": (2, 3, 4), "branches": (1, 2),
+      "distractor_hops": (1, 2),
+      "blocks": (3, 4, 5)})  # blocksworld: blocks per problem
   config.init = ""  # '' a fresh config.model | an llmjax run | hf:DIR
+  config.require_init = False  # True: refuse to start without config.init
   config.data = ml_collections.ConfigDict({
       "tokenizer": "",  # '' trains a sentencepiece model on the task (fresh models)
       "vocab_size": 600, "tokenizer_type": "bpe", "loss_on_prompt": False})
-  config.model = model_config(vocab_size=600, d_model=128, n_layers=3, n_heads=4, d_ff=384,
+  config.model = model_config(vocab_size=600, d_model=128, n_layers=3, n_heads=4, d_ff=256,
                               max_len=256)
   # Token budgets: a sentence with its vector and EOS; the contextual encoder's input; the
   # latent model's question and vector slots; sentences per problem (steps + answer).
   config.lengths = ml_collections.ConfigDict({
-      "sentence": 12, "context": 128, "latent": 104, "sentences": 6})
-  config.cot = _section(1500, 32, 1e-3, seq_len=136)
-  config.no_cot = _section(600, 32, 1e-3, seq_len=136, enabled=True)
-  config.semantic = _section(400, 64, 5e-4, prefix_dropout=0.0)
+      "sentence": 12, "context": 48, "latent": 24, "sentences": 6})
+  config.cot = _section(1500, 32, 2e-3, seq_len=64)
+  config.no_cot = _section(1500, 32, 2e-3, seq_len=64, enabled=True)
+  config.semantic = _section(400, 64, 5e-4, seq_len=12, prefix_dropout=0.0)
   config.ctx_b = _section(600, 32, 5e-4, prefix_dropout=0.2)
   config.ctx_c = _section(600, 32, 5e-4, prefix_dropout=0.2, weight=0.5, temperature=0.1)
   config.latent = _section(1200, 32, 5e-4, teachers=("ctx_b",), input_dropout=0.2,
@@ -92,6 +98,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       "batch_size": 50, "max_new_tokens": 64,
       "stop": "decoder",  # decoder: first token '###' | classifier: the stop head
       "noise": (0.0, 0.1, 0.3, 0.5, 1.0)})
+  # Autoencoders trained besides the latent models' teachers (ctx_c brings semantic).
+  config.autoencoders = ("semantic", "ctx_b", "ctx_c")
   config.lens_problem = -1  # >= 0: print SentenceLens of this test problem after the run
   select_preset(preset, PRESETS, default="tiny")(config)
   return config

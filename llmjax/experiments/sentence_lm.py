@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from llmjax import runio
-from llmjax.data.tokenizers import load_tokenizer, train_sentencepiece
+from llmjax.data.tokenizers import train_sentencepiece
 from llmjax.errors import UserError
 from llmjax.experiments import sentence_lm_data as data_lib
 from llmjax.experiments.dpo_training import stage_config
@@ -98,13 +98,21 @@ class _Run:
 
 
 def run(config, workdir: str) -> dict:
-  r = _Run(config, workdir)
   cfg = config
+  if cfg.require_init and not cfg.init:
+    raise UserError("this preset starts from a pretrained checkpoint: set --config.init=hf:DIR "
+                    "(a local Hugging Face directory, e.g. GPT-2) or an llmjax run")
+  r = _Run(config, workdir)
   teachers = list(cfg.latent.teachers)
   unknown = [t for t in teachers if t not in TEACHERS]
   if unknown:
     raise UserError(f"latent.teachers: {unknown[0]!r} is not one of {TEACHERS}")
-  needed = set(teachers) | ({"semantic"} if "ctx_c" in teachers else set())
+  extra = [a for a in cfg.autoencoders if a not in TEACHERS]
+  if extra:
+    raise UserError(f"autoencoders: {extra[0]!r} is not one of {TEACHERS}")
+  needed = set(teachers) | set(cfg.autoencoders)
+  if "ctx_c" in needed:
+    needed.add("semantic")
   stages = [Stage("data", lambda ctx: _data(r, ctx), _stage_cfg(cfg, "task", "data"),
                   outputs=("problems.json",)),
             Stage("cot", lambda ctx: _sft(r, ctx, "cot", answer_only=False),
@@ -119,7 +127,8 @@ def run(config, workdir: str) -> dict:
   for teacher in teachers:
     stages.append(Stage(f"latent_{teacher}", lambda ctx, t=teacher: _latent(r, ctx, t),
                         _stage_cfg(cfg, "latent", "lengths")))
-  stages.append(Stage("evaluate", lambda ctx: _evaluate(r, ctx, teachers),
+  stages.append(Stage("evaluate", lambda ctx: _evaluate(r, ctx, teachers, sorted(
+      needed, key=TEACHERS.index)),
                       _stage_cfg(cfg, "inference"), outputs=("results.json", "table.md")))
   results = Pipeline(workdir, stages).run()
   summary = dict(results["evaluate"])
@@ -160,8 +169,16 @@ def _sft(r: _Run, ctx, section: str, answer_only: bool) -> dict:
   if longest > config.train.seq_len + 1:
     raise UserError(f"{section}.train.seq_len = {config.train.seq_len}: the longest training "
                     f"example has {longest} tokens; raise it to at least {longest - 1}")
-  record_model(config, ctx.directory, r.start)
-  result = train_sft(config, ctx.directory, r.start, r.parallel, train, dev)
+  start = r.start
+  if r.config[section].init:  # this stage's own starting checkpoint
+    own = stage_config(config)
+    own.init = r.config[section].init
+    start = starting_point(own, r.parallel)
+    if start.model_config != r.model_config:
+      raise UserError(f"{section}.init = {r.config[section].init!r}: its model differs from "
+                      "config.init's, which the other stages build on")
+  record_model(config, ctx.directory, start)
+  result = train_sft(config, ctx.directory, start, r.parallel, train, dev)
   return {"steps": result["step"], "final_eval": result.get("eval", {})}
 
 
@@ -203,40 +220,49 @@ def _decoder_params(r: _Run, stage: str):
 
 
 def teacher_embeddings(r: _Run, teacher: str, params, problems) -> list[np.ndarray]:
-  """Each problem's [S_i, D] teacher embeddings of its sentences (batched encoder passes)."""
-  arrays = _embedding_inputs(r, teacher, problems)
-  decoder = Decoder(r.model_config)
-  encode = jax.jit(lambda p, t, n: _encode(decoder, p, t, n))
-  batch = r.config.inference.batch_size
-  tokens, lengths = arrays
-  vectors = []
-  for i in range(0, len(tokens), batch):
-    t, n = tokens[i:i + batch], lengths[i:i + batch]
-    pad = batch - len(t)
-    z = encode(params, np.pad(t, ((0, pad), (0, 0))), np.pad(n, (0, pad), constant_values=1))
-    vectors.append(np.asarray(z)[:len(t)])
-  flat = np.concatenate(vectors)
-  out, at = [], 0
-  for p in problems:
-    out.append(flat[at:at + len(p.sentences)])
-    at += len(p.sentences)
-  return out
-
-
-def _encode(decoder, params, tokens, lengths):
-  from llmjax.models.sentence import encode
-  return encode(decoder, params, tokens, lengths)
-
-
-def _embedding_inputs(r: _Run, teacher: str, problems):
+  """Each problem's [S_i, D] teacher embeddings of its sentences. Semantic: one encoder pass
+  per sentence (BOS + sentence). Contextual: one causal pass per problem over the question and
+  all sentences but the answer, read at the last token before each sentence (equal to
+  encoding each context alone, at a fraction of the cost)."""
   bos, lengths = r.tokenizer.bos_id, r.config.lengths
   if teacher == "semantic":
     rows = [[bos] + s for p in problems for s in p.sentences]
-    return data_lib.pad_rows(rows, lengths.sentence, "sentence"), np.asarray(
-        [len(x) for x in rows], np.int32)
-  rows = [data_lib.context_tokens(p, t) for p in problems for t in range(len(p.sentences))]
-  return data_lib.pad_rows(rows, lengths.context, "context"), np.asarray(
-      [len(x) for x in rows], np.int32)
+    reads = [[len(row) - 1] for row in rows]
+    width = lengths.sentence
+  else:
+    rows = [data_lib.context_tokens(p, len(p.sentences) - 1) for p in problems]
+    reads = [list(len(p.question) - 1 + np.cumsum([0] + [len(s) for s in p.sentences[:-1]]))
+             for p in problems]
+    width = lengths.context
+  tokens = data_lib.pad_rows(rows, width, "context" if teacher != "semantic" else "sentence")
+  counts = np.asarray([len(row) for row in rows], np.int32)
+  hidden = _hidden_fn(r)
+  batch = r.config.inference.batch_size
+  vectors = []
+  for i in range(0, len(rows), batch):
+    t, n = tokens[i:i + batch], counts[i:i + batch]
+    pad = batch - len(t)
+    h = np.asarray(hidden(params, np.pad(t, ((0, pad), (0, 0))),
+                          np.pad(n, (0, pad), constant_values=1)))
+    vectors += [h[j, reads[i + j]] for j in range(len(t))]
+  if teacher == "semantic":
+    flat, out, at = np.concatenate(vectors), [], 0
+    for p in problems:
+      out.append(flat[at:at + len(p.sentences)])
+      at += len(p.sentences)
+    return out
+  return vectors
+
+
+def _hidden_fn(r: _Run):
+  decoder = Decoder(r.model_config)
+
+  def hidden(params, tokens_BxL, lengths_B):
+    segments = (jnp.arange(tokens_BxL.shape[1])[None] < lengths_B[:, None]).astype(jnp.int32)
+    return decoder.apply({"params": params}, tokens_BxL, segment_ids_BxL=segments,
+                         return_hidden=True)
+
+  return jax.jit(hidden)
 
 
 def latent_model_and_example(r: _Run):
@@ -294,7 +320,7 @@ def latent_runner(r: _Run, teacher: str) -> LatentRunner:
 
 # ---- evaluation ---------------------------------------------------------------------------
 
-def _evaluate(r: _Run, ctx, teachers: list[str]) -> dict:
+def _evaluate(r: _Run, ctx, teachers: list[str], trained: list[str]) -> dict:
   cfg = r.config.inference
   rows = r.task.splits["test"][:cfg.problems or None]
   problems = r.tokenized("test")[:len(rows)]
@@ -305,8 +331,6 @@ def _evaluate(r: _Run, ctx, teachers: list[str]) -> dict:
     say(f"{name}: accuracy {methods[name]['accuracy']:.3f}")
   cot_gflops = methods["cot"]["gflops"]
   decode_steps = r.task.name == "blocksworld"
-  trained = sorted(set(teachers) | ({"semantic"} if "ctx_c" in teachers else set()),
-                   key=TEACHERS.index)
   for teacher in trained:
     reconstruction[teacher] = _reconstruction(r, teacher, problems)
   for teacher in teachers:

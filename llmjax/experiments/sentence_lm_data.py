@@ -2,7 +2,9 @@
 
 A problem is a question, reasoning steps (one sentence each) and an answer sentence that begins
 with "###" (the stop mark: a decoder whose first token is "###" is writing the answer):
-  prosqa       procedural "is every X a Y or a Z?" with the proof path (llmjax.tasks.prosqa)
+  prosqa       procedural "is every X a Y or a Z?" with the proof path (llmjax.tasks.prosqa):
+               the facts stated in each question ('stated', ProsQA's form) or a fixed ontology
+               learned from the training problems ('ontology')
   blocksworld  procedural block-stacking plans, one move a step, checked by a simulator
                (llmjax.tasks.blocksworld)
   gsm8k        ../shared/data/gsm8k ({question, answer} rows): the answer's lines are the steps,
@@ -50,7 +52,16 @@ def build_task(config) -> Task:
   cfg = config.task
   if cfg.name == "prosqa":
     names = prosqa.concept_names(cfg.concepts, config.seed)
-    every = prosqa.problems(cfg.train + cfg.dev + cfg.test, config.seed, names)
+    count = cfg.train + cfg.dev + cfg.test
+    if cfg.facts == "stated":
+      every = prosqa.problems(count, config.seed, names, hops=tuple(cfg.hops),
+                              branches=tuple(cfg.branches),
+                              distractor_hops=tuple(cfg.distractor_hops))
+    elif cfg.facts == "ontology":
+      every = prosqa.ontology_problems(count, config.seed,
+                                       prosqa.ontology(names, config.seed), tuple(cfg.hops))
+    else:
+      raise UserError(f"task.facts = {cfg.facts!r}: expected 'stated' or 'ontology'")
     rows = [p.to_row() for p in every]
     return _procedural("prosqa", rows, cfg, prosqa.is_correct)
   if cfg.name == "blocksworld":
@@ -214,13 +225,15 @@ def contextual_arrays(problems: list[Tokenized], bos_id: int, eos_id: int,
 def latent_arrays(problems: list[Tokenized], teacher: list[np.ndarray], eos_id: int,
                   lengths) -> dict[str, np.ndarray]:
   """The latent model's rows (module docstring): tokens [N, L] with the vector slots after the
-  question, the vectors [N, L, D] in those slots, and per predicted sentence (S slots): the
-  position predicting it, its teacher embedding, its decoder inputs/targets/mask and whether it
-  is the answer (the stop label). `teacher[i]`: [S_i, D] embeddings of problem i's sentences."""
+  question, and per predicted sentence (S slots): the position predicting it, its teacher
+  embedding, its decoder inputs/targets/mask and whether it is the answer (the stop label).
+  Sentence t's embedding (every one but the answer's) is also the input at the position after
+  the one predicting it (`latent_vectors` places them). `teacher[i]`: [S_i, D] embeddings of
+  problem i's sentences."""
   L, S, Ls = lengths.latent, lengths.sentences, lengths.sentence
   N, D = len(problems), teacher[0].shape[-1]
   out = {"tokens": np.zeros((N, L), np.int32), "segments": np.zeros((N, L), np.int32),
-         "vector_mask": np.zeros((N, L), np.int32), "vectors": np.zeros((N, L, D), np.float32),
+         "vector_mask": np.zeros((N, L), np.int32),
          "predict_at": np.zeros((N, S), np.int32), "predict_mask": np.zeros((N, S), np.int32),
          "target_vectors": np.zeros((N, S, D), np.float32),
          "stop_labels": np.zeros((N, S), np.float32),
@@ -237,7 +250,6 @@ def latent_arrays(problems: list[Tokenized], teacher: list[np.ndarray], eos_id: 
     out["tokens"][i, :n_q] = p.question
     out["segments"][i, :n_q + n_s - 1] = 1
     out["vector_mask"][i, n_q:n_q + n_s - 1] = 1
-    out["vectors"][i, n_q:n_q + n_s - 1] = z[:n_s - 1]
     out["predict_at"][i, :n_s] = np.arange(n_q - 1, n_q - 1 + n_s)
     out["predict_mask"][i, :n_s] = 1
     out["target_vectors"][i, :n_s] = z
@@ -246,6 +258,20 @@ def latent_arrays(problems: list[Tokenized], teacher: list[np.ndarray], eos_id: 
     out["next_inputs"][i, :n_s], out["next_targets"][i, :n_s] = inputs, targets
     out["next_mask"][i, :n_s] = mask
   return out
+
+
+def latent_vectors(arrays, length: int):
+  """The latent model's input vectors [B, L, D] of a batch of `latent_arrays` rows: each
+  sentence's teacher embedding but the answer's, one position after the one predicting it.
+  Works on numpy and jax arrays."""
+  import jax.numpy as jnp
+  at_BxS, z_BxSxD = arrays["predict_at"], arrays["target_vectors"]
+  B, S, D = z_BxSxD.shape
+  fed_BxS = (arrays["predict_mask"] > 0) & (arrays["stop_labels"] < 0.5)
+  slot_BxS = jnp.where(fed_BxS, at_BxS + 1, length)  # out of range: dropped
+  rows_BxS = jnp.broadcast_to(jnp.arange(B)[:, None], (B, S))
+  return jnp.zeros((B, length, D), z_BxSxD.dtype).at[rows_BxS, slot_BxS].set(z_BxSxD,
+                                                                              mode="drop")
 
 
 def index_batches(arrays: dict[str, np.ndarray], batch_size: int, seed: int):

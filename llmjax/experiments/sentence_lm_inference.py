@@ -182,34 +182,39 @@ class LatentRunner:
     lengths = np.asarray([min(len(r), length) for r in rows], np.int32)
     return self._encoder()(teacher_params, tokens, lengths)
 
-  # ---- FLOPs ------------------------------------------------------------------------------
-
   def _flops(self, problem: Tokenized, counts: list[int], mode: str,
              decode_steps: bool) -> float:
-    """One problem's rollout of len(counts) sentences, whose decodings have `counts` tokens."""
-    cfg, D, k = self.config, self.config.d_model, len(counts)
-    n_q = len(problem.question)
-    head = mlp_head_flops(D, D, D, 1) + (2.0 * D if self.stop == "classifier" else 0.0)
-    total = forward_flops(cfg, n_q, 0, 0, outputs=1) + head
-    for t in range(1, k):  # feed sentence t's embedding, predict t + 1
-      total += mlp_head_flops(D, D, D, 1) + forward_flops(cfg, 1, n_q + t - 1, 0) + head
-    check = forward_flops(cfg, 1, 0, 1) if self.stop == "decoder" else 0.0
-    for t, count in enumerate(counts):
-      answer = t == k - 1
-      if answer or decode_steps or mode == "discretized":
-        total += generation_flops(cfg, 1, count)  # its first position is the stop check
-      else:
-        total += check
-    if mode == "discretized":  # the embeddings of sentences 1 .. k-1 fed back
-      context = 0
-      for t in range(1, k):
-        if self.teacher == "semantic":  # BOS and sentence t
-          total += forward_flops(cfg, counts[t - 1], 0, 0, outputs=1)
-        else:  # the question, then the encoder's cache grows by sentence t - 1
-          new = n_q if t == 1 else counts[t - 2] - 1
-          total += forward_flops(cfg, new, context, 0, outputs=1)
-          context += new
-    return total
+    return rollout_flops(self.config, len(problem.question), counts, mode, self.teacher,
+                         self.stop, decode_steps)
+
+
+def rollout_flops(config: ModelConfig, question_tokens: int, counts: list[int], mode: str,
+                  teacher: str = "semantic", stop: str = "decoder",
+                  decode_steps: bool = False) -> float:
+  """FLOPs of one problem's latent rollout of len(counts) sentences whose greedy decodings
+  have `counts` tokens each (EOS included; the last sentence is the answer), in `mode`
+  'continuous' or 'discretized' (module docstring)."""
+  cfg, D, k, n_q = config, config.d_model, len(counts), question_tokens
+  head = mlp_head_flops(D, D, D, 1) + (2.0 * D if stop == "classifier" else 0.0)
+  total = forward_flops(cfg, n_q, 0, 0, outputs=1) + head
+  for t in range(1, k):  # feed sentence t's embedding, predict t + 1
+    total += mlp_head_flops(D, D, D, 1) + forward_flops(cfg, 1, n_q + t - 1, 0) + head
+  check = forward_flops(cfg, 1, 0, 1) if stop == "decoder" else 0.0
+  for t, count in enumerate(counts):
+    if t == k - 1 or decode_steps or mode == "discretized":
+      total += generation_flops(cfg, 1, count)  # its first position is the stop check
+    else:
+      total += check
+  if mode == "discretized":  # the embeddings of sentences 1 .. k-1 fed back
+    context = 0
+    for t in range(1, k):
+      if teacher == "semantic":  # BOS and sentence t
+        total += forward_flops(cfg, counts[t - 1], 0, 0, outputs=1)
+      else:  # the question, then the encoder's cache grows by sentence t - 1
+        new = n_q if t == 1 else counts[t - 2] - 1
+        total += forward_flops(cfg, new, context, 0, outputs=1)
+        context += new
+  return total
 
 
 def cot_flops(config: ModelConfig, prompt_tokens: int, generated_tokens: int) -> float:

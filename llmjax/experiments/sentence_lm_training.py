@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from llmjax.experiments.sentence_lm_data import latent_vectors
 from llmjax.models import Decoder
 from llmjax.models.sentence import LatentModel, encode, info_nce_sum, prefix_logits
 from llmjax.train.losses import cross_entropy
@@ -26,7 +27,7 @@ from llmjax.train.objective import BatchSpec, Objective
 
 AUTOENCODER_KEYS = ("enc_tokens", "enc_lengths", "dec_inputs", "dec_targets", "dec_mask")
 CONTRASTIVE_KEYS = ("sem_tokens", "sem_lengths")
-LATENT_KEYS = ("tokens", "segments", "vector_mask", "vectors", "predict_at", "predict_mask",
+LATENT_KEYS = ("tokens", "segments", "vector_mask", "predict_at", "predict_mask",
                "target_vectors", "stop_labels", "next_inputs", "next_targets", "next_mask")
 
 
@@ -93,8 +94,9 @@ def latent_objective(model: LatentModel, decoder: Decoder, nce_weight: float = 1
 
   def loss_fn(params, batch, rng, frozen):
     deterministic = rng is None
+    vectors_BxLxD = latent_vectors(batch, batch["tokens"].shape[1])
     pred_BxLxD, stop_BxL = model.apply(
-        {"params": params}, batch["tokens"], batch["vectors"], batch["vector_mask"],
+        {"params": params}, batch["tokens"], vectors_BxLxD, batch["vector_mask"],
         segment_ids_BxL=batch["segments"], deterministic=deterministic,
         rngs=None if deterministic else {"dropout": rng})
     at_BxS, mask_BxS = batch["predict_at"], batch["predict_mask"]

@@ -53,6 +53,7 @@ class Problem:
   path: tuple[str, ...]  # X, ..., Y
   distractor: str  # Z, not reachable from X
   y_first: bool  # the question names Y before Z
+  stated: bool = True  # the facts are stated in the question (False: a fixed ontology's)
 
   @property
   def subject(self) -> str:
@@ -65,8 +66,8 @@ class Problem:
   def question(self) -> str:
     first, second = ((self.answer, self.distractor) if self.y_first
                      else (self.distractor, self.answer))
-    return (" ".join(fact(a, b) for a, b in self.facts)
-            + f" Question: Is every {self.subject} a {first} or a {second}?")
+    facts = " ".join(fact(a, b) for a, b in self.facts) + " " if self.stated else ""
+    return f"{facts}Question: Is every {self.subject} a {first} or a {second}?"
 
   def steps(self) -> list[str]:
     """The proof, one fact per step."""
@@ -120,6 +121,57 @@ def problems(count: int, seed: int, names: list[str], **shape) -> list[Problem]:
   out, seen = [], set()
   while len(out) < count:
     problem = make_problem(rng, names, **shape)
+    if problem.question() not in seen:
+      seen.add(problem.question())
+      out.append(problem)
+  return out
+
+
+def ontology(names: list[str], seed: int, roots: int = 4) -> dict[str, str]:
+  """A fixed is-a tree over `names` ({concept: its parent}; the first `roots` have none): each
+  later concept's parent is a random earlier one (a random recursive tree), seeded."""
+  rng = np.random.default_rng(seed)
+  return {name: names[int(rng.integers(i))] for i, name in enumerate(names) if i >= roots}
+
+
+def ancestors(tree: dict[str, str], concept: str) -> list[str]:
+  """The concept's parent, grandparent, ... up to its root."""
+  out = []
+  while concept in tree:
+    concept = tree[concept]
+    out.append(concept)
+  return out
+
+
+def ontology_problems(count: int, seed: int, tree: dict[str, str], hops=(2, 3, 4)) -> list[Problem]:
+  """`count` distinct questions over one fixed tree, whose facts are not restated: the proof is
+  the chain of parents from X up to its `k`-th ancestor Y; the distractor Z is no ancestor of X
+  (one at Y's depth when there is one, so depth alone does not give the answer)."""
+  rng = np.random.default_rng(seed)
+  concepts = sorted(set(tree) | set(tree.values()))
+  depth = {c: len(ancestors(tree, c)) for c in concepts}
+  candidates = [c for c in concepts if depth[c] >= min(hops)]
+
+  def distractors(x, y):
+    up = ancestors(tree, x)
+    others = [c for c in concepts if c != x and c not in up]
+    return [c for c in others if depth[c] == depth[y]] or others
+
+  capacity = sum(2 * len(distractors(x, ancestors(tree, x)[k - 1]))
+                 for x in candidates for k in hops if k <= depth[x])
+  if 2 * count > capacity:
+    raise ValueError(f"the ontology allows {capacity} distinct questions of {hops} hops; "
+                     f"{count} asked (at most half of them): use more concepts")
+  out, seen = [], set()
+  while len(out) < count:
+    x = candidates[int(rng.integers(len(candidates)))]
+    k = int(rng.choice([h for h in hops if h <= depth[x]]))
+    up = ancestors(tree, x)
+    y, path = up[k - 1], (x, *up[:k])
+    level = distractors(x, y)
+    z = level[int(rng.integers(len(level)))]
+    problem = Problem(tuple(zip(path[:-1], path[1:])), path, z, bool(rng.random() < 0.5),
+                      stated=False)
     if problem.question() not in seen:
       seen.add(problem.question())
       out.append(problem)
