@@ -263,7 +263,7 @@ def test_micro_pipeline_runs_resumes_and_prints_the_lens(tmp_path, capsys):
   from configs.sentence_lm import get_config
   from llmjax.experiments.sentence_lm import run
   config = get_config("tiny")
-  config.task.update(train=64, dev=32, test=6)
+  config.task.update(train=64, dev=96, test=6)
   config.model.update(d_model=32, n_layers=2, n_heads=2, d_ff=64)
   for section in ("cot", "no_cot", "semantic", "ctx_b", "ctx_c", "latent"):
     config[section].train.update(steps=2, batch_size=16, eval_every=2, eval_batches=1,
