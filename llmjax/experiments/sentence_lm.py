@@ -151,8 +151,12 @@ def _data(r: _Run, ctx) -> dict:
     with open(corpus, "w") as f:
       for text in r.task.corpus_text():
         f.write(text.replace("\n", " ") + "\n")
-    train_sentencepiece([corpus], ctx.path("tokenizer"), r.config.data.vocab_size,
-                        r.config.data.tokenizer_type)
+    try:
+      train_sentencepiece([corpus], ctx.path("tokenizer"), r.config.data.vocab_size,
+                          r.config.data.tokenizer_type)
+    except RuntimeError as e:  # sentencepiece's complaint, e.g. a vocabulary too large
+      raise UserError(f"data.vocab_size = {r.config.data.vocab_size}: sentencepiece training "
+                      f"on the task's text failed: {str(e).splitlines()[0]}") from None
     os.remove(corpus)
   counts = {split: len(rows) for split, rows in r.task.splits.items()}
   runio.write_json(ctx.path("problems.json"), {"task": r.task.name, "counts": counts,
