@@ -29,12 +29,12 @@ Result (300 test problems; GFLOPs per problem, analytic with KV caches):
 No-CoT solves this task too (the tree is memorised, ancestors included): the task separates
 the inference modes by FLOPs and robustness, not by the need for a chain of thought.
 
-`gsm8k_hf` (not run: no accelerator was lent). Its training is about 1.3e18 FLOPs (6 x 124M
-parameters x tokens: CoT 20k steps x 32 x 384 tokens 1.8e17, no-CoT 0.9e17, semantic 0.6e17,
-CTX-B and CTX-C (384-token contexts + 64-token sentences, 64 rows) 2.1e17 and 2.3e17, latent
-20k x 32 rows of 320 positions + 12 decoded sentences 5e17), plus the evaluation of 1319
+`gsm8k_hf` (not run: no accelerator was lent). Its training is about 2.4e18 FLOPs (6 x 124M
+parameters x tokens, at its 640-token budgets: CoT 20k steps x 32 rows 3e17, no-CoT 1.5e17,
+semantic 1.5e17, CTX-B and CTX-C (64 rows of a context and a sentence) 3.8e17 and 4e17, latent
+(32 rows of 320 positions + 12 decoded sentences of 160) 1e18), plus the evaluation of 1319
 problems: on one H200 in bf16 (`--config.model.dtype=bfloat16`) at 25-40% of its peak, about
-1-1.5 hours; an estimate from FLOPs, not a measurement.
+2-3 hours; an estimate from FLOPs, not a measurement.
 """
 
 import ml_collections
@@ -75,11 +75,12 @@ def _gsm8k_hf(config):
   config.task.update(name="gsm8k", path="../shared/data/gsm8k", train=0, dev=500, test=0)
   config.require_init = True  # --config.init=hf:/path/to/gpt2 (a local HF directory)
   config.data.tokenizer = ""  # the checkpoint's own
-  config.lengths.update(sentence=64, context=384, latent=320, sentences=12)
+  # GSM8K under GPT-2's tokenizer: steps up to ~100 tokens, question + solution up to ~450.
+  config.lengths.update(sentence=160, context=640, latent=320, sentences=12)
   for name, steps, batch, lr in (("cot", 20000, 32, 1e-4), ("no_cot", 10000, 32, 1e-4),
                                  ("semantic", 10000, 64, 5e-4), ("ctx_b", 10000, 64, 1e-4),
                                  ("ctx_c", 10000, 64, 1e-4), ("latent", 20000, 32, 1e-4)):
-    config[name].train.update(steps=steps, batch_size=batch, seq_len=384,
+    config[name].train.update(steps=steps, batch_size=batch, seq_len=640,
                               checkpoint_every=2000, keep_checkpoints=2,
                               eval_every=2000, log_every=100)
     config[name].optim.update(lr=lr)

@@ -59,8 +59,8 @@ class _Run:
     self.config, self.workdir = config, workdir
     self.parallel = Parallel.from_config(config.mesh, config.sharding_rules)
     self.task = data_lib.build_task(config)
-    self._tokenizer = None
     self._start = None
+    self._stop_ids = None
 
   @property
   def tokenizer_spec(self) -> str:
@@ -311,8 +311,20 @@ def latent_params(r: _Run, teacher: str):
 
 def stop_ids(r: _Run) -> set[int]:
   """The first token of every training answer sentence: the "###" mark as the tokenizer
-  writes it."""
-  return {p.sentences[-1][0] for p in r.tokenized("train")}
+  writes it. A tokenizer that begins some reasoning step with one of them would stop rollouts
+  at that step: refused."""
+  if r._stop_ids is None:
+    problems = r.tokenized("train")
+    answers = {p.sentences[-1][0] for p in problems}
+    steps = {s[0] for p in problems for s in p.sentences[:-1] if s}
+    shared = sorted(answers & steps)
+    if shared and r.config.inference.stop == "decoder":
+      raise UserError(f"the tokenizer begins both answer sentences and reasoning steps with "
+                      f"token {shared[0]} ({r.tokenizer.decode([shared[0]])!r}): the '###' "
+                      "stop rule needs a first token of its own; use inference.stop="
+                      "'classifier'")
+    r._stop_ids = answers
+  return r._stop_ids
 
 
 def latent_runner(r: _Run, teacher: str) -> LatentRunner:

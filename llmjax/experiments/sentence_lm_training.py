@@ -4,12 +4,16 @@ Autoencoder (semantic, CTX-B, CTX-C), one shared-weight Decoder:
   z = encode(encoder input); the decoder reads [dropout(z)] + the target sentence and is
   trained by token cross-entropy on the sentence and its EOS. CTX-C adds
   weight x InfoNCE(z, z_semantic) with z_semantic from the frozen semantic autoencoder on the
-  target sentence alone (cosine / temperature, in-batch negatives, the undropped z).
+  target sentence alone (cosine / temperature, in-batch negatives, the undropped z; the
+  semantic vectors are the queries, as in the released code).
 Latent model:
   from the question and the teacher embeddings of the sentences so far, predict the next
   sentence's embedding z_hat; loss = the frozen decoder's cross-entropy on the next sentence
   given z_hat + nce_weight x InfoNCE(z_hat, teacher) + stop_weight x the stop head's binary
-  cross-entropy (is the next sentence the answer?).
+  cross-entropy (is the next sentence the answer?). The InfoNCE pairs z_hat (after the output
+  projection) with the fixed teacher embedding; the released code pairs the latent hidden state
+  with the next input after the input projection and dropout, not detached. There, inference
+  runs a fixed 10 steps; here the stop head or the decoder's "###" ends the rollout.
 Token losses are means over target tokens, InfoNCE and stop losses means over rows: the summed
 loss the step divides by the row count is rows x (token mean) + the row sums (exact without
 gradient accumulation; with it, each micro-batch's token mean).
@@ -67,7 +71,9 @@ def autoencoder_objective(decoder: Decoder, prefix_dropout: float = 0.0,
     if contrastive:
       z_sem_BxD = jax.lax.stop_gradient(
           encode(decoder, frozen, batch["sem_tokens"], batch["sem_lengths"]))
-      nce, correct = info_nce_sum(z_BxD, z_sem_BxD, jnp.ones((B,), jnp.int32), temperature)
+      # The semantic vectors are the queries, softmaxed over the batch's contextual vectors
+      # (the released code's rep_semantic @ rep_contextual^T).
+      nce, correct = info_nce_sum(z_sem_BxD, z_BxD, jnp.ones((B,), jnp.int32), temperature)
       loss = loss + contrastive_weight * nce
       out.update(nce_sum=nce, retrieval_sum=correct.astype(jnp.float32))
     return loss, out

@@ -51,17 +51,28 @@ def prefix_logits(decoder: Decoder, params, z_BxD, inputs_BxL, segments_BxL=None
                        rngs=None if rng is None else {"dropout": rng})
 
 
+def _same_rows(x_BxD):
+  """[B, B] True where two rows are equal (to float tolerance), from the Gram matrix (no
+  [B, B, D] difference tensor)."""
+  gram_BxB = x_BxD @ x_BxD.T
+  sq_B = jnp.diagonal(gram_BxB)
+  distance_BxB = sq_B[:, None] + sq_B[None, :] - 2.0 * gram_BxB
+  return distance_BxB <= 1e-6 * (sq_B[:, None] + sq_B[None, :] + 1e-12)
+
+
 def info_nce_sum(queries_BxD, keys_BxD, mask_B, temperature: float):
   """InfoNCE with in-batch negatives, summed over the valid rows: each query's positive is the
   key of its own row, its negatives the other valid rows' keys; cosine similarity / temperature.
-  Rows whose key repeats another valid row's key (the same sentence twice in a batch) are not
-  counted as negatives of each other. Returns (loss sum, correct-retrieval count)."""
+  Two rows whose keys or whose queries are equal (the same sentence twice in a batch) are not
+  negatives of each other (the released code counts them as negatives). Returns (loss sum,
+  correct-retrieval count)."""
   q_BxD = queries_BxD / (jnp.linalg.norm(queries_BxD, axis=-1, keepdims=True) + 1e-6)
   k_BxD = keys_BxD / (jnp.linalg.norm(keys_BxD, axis=-1, keepdims=True) + 1e-6)
   logits_BxB = (q_BxD @ k_BxD.T) / temperature
   valid_B = mask_B.astype(bool)
-  same_key_BxB = jnp.all(jnp.isclose(keys_BxD[:, None], keys_BxD[None]), axis=-1)
-  negative_BxB = valid_B[None, :] & ~same_key_BxB
+  same_BxB = _same_rows(jax.lax.stop_gradient(keys_BxD)) | _same_rows(
+      jax.lax.stop_gradient(queries_BxD))
+  negative_BxB = valid_B[None, :] & ~same_BxB
   positive_B = jnp.diagonal(logits_BxB)
   masked_BxB = jnp.where(negative_BxB, logits_BxB, -jnp.inf)
   all_BxBp1 = jnp.concatenate([positive_B[:, None], masked_BxB], axis=1)
