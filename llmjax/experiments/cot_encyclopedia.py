@@ -328,7 +328,7 @@ def run(config, workdir: str) -> dict:
     for step, a in enumerate(np.linspace(0.0, 1.0, m.points)):
       path = ctx.path(f"responses_{step}.jsonl")
       if os.path.exists(path):  # a resumed sweep keeps the answers it has
-        texts = [r["response"] for r in list(read_jsonl(path))]
+        texts = [r["response"] for r in read_jsonl(path)]
       else:
         texts = model.complete(
             [ChatRequest(({"role": "user", "content": q},), request_seed(config.seed, q, 0))

@@ -24,6 +24,7 @@ RUN/checkpoints/STEP or hf:DIR; GPT-2 and Llama families through llmjax.interop)
 layer's decoded thought at each latent step.
 """
 
+import functools
 import os
 import sys
 
@@ -36,12 +37,13 @@ from llmjax.data.tokenizers import train_sentencepiece
 from llmjax.errors import UserError
 from llmjax.experiments import sentence_lm_data as data_lib
 from llmjax.experiments.dpo_training import stage_config
-from llmjax.experiments.sentence_lm_inference import LatentRunner, cot_flops
+from llmjax.experiments.sentence_lm_inference import LatentRunner
 from llmjax.experiments.sentence_lm_training import autoencoder_objective, latent_objective
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
 from llmjax.infer import Generator, SamplingParams, generate_text
 from llmjax.models import Decoder
+from llmjax.models.flops import generation_flops
 from llmjax.models.layout import params_layout
 from llmjax.models.sentence import LatentModel
 from llmjax.parallel import Parallel
@@ -61,6 +63,8 @@ class _Run:
     self.task = data_lib.build_task(config)
     self._start = None
     self._stop_ids = None
+    self._tokenized: dict[str, list[data_lib.Tokenized]] = {}
+    self._runners: dict[str, LatentRunner] = {}
 
   @property
   def tokenizer_spec(self) -> str:
@@ -86,7 +90,10 @@ class _Run:
     return self.start.model_config
 
   def tokenized(self, split: str) -> list[data_lib.Tokenized]:
-    return data_lib.tokenize(self.task.splits[split], self.tokenizer)
+    """The split's problems as token ids (tokenized once per run)."""
+    if split not in self._tokenized:
+      self._tokenized[split] = data_lib.tokenize(self.task.splits[split], self.tokenizer)
+    return self._tokenized[split]
 
   def stage_train_config(self, section: str):
     return stage_config(self.config, train=dict(self.config[section].train),
@@ -240,7 +247,7 @@ def teacher_embeddings(r: _Run, teacher: str, params, problems) -> list[np.ndarr
     width = lengths.context
   tokens = data_lib.pad_rows(rows, width, "context" if teacher != "semantic" else "sentence")
   counts = np.asarray([len(row) for row in rows], np.int32)
-  hidden = _hidden_fn(r)
+  hidden = _hidden_fn(r.model_config)
   batch = r.config.inference.batch_size
   vectors = []
   for i in range(0, len(rows), batch):
@@ -258,8 +265,10 @@ def teacher_embeddings(r: _Run, teacher: str, params, problems) -> list[np.ndarr
   return vectors
 
 
-def _hidden_fn(r: _Run):
-  decoder = Decoder(r.model_config)
+@functools.lru_cache(maxsize=4)
+def _hidden_fn(model_config):
+  """The compiled final hidden states of right-padded rows (one compile per model config)."""
+  decoder = Decoder(model_config)
 
   def hidden(params, tokens_BxL, lengths_B):
     segments = (jnp.arange(tokens_BxL.shape[1])[None] < lengths_B[:, None]).astype(jnp.int32)
@@ -328,10 +337,14 @@ def stop_ids(r: _Run) -> set[int]:
 
 
 def latent_runner(r: _Run, teacher: str) -> LatentRunner:
-  cfg = r.config
-  return LatentRunner(r.model_config, r.tokenizer, stop_ids(r), teacher,
-                      cfg.lengths.sentences, cfg.lengths.sentence, cfg.lengths.context,
-                      cfg.inference.batch_size, cfg.inference.stop)
+  """The rollouts of `teacher`'s latent model (built once per run: its compiled programs are
+  shared by the evaluation, the reconstruction check and the lens)."""
+  if teacher not in r._runners:
+    cfg = r.config
+    r._runners[teacher] = LatentRunner(
+        r.model_config, r.tokenizer, stop_ids(r), teacher, cfg.lengths.sentences,
+        cfg.lengths.sentence, cfg.lengths.context, cfg.inference.batch_size, cfg.inference.stop)
+  return r._runners[teacher]
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -346,7 +359,7 @@ def _evaluate(r: _Run, ctx, teachers: list[str], trained: list[str]) -> dict:
     methods[name] = _token_answers(r, name, rows, problems)
     say(f"{name}: accuracy {methods[name]['accuracy']:.3f}")
   cot_gflops = methods["cot"]["gflops"]
-  decode_steps = r.task.name == "blocksworld"
+  decode_steps = r.task.answer_is_steps
   for teacher in trained:
     reconstruction[teacher] = _reconstruction(r, teacher, problems)
   for teacher in teachers:
@@ -396,7 +409,7 @@ def _token_answers(r: _Run, stage: str, rows, problems) -> dict:
   results, _ = generate_text(generator, params, r.tokenizer, prompts, sampling,
                              seed=r.config.seed, stop_token_ids=r.tokenizer.stop_ids)
   texts = [c[0].text for c in results]
-  flops = [cot_flops(r.model_config, len(p), len(c[0].tokens))
+  flops = [generation_flops(r.model_config, len(p), len(c[0].tokens))
            for p, c in zip(prompts, results)]
   correct = [r.task.is_correct(row, text) for row, text in zip(rows, texts)]
   return {"accuracy": float(np.mean(correct)), "gflops": float(np.mean(flops)) / 1e9,
@@ -463,7 +476,7 @@ def results_table(results: dict) -> str:
   for name, m in results["methods"].items():
     ratio = f"{m['flops_vs_cot']:.2f}" if m.get("flops_vs_cot") is not None else "-"
     lines.append(f"| {name} | {m['accuracy']:.3f} | {m['gflops']:.4f} | {ratio} | "
-                 f"{m.get('sentences', '-') if 'sentences' in m else '-'} |")
+                 f"{m.get('sentences', '-')} |")
   lines += ["", "| autoencoder | reconstruction exact match |", "|---|---|"]
   lines += [f"| {k} | {v:.3f} |" for k, v in results["reconstruction_exact_match"].items()]
   for teacher, sweep in results["noise_accuracy"].items():

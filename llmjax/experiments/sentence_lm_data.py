@@ -41,6 +41,9 @@ class Task:
   splits: dict[str, list[dict]]
   is_correct: Callable[[dict, str], bool]
   corpus_text: Callable[[], list[str]]  # every sentence, for training a tokenizer
+  # The answer is the steps themselves (a plan): a rollout must decode every step, not only
+  # the answer sentence, and its FLOPs count that.
+  answer_is_steps: bool = False
 
 
 def sentences(row: dict) -> list[str]:
@@ -67,8 +70,10 @@ def build_task(config) -> Task:
   if cfg.name == "blocksworld":
     every = blocksworld.problems(cfg.train + cfg.dev + cfg.test, config.seed,
                                  tuple(cfg.blocks))
-    return _procedural("blocksworld", [p.to_row() for p in every], cfg,
+    task = _procedural("blocksworld", [p.to_row() for p in every], cfg,
                        blocksworld.is_correct)
+    task.answer_is_steps = True
+    return task
   if cfg.name == "gsm8k":
     return _gsm8k(cfg)
   raise UserError(f"task.name = {cfg.name!r}: expected 'prosqa', 'blocksworld' or 'gsm8k'")

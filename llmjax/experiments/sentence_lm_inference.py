@@ -216,7 +216,3 @@ def rollout_flops(config: ModelConfig, question_tokens: int, counts: list[int], 
         context += new
   return total
 
-
-def cot_flops(config: ModelConfig, prompt_tokens: int, generated_tokens: int) -> float:
-  """A chain of thought's FLOPs: the prompt's prefill and one cached step per further token."""
-  return generation_flops(config, prompt_tokens, generated_tokens)
