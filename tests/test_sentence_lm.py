@@ -66,14 +66,18 @@ def test_blocksworld_simulator_and_check():
 
 
 def test_gsm8k_rows_and_answer_check(tmp_path):
-  row = data_lib._gsm8k_row({"question": "Q?", "answer": "a = <<1+1=2>>2.\nb\n#### 1,024"},
-                            "f:1")
+  path = tmp_path / "train.jsonl"
+  path.write_text(json.dumps({"question": "Q?", "answer": "a = <<1+1=2>>2.\nb\n#### 1,024"})
+                  + "\n")
+  row, = data_lib.gsm8k_rows(str(path))
   assert row["steps"] == ["a = <<1+1=2>>2.", "b"] and row["answer"] == "### 1024"
   assert data_lib.gsm8k_is_correct(row, "x ### 1,024 y")
   assert not data_lib.gsm8k_is_correct(row, "### 1025")
   assert not data_lib.gsm8k_is_correct(row, "1024")
-  with pytest.raises(Exception, match="f:2: the answer does not end with a '#### N' line"):
-    data_lib._gsm8k_row({"question": "Q", "answer": "no answer"}, "f:2")
+  path.write_text(path.read_text() + json.dumps({"question": "Q", "answer": "no answer"}) + "\n")
+  with pytest.raises(Exception, match=f"{path}:2: malformed row: expected a final '#### N' "
+                     "line"):
+    data_lib.gsm8k_rows(str(path))
 
 
 def test_gsm8k_task_from_shared_data():

@@ -25,10 +25,11 @@ from typing import Callable
 import numpy as np
 
 from llmjax.data.examples import Examples
-from llmjax.data.readers import read_jsonl_numbered
+from llmjax.data.readers import read_gsm8k
 from llmjax.data.tokenizers import Tokenizer
-from llmjax.errors import DataError, UserError
+from llmjax.errors import UserError
 from llmjax.tasks import blocksworld, prosqa
+from llmjax.tasks.math_answers import normalise_number
 
 ANSWER_MARK = prosqa.ANSWER_MARK
 
@@ -92,29 +93,25 @@ def _corpus(rows) -> list[str]:
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def _gsm8k_row(row: dict, where: str) -> dict:
-  if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
-    raise DataError(f"{where}: expected a GSM8K row with string fields question and answer")
-  lines = [line.strip() for line in row["answer"].split("\n") if line.strip()]
-  if not lines or not lines[-1].startswith("####"):
-    raise DataError(f"{where}: the answer does not end with a '#### N' line")
-  label = lines[-1][4:].strip().replace(",", "")
-  return {"question": row["question"].strip(), "steps": lines[:-1],
-          "answer": f"{ANSWER_MARK} {label}", "label": label}
+def gsm8k_rows(path: str) -> list[dict]:
+  """A GSM8K-format file read by the engine's reader (llmjax.data.readers.read_gsm8k: a bad
+  row is one error naming file and line): the rationale's lines are the steps, its gold number
+  the answer sentence "### N"."""
+  rows = []
+  for problem in read_gsm8k(path):
+    lines = [line.strip() for line in problem["rationale"].split("\n")[:-1] if line.strip()]
+    rows.append({"question": problem["question"].strip(), "steps": lines,
+                 "answer": f"{ANSWER_MARK} {problem['gold']}", "label": problem["gold"]})
+  return rows
 
 
 def gsm8k_is_correct(row: dict, text: str) -> bool:
-  """The first number after "###" equals the label (commas ignored)."""
+  """The first number after "###" equals the label, both normalised
+  (llmjax.tasks.math_answers.normalise_number: "1,024" is 1024)."""
   at = text.find(ANSWER_MARK)
-  if at < 0:
-    return False
-  match = _NUMBER.search(text[at + len(ANSWER_MARK):])
-  if match is None:
-    return False
-  try:
-    return float(match.group(0).replace(",", "")) == float(row["label"])
-  except ValueError:
-    return False
+  match = _NUMBER.search(text[at + len(ANSWER_MARK):]) if at >= 0 else None
+  return match is not None and normalise_number(match.group(0)) == normalise_number(
+      row["label"])
 
 
 def _gsm8k(cfg) -> Task:
@@ -124,8 +121,7 @@ def _gsm8k(cfg) -> Task:
   if missing:
     raise UserError(f"task.path = {directory!r}: {missing[0]} not found (GSM8K train.jsonl and "
                     "test.jsonl with question and answer fields)")
-  read = {split: [_gsm8k_row(row, where) for where, row in read_jsonl_numbered(path)]
-          for split, path in files.items()}
+  read = {split: gsm8k_rows(path) for split, path in files.items()}
   train = read["train"]
   dev_count = min(cfg.dev, len(train) // 10)
   splits = {"train": train[dev_count:][:cfg.train or None], "dev": train[:dev_count],
