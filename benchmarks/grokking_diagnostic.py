@@ -8,8 +8,12 @@ through the same rule (llmjax/analysis/stages.py: after memorization, the first 
 it falls below 10% of its peak since memorization), and its lead is the step at which test
 accuracy reaches 0.99 minus that crossing step. Signals:
 
-  violation_max          the maximum instance violation over the whole table (the paper's
-                         statistic and the stage rule's default)
+  violation_max_invariances  the maximum instance violation of the invariances (identities
+                         comparing two inputs' answers: commutativity, converse) over the whole
+                         table: the paper's statistic on the stage rule's default identities
+  violation_mean_invariances  their mean instance violation
+  violation_max          the maximum instance violation of every identity, compositions
+                         (associativity, transitivity) included
   violation_mean         the mean instance violation over the whole table
   violation_max_train    the same on training inputs only (instances whose inputs are all
                          training inputs; what a run can see without its test set)
@@ -40,7 +44,9 @@ FAMILIES = {
     "comparison_grid3d": ["--config.task.family=comparison", "--config.task.grid=grid3d",
                           "--config.task.train_fraction=0.3", "--config.train.steps=1500"],
 }
-SIGNALS = {"violation_max": "violation_max", "violation_mean": "violation",
+SIGNALS = {"violation_max_invariances": "violation_invariance_max",
+           "violation_mean_invariances": "violation_invariance",
+           "violation_max": "violation_max", "violation_mean": "violation",
            "violation_max_train": "violation_max_train",
            "violation_mean_train": "violation_train", "control_test_loss": "test_loss"}
 
@@ -69,7 +75,8 @@ def main() -> None:
     out = {"violation_threshold": threshold}
     per_identity = {f"violation_max_{key[len('violation_'):-len('_max')]}": key
                     for key in sorted(rows[0]) if key.startswith("violation_")
-                    and key.endswith("_max") and key != "violation_max"}
+                    and key.endswith("_max")
+                    and key not in ("violation_max", "violation_invariance_max")}
     for signal, key in {**SIGNALS, **per_identity}.items():
       leads = []
       for i in range(args.seeds):

@@ -37,7 +37,7 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())
   for key in ("final_train_accuracy", "final_test_accuracy", "step_memorized",
               "step_symmetry", "step_generalized", "step_organized", "effective_dimension",
-              "min_violation"):
+              "final_violation"):
     assert key in summary and f"{key}_seed0" in summary and f"{key}_seed1" in summary
   assert summary["final_train_accuracy_seed0"] == rows[-2]["train_accuracy"]
   # The values of the restricted/excluded losses are tested on a planted Fourier model
@@ -49,7 +49,12 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
     per_seed = [summary[f"step_{key}_seed{i}"] for i in (0, 1)]
     assert all(v is None or v > 0 for v in per_seed), (key, per_seed)
     assert summary[f"num_seeds_{key}"] == sum(v is not None for v in per_seed)
-  assert summary["violation_statistic"] == "violation_max"
+  assert summary["violation_statistic"] == "violation_invariance_max"
+  for i in (0, 1):  # `ordered` is the order of the reported stage steps, all reached
+    found = [summary[f"step_{k}_seed{i}"] for k in
+             ("memorized", "symmetry", "generalized", "organized")]
+    assert summary[f"ordered_seed{i}"] == (None not in found and found == sorted(found))
+  assert summary["stages_ordered"] == sum(summary[f"ordered_seed{i}"] for i in (0, 1))
   assert summary["step_time_s"] > 0
   for row in rows:  # the violation on training inputs never exceeds the whole table's maximum
     assert row["violation_max_train"] <= row["violation_max"] + 1e-6
@@ -155,6 +160,7 @@ def test_paper_presets_use_the_paper_settings(preset, task, weight_decay):
       1e-3, weight_decay, 20)
   # The papers' definitions are the defaults; llmjax's variants are named options.
   assert config.analysis.violation_statistic == "max"
+  assert config.analysis.stage_identities == "invariances"
   assert config.acceleration.symmetry_inputs == "train"
 
 
@@ -162,5 +168,8 @@ def test_bad_analysis_settings_are_named(tmp_path, capsys):
   assert main.main(grok_args(tmp_path, "--config.analysis.violation_statistic=median")) == 2
   assert "analysis.violation_statistic = 'median': expected one of ('max', 'mean')" in (
       capsys.readouterr().err)
+  assert main.main(grok_args(tmp_path, "--config.analysis.stage_identities=some")) == 2
+  assert ("analysis.stage_identities = 'some': expected one of ('invariances', 'all')" in
+          capsys.readouterr().err)
   assert main.main(grok_args(tmp_path, "--config.acceleration.symmetry_inputs=test")) == 2
   assert "acceleration.symmetry_inputs = 'test'" in capsys.readouterr().err

@@ -32,6 +32,27 @@ def test_a_perfect_model_violates_nothing_and_a_random_one_does(task):
                                rtol=1e-5)
   np.testing.assert_allclose(summary["violation_max"],
                              max(np.max(v) for v in per_instance.values()), rtol=1e-6)
+  # The invariances are the identities that compare two inputs' answers, named by hand here.
+  invariances = {"x+y": ["commutativity"], "x-y": ["commutativity"], "x/y": ["commutativity"],
+                 "(x+y)^2": ["commutativity", "associativity"],  # (x+y)+z vs x+(y+z), exact
+                 "cycle64": ["reversal"], "compare_grid3d": ["converse"]}[task.name]
+  np.testing.assert_allclose(summary["violation_invariance_max"],
+                             max(np.max(per_instance[n]) for n in invariances), rtol=1e-6)
+  np.testing.assert_allclose(summary["violation_invariance"],
+                             np.mean([np.mean(per_instance[n]) for n in invariances]), rtol=1e-5)
+
+
+def test_a_commutative_model_that_is_wrong_violates_only_the_compositions():
+  """Both orders give the same wrong answer on some inputs: the invariance holds, while
+  associativity, which feeds those answers into a second step, does not."""
+  task = algebraic_task("x+y", 7, num_triples=256)
+  targets = task.targets_N.reshape(7, 7).copy()
+  targets[2, 3] = targets[3, 2] = (targets[2, 3] + 1) % 7  # wrong, but the same both ways
+  logits = np.full((task.size, task.vocab_size), -20.0)
+  logits[np.arange(task.size), targets.ravel()] = 20.0
+  summary = violation_summary(jnp.asarray(logits), task)
+  assert float(summary["violation_invariance_max"]) < 1e-4
+  assert float(summary["violation_associativity_max"]) > 10.0
 
 
 def test_symmetric_kl_matches_definition():

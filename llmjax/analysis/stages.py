@@ -5,14 +5,18 @@ reaches it; a stage not reached is None, never a step number):
 
   memorized          train accuracy >= 0.99.
   symmetry acquired  at or after memorization, the violation falls below `threshold` times its
-                     peak since memorization. The violation read is the *maximum* instance-level
-                     violation (the worst identity instance, `violation_max`), as in the paper's
-                     soft threshold; `statistic="mean"` reads the mean over instances instead
-                     (llmjax's earlier rule, kept as an option). Before memorization a
-                     near-uniform model violates nothing, so the crossing that matters is the
-                     fall that follows the rise during memorization; relative to the peak, one
-                     threshold serves task families whose answer spaces give violations of
-                     different scales.
+                     peak since memorization. The caller picks the curve; the grokking
+                     experiment's default is the *maximum* instance-level violation, as in the
+                     paper's soft threshold, of the task's invariances (the identities that
+                     compare two inputs' answers, llmjax.analysis.symmetry): the identities that
+                     compose answers (associativity) hold only once the last test answer is
+                     right, so their maximum cannot precede generalization. The mean over
+                     instances (llmjax's earlier rule) and every identity are options
+                     (`analysis.violation_statistic`, `analysis.stage_identities`). Before
+                     memorization a near-uniform model violates nothing, so the crossing that
+                     matters is the fall that follows the rise during memorization; relative to
+                     the peak, one threshold serves task families whose answer spaces give
+                     violations of different scales.
   generalized        test accuracy >= 0.99.
   organized          at or after every earlier stage (memorized, symmetry, generalized: all must
                      be reached), the effective dimension has fallen by at least `min_drop` (a

@@ -17,6 +17,14 @@ the answer distributions the model gives along the two paths. Kinds of identity
   transitive (ab, bc, ac, true, false)      Bradley-Terry: sigma(l_ab + l_bc) against sigma(l_ac),
                                             l = log-odds of 'true'
 
+Invariances and compositions. A `pair` identity is an *invariance* of the task: a transformation
+of the input that leaves the answer unchanged (x+y = y+x, d(u, v) = d(v, u), a < b iff b > a), so
+it compares the model's answers on two inputs and can hold while those answers are still wrong
+(both orders giving the same wrong sum). The other kinds *compose* the model's answers
+(associativity feeds one answer into the next step; the triangle and transitivity combine two
+answers), so they can hold only where the answers themselves are right: their worst instance
+waits for the last wrong test answer. `violation_summary` reports both groups.
+
 All functions are pure jnp, so the same measure is the diagnostic (mean and max over instances)
 and, summed into the loss, the "symmetry prompting" regulariser. The regulariser can be held to
 a set of inputs (`row_mask_N`): an instance then counts only when every input it reads is in
@@ -29,6 +37,14 @@ import jax.numpy as jnp
 import numpy as np
 
 _EPS = 1e-6  # floor on probabilities, so SKL stays finite where a path gives an answer zero mass
+
+
+INVARIANCE_KINDS = ("pair",)
+
+
+def invariance_names(task) -> list[str]:
+  """The task's invariance identities (module docstring), in table order."""
+  return [name for name, (kind, *_) in task.symmetry.items() if kind in INVARIANCE_KINDS]
 
 
 def symmetric_kl(p_MxA, q_MxA):
@@ -124,22 +140,33 @@ def instance_masks(task, row_mask_N) -> dict[str, jax.Array]:
 
 
 def violation_summary(logits_NxV, task, row_mask_N=None) -> dict[str, jax.Array]:
-  """Mean and max violation per identity; 'violation' = the mean over identities' means and
-  'violation_max' = the largest instance violation of any identity (the paper's statistic).
-  With `row_mask_N`, only the instances that read masked-in rows count (suffix '_masked')."""
+  """The diagnostic's statistics, from one pass over the instances:
+
+    violation_<name>, violation_<name>_max   mean and max over one identity's instances
+    violation, violation_max                 every identity: the mean of the identities'
+                                             means; the largest instance violation of any
+    violation_invariance, violation_invariance_max   the same over the invariances only
+                                             (the `pair` identities, module docstring)
+  With `row_mask_N` (e.g. the training inputs), also `violation_train` and
+  `violation_max_train`: every identity, counting only the instances all of whose rows are
+  masked in."""
   per_instance = instance_violations(logits_NxV, task)
   summary = {}
-  if row_mask_N is None:
-    for name, values in per_instance.items():
-      summary[f"violation_{name}"] = values.mean()
-      summary[f"violation_{name}_max"] = values.max()
-    summary["violation"] = _mean_over_identities(per_instance)
-    summary["violation_max"] = jnp.max(jnp.stack([v.max() for v in per_instance.values()]))
-    return summary
-  masks = instance_masks(task, row_mask_N)
-  summary["violation_masked"] = _mean_over_identities(per_instance, masks)
-  summary["violation_max_masked"] = jnp.max(jnp.stack(
-      [jnp.max(jnp.where(masks[n] > 0, v, 0.0)) for n, v in per_instance.items()]))
+  for name, values in per_instance.items():
+    summary[f"violation_{name}"] = values.mean()
+    summary[f"violation_{name}_max"] = values.max()
+  summary["violation"] = _mean_over_identities(per_instance)
+  summary["violation_max"] = jnp.max(jnp.stack([v.max() for v in per_instance.values()]))
+  invariances = {n: per_instance[n] for n in invariance_names(task)}
+  if invariances:
+    summary["violation_invariance"] = _mean_over_identities(invariances)
+    summary["violation_invariance_max"] = jnp.max(
+        jnp.stack([v.max() for v in invariances.values()]))
+  if row_mask_N is not None:
+    masks = instance_masks(task, row_mask_N)
+    summary["violation_train"] = _mean_over_identities(per_instance, masks)
+    summary["violation_max_train"] = jnp.max(jnp.stack(
+        [jnp.max(jnp.where(masks[n] > 0, v, 0.0)) for n, v in per_instance.items()]))
   return summary
 
 

@@ -27,11 +27,13 @@ Method, in the paper's order:
        grokfast_ema / grokfast_ma  the Grokfast gradient filters (llmjax.train.grokfast).
 
 The stage rules (llmjax.analysis.stages) read the maximum instance violation by default, as the
-paper's soft threshold does (`analysis.violation_statistic`); stages a seed never reaches are
-null in summary.json.
+paper's soft threshold does (`analysis.violation_statistic`), over the task's invariances
+(`analysis.stage_identities`, llmjax.analysis.symmetry); stages a seed never reaches are null
+in summary.json.
 """
 
 import dataclasses
+import functools
 import os
 
 import flax.linen as nn
@@ -54,7 +56,14 @@ from llmjax.train.optim import build_optimizer
 
 METHODS = ("none", "symmetry", "geometry", "grokfast_ema", "grokfast_ma")
 SYMMETRY_INPUTS = ("train", "all")
-VIOLATION_STATISTICS = {"max": "violation_max", "mean": "violation"}
+VIOLATION_STATISTICS = ("max", "mean")
+STAGE_IDENTITIES = ("invariances", "all")
+
+
+def stage_signal(analysis) -> str:
+  """The logged column the symmetry stage reads (llmjax.analysis.symmetry.violation_summary)."""
+  group = "_invariance" if analysis.stage_identities == "invariances" else ""
+  return f"violation{group}{'_max' if analysis.violation_statistic == 'max' else ''}"
 
 
 def method_label(acceleration) -> str:
@@ -157,10 +166,7 @@ def make_loss_and_eval(model: Decoder, task: Task, config, train_mask_SxN=None):
         "test_accuracy": (correct_N * test_N).sum() / test_N.sum(),
         "effective_dimension": geometry.effective_dimension(entity_embeddings(params)),
     }
-    out.update(symmetry.violation_summary(logits_NxV, task))
-    on_train = symmetry.violation_summary(logits_NxV, task, train_N)  # training inputs only
-    out.update(violation_train=on_train["violation_masked"],
-               violation_max_train=on_train["violation_max_masked"])
+    out.update(symmetry.violation_summary(logits_NxV, task, row_mask_N=train_N))
     return out
 
   return loss_fn, eval_fn
@@ -190,7 +196,10 @@ def run(config, workdir: str) -> dict:
                 config.analysis.organized_min_drop, "a fraction in [0, 1)")
   checks.expect(config.analysis.violation_statistic in VIOLATION_STATISTICS,
                 "analysis.violation_statistic", config.analysis.violation_statistic,
-                f"one of {tuple(VIOLATION_STATISTICS)}")
+                f"one of {VIOLATION_STATISTICS}")
+  checks.expect(config.analysis.stage_identities in STAGE_IDENTITIES,
+                "analysis.stage_identities", config.analysis.stage_identities,
+                f"one of {STAGE_IDENTITIES}")
   checks.expect(config.acceleration.symmetry_inputs in SYMMETRY_INPUTS,
                 "acceleration.symmetry_inputs", config.acceleration.symmetry_inputs,
                 f"one of {SYMMETRY_INPUTS} ('all' is transductive: it reads test inputs)")
@@ -218,13 +227,14 @@ def run(config, workdir: str) -> dict:
 
   def evaluate_rows(state, step):
     metrics = jax.device_get(trainer.evaluate(state, batch))
-    snapshots.add(step, jax.device_get(state.params["embed"]["embedding"][0][task.entity_tokens]))
+    snapshots.add(step, jax.device_get(state.params["embed"]["embedding"])[0][task.entity_tokens])
     return [{"seed": i, **{k: float(v[i]) for k, v in metrics.items()}}
             for i in range(len(seeds))]
 
   result = run_loop(MultiSeedProgram(trainer, seeds, batch, evaluate_rows), workdir,
                     config.train, config.resume, config.overwrite, eval_at_start=True,
-                    progress_keys=("train_accuracy", "test_accuracy", "violation"),
+                    progress_keys=("train_accuracy", "test_accuracy",
+                                   stage_signal(config.analysis)),
                     on_save=lambda step: snapshots.save(), on_start=snapshots.keep_through)
   summary = summarise(config, workdir, task, model, result.state, snapshots, train_mask)
   summary["stopped_early"] = result.stopped_early
@@ -244,7 +254,7 @@ def summarise(config, workdir, task, model, state, snapshots, train_mask_SxN) ->
   rows = runio.read_metrics(workdir, "eval")
   num_seeds = config.num_seeds
   threshold = config.analysis.violation_threshold
-  statistic = VIOLATION_STATISTICS[config.analysis.violation_statistic]
+  statistic = stage_signal(config.analysis)
   per_seed = []
   for i in range(num_seeds):
     curve = [r for r in rows if r["seed"] == i]
@@ -257,7 +267,7 @@ def summarise(config, workdir, task, model, state, snapshots, train_mask_SxN) ->
     found.update(final_train_accuracy=curve[-1]["train_accuracy"],
                  final_test_accuracy=curve[-1]["test_accuracy"],
                  effective_dimension=curve[-1]["effective_dimension"],
-                 min_violation=min(r[statistic] for r in curve))
+                 final_violation=curve[-1][statistic])
     per_seed.append((curve, found))
 
   summary = {"task": task.name, "family": task.family, "num_seeds": num_seeds,
@@ -285,7 +295,8 @@ def summarise(config, workdir, task, model, state, snapshots, train_mask_SxN) ->
           int(np.asarray(mask).sum()) if config.acceleration.symmetry_inputs == "train"
           else int(np.asarray(mask).size))
 
-  seed0_params = jax.tree.map(lambda x: x[0], state.params)
+  # On the host: slicing device arrays here would compile one small program per leaf.
+  seed0_params = jax.tree.map(lambda x: x[0], jax.device_get(state.params))
   keys = []
   if task.family == "algebraic":
     emb = np.asarray(seed0_params["embed"]["embedding"])[task.entity_tokens]
@@ -294,7 +305,9 @@ def summarise(config, workdir, task, model, state, snapshots, train_mask_SxN) ->
     summary["key_frequencies_seed0"] = ",".join(map(str, keys))
     if task.name == "x+y":
       p = task.modulus
-      logits = np.asarray(answer_logits(model, seed0_params, jnp.asarray(task.inputs_NxT)))
+      # jitted: run eagerly, the model would compile op by op (~4 s on a 2-core host)
+      logits = np.asarray(jax.jit(functools.partial(answer_logits, model))(
+          seed0_params, jnp.asarray(task.inputs_NxT)))
       restricted, excluded = geometry.restricted_and_excluded_loss(
           logits[:, task.answer_tokens].reshape(p, p, p), task.targets_N.reshape(p, p), keys)
       summary.update(restricted_loss_seed0=restricted, excluded_loss_seed0=excluded)

@@ -58,7 +58,8 @@ def _shade(ax, found: dict, last_step: int) -> None:
 
 
 def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
-  """accuracy.png, loss.png, violation.png, effective_dimension.png (seed 0 bold, others thin)."""
+  """accuracy.png, loss.png, violation.png, effective_dimension.png (seed 0 bold, others thin).
+  The dashed line marks seed 0's symmetry stage, read from the signal the config chose."""
   if not runio.is_writer():
     return
   curve0, found0 = per_seed[0]
@@ -66,7 +67,9 @@ def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
   panels = [
       ("accuracy", (("train_accuracy", "train"), ("test_accuracy", "test")), False),
       ("loss", (("train_loss", "train"), ("test_loss", "test")), True),
-      ("violation", (("violation_max", "max over instances"), ("violation", "mean")), True),
+      ("violation", (("violation_invariance_max", "invariances: max over instances"),
+                     ("violation_max", "all identities: max"), ("violation", "all: mean")),
+       True),
       ("effective_dimension", (("effective_dimension", "effective dimension"),), False),
   ]
   for name, series, logy in panels:
@@ -74,7 +77,7 @@ def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
     _shade(ax, found0, last)
     for i, (curve, _) in enumerate(per_seed):
       steps = [r["step"] for r in curve]
-      for (key, label), colour in zip(series, ("tab:blue", "tab:orange")):
+      for (key, label), colour in zip(series, ("tab:blue", "tab:orange", "tab:purple")):
         ax.plot(steps, [max(r[key], 1e-8) if logy else r[key] for r in curve], color=colour,
                 lw=1.8 if i == 0 else 0.6, alpha=1.0 if i == 0 else 0.4,
                 label=f"{label} (seed 0)" if i == 0 else None)
