@@ -6,20 +6,23 @@ cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model 
   4 heads, d_mlp 512, ReLU, no LayerNorm) with AdamW lr 3e-3, betas (0.9, 0.98), weight decay 1,
   full batch, 1,200 steps, 2 seeds vmapped in one compiled step.
   python -m llmjax.main --config configs/grokking.py --workdir runs/grok
-  Runtime: 1 min 50 s end to end (56 ms per step of both seeds) on host D of
-  docs/benchmarks.md (2-core Intel Xeon, 2026-12-02); 3 seeds took 2 min 23 s there, and the
-  earlier 4-seed default 3 min 14 s on the slower host C. Raise `--config.num_seeds=` for
-  medians over more seeds (the step is vmapped: 3 seeds cost ~1.3x the time of 2).
-  Expected: both seeds memorize by step 100 and generalize (test accuracy >= 0.99) at steps
-  850 and 800; final test accuracy 1.0; the embeddings organize onto circles of a few key
-  frequencies (plots/structure.png, plots/fourier.png), organized at 1050 in both (a third
-  seed: generalized 450, organized 850).
-  With the paper's rule (the *maximum* instance violation below 10% of its post-memorization
-  peak) symmetry is acquired at 1000 and 950 (650 for a third seed): 150-200 steps *after* test
-  accuracy reaches 0.99, so `stages_ordered` is 0. The worst associativity instance stays near its
-  peak until the last test inputs are learned; the mean over instances
-  (`--config.analysis.violation_statistic=mean`) falls 50-150 steps before generalization
-  (benchmarks/grokking_diagnostic.py measures both against a test-loss control).
+  Runtime: 1 min 26 s end to end (42 ms per step of both seeds) on host D of
+  docs/benchmarks.md (2-core Intel Xeon, 2026-12-03), and 2 min 8 s on one core of it
+  (`taskset -c 0`), a stand-in for a slow 2-core host; 3 seeds took 2 min 23 s on host D with
+  the code of 2026-12-02 (before the summary's logits were compiled). Raise
+  `--config.num_seeds=` for medians over more seeds (the step is vmapped: 3 seeds cost ~1.3x
+  the time of 2).
+  Expected: both seeds memorize by step 100, acquire symmetry (the maximum commutativity
+  violation below 10% of its post-memorization peak) at 550 and 500, generalize (test accuracy
+  >= 0.99) at 850 and 800, and organize (effective dimension down >= 25% and settled) at 1050:
+  `stages_ordered` 2 of 2; final test accuracy 1.0; the embeddings lie on circles of a few key
+  frequencies (plots/structure.png, plots/fourier.png). Over 5 seeds evaluated every 25 steps
+  (benchmarks/grokking_diagnostic.py) the crossing leads generalization in every seed, by 100-350
+  steps (median 275; the test loss's own fall leads by 225).
+  With `--config.analysis.stage_identities=all` the maximum also reads associativity, whose
+  worst instance composes two answers and stays at its ceiling until the last test answer is
+  right: it crosses 150-375 steps *after* generalization (`stages_ordered` 0). The mean over
+  instances (`--config.analysis.violation_statistic=mean`) leads by 75-150 steps.
 
 paper_algebraic — x+y mod 113, train fraction 0.3, weight decay 1 (change `task.op` for the other
   operations: x-y, (x+y)^2, (x+y)^3, x*y, x+xy+y, x/y).
