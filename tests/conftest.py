@@ -23,6 +23,13 @@ def _isolated_caches(tmp_path_factory):
   os.environ["LLMJAX_CACHE"] = str(root / "llmjax")
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "xla"))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  # This process imported jax while collecting the tests, before the variables above were set,
+  # and jax reads them at import: tell it directly, so the tests that run in-process share the
+  # cache with each other and with the CLI subprocesses.
+  import jax
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
   # CLI subprocesses start with glibc malloc on huge pages, as `python -m llmjax.main` would
   # re-execute itself to (llmjax/hostenv.py): the same speed, without the second start.
   tunables = hostenv.huge_page_tunables()
