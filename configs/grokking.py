@@ -86,6 +86,9 @@ def _common(config):
   # comparison's converse). "all" adds the identities that compose the model's answers
   # (associativity, triangle, transitivity): their worst instance holds only once the last test
   # answer is right, so it crosses after generalization (docs/benchmarks.md, diagnostic).
+  # Which identities the paper's maximum ranges over is our reading, not its text: over every
+  # identity the crossing contradicts its finding (symmetry before generalization) on x+y in
+  # every seed; over the invariances it reproduces it.
   # "Organized" needs the effective dimension to have fallen by `organized_min_drop` from its
   # post-memorization peak and to stay put.
   config.analysis = ml_collections.ConfigDict({
