@@ -18,6 +18,8 @@ accuracy reaches 0.99 minus that crossing step. Signals:
   violation_max_train    the same on training inputs only (instances whose inputs are all
                          training inputs; what a run can see without its test set)
   violation_mean_train
+  violation_max_invariances_train, violation_mean_invariances_train   the invariances' on
+                         training inputs only
   violation_max_<identity>  the maximum over one identity's instances (e.g. commutativity,
                          associativity): which identity the whole-table maximum waits for
   control_test_loss      the test loss itself: a signal that falls as test accuracy rises,
@@ -48,7 +50,10 @@ SIGNALS = {"violation_max_invariances": "violation_invariance_max",
            "violation_mean_invariances": "violation_invariance",
            "violation_max": "violation_max", "violation_mean": "violation",
            "violation_max_train": "violation_max_train",
-           "violation_mean_train": "violation_train", "control_test_loss": "test_loss"}
+           "violation_mean_train": "violation_train",
+           "violation_max_invariances_train": "violation_invariance_max_train",
+           "violation_mean_invariances_train": "violation_invariance_train",
+           "control_test_loss": "test_loss"}
 
 
 def crossing(curve: list[dict], key: str, threshold: float) -> int | None:

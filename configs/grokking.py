@@ -83,9 +83,9 @@ def _common(config):
   # violation read is the maximum instance violation, as in the paper ("mean": the mean over
   # instances, llmjax's earlier rule), over the task's invariances (stage_identities
   # "invariances": commutativity or the paper's proxy for it, a graph's d(u, v) = d(v, u),
-  # comparison's converse). "all" adds the identities that compose the model's answers
-  # (associativity, triangle, transitivity): their worst instance holds only once the last test
-  # answer is right, so it crosses after generalization (docs/benchmarks.md, diagnostic).
+  # comparison's converse; for (x+y)^a also f(x+y, z) = f(x, y+z)). "all" adds the identities
+  # that compose the model's answers (associativity of x+y, triangle, transitivity): their worst
+  # instance waited for the last wrong test answer, after generalization (docs/benchmarks.md).
   # Which identities the paper's maximum ranges over is our reading, not its text: over every
   # identity the crossing contradicts its finding (symmetry before generalization) on x+y in
   # every seed; over the invariances it reproduces it.

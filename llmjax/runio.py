@@ -13,6 +13,7 @@ import sys
 from typing import Any, Mapping
 
 import jax
+import numpy as np
 import tqdm
 
 
@@ -37,6 +38,13 @@ def atomic_output(path: os.PathLike):
 def atomic_write_text(path: os.PathLike, text: str) -> None:
   with atomic_output(path) as tmp:
     tmp.write_text(text)
+
+
+def atomic_save_npy(path: os.PathLike, array) -> None:
+  """np.save, with the atomicity of `atomic_output` (np.save would append '.npy' to the
+  temporary name, so it writes through an open file)."""
+  with atomic_output(path) as tmp, open(tmp, "wb") as f:
+    np.save(f, array)
 
 
 _MUTED = {"stderr_fd": None}

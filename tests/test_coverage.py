@@ -8,7 +8,7 @@ import pytest
 
 from llmjax.analysis.coverage import k_coverage, k_coverage_brute_force, nontrivial_subsets
 from llmjax.errors import UserError
-from llmjax.experiments.coverage import fit_power_law, search_data_required
+from llmjax.experiments.coverage import coverage_report, fit_power_law, search_data_required
 from llmjax.tasks import compositional
 from llmjax.data.batches import lm_batch
 from tests.conftest import read_jsonl, run_cli
@@ -112,6 +112,35 @@ def test_a_duplicated_row_does_not_break_an_equivalence():
   targets = np.array([[5, 6, 7], [5, 6, 7], [4, 6, 0]])
   train = np.array([[0, 0], [0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [2, 0], [2, 1]])
   assert k_coverage(train, targets, 2)[1, 2] and not k_coverage(train, targets, 2)[2, 2]
+
+
+def test_coverage_report_splits_accuracy_by_the_definition():
+  """A planted model that answers exactly the covered inputs plus every third uncovered one:
+  per split and k, the report's fractions, counts and accuracies must match what the
+  brute-force definition says about each held-out input."""
+  task = compositional.make_task("two_hop", n_tokens=6, num_train=60, seed=4)
+  targets, train = task.full_targets(), task.splits["train"].inputs
+  held_out = [n for n, s in task.splits.items() if n != "train" and len(s)]
+  truth = k_coverage_brute_force(train, targets, 2)
+  correct = {"train": np.zeros(0, bool)}
+  for name in held_out:
+    covered = truth[tuple(task.splits[name].inputs.T)]
+    correct[name] = covered | (np.arange(len(covered)) % 3 == 0)
+  masks, report = coverage_report(task, correct, ks=(2,))
+  np.testing.assert_array_equal(masks[2], truth)
+  row = report["k2"]
+  seen = compositional.seen_type("two_hop")
+  test_names = [n for n in held_out if n != "train_inferred"]
+  for prefix, names in ((f"{seen}_", [seen]), ("test_", test_names)):
+    covered = np.concatenate([truth[tuple(task.splits[n].inputs.T)] for n in names])
+    uncovered_index = np.concatenate([np.arange(len(task.splits[n].inputs)) for n in names])
+    assert row[f"{prefix}covered_count"] == covered.sum() > 0
+    assert row[f"{prefix}uncovered_count"] == (~covered).sum() > 0
+    assert row[f"{prefix}covered_accuracy"] == 1.0
+    expected = float(np.mean(uncovered_index[~covered] % 3 == 0))
+    assert abs(row[f"{prefix}uncovered_accuracy"] - expected) < 1e-12 and expected < 1.0
+  for name in held_out:
+    assert row["coverage_fraction"][name] == truth[tuple(task.splits[name].inputs.T)].mean()
 
 
 @pytest.mark.parametrize("k", [0, -1, 1.5, True])

@@ -71,6 +71,14 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
   assert summary["steps"] == 80 and summary["stopped_early"] is True
   steps = sorted({r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")})
   assert steps == [0, 20, 40, 60, 80]
+  # A workdir from before the stage signal existed is refused by name, not with a KeyError.
+  old_rows = [{k: v for k, v in r.items() if not k.startswith("violation_invariance")}
+              for r in read_jsonl(tmp_path / "metrics.jsonl")]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old_rows))
+  result = run_cli(grok_args(tmp_path, "--config.train.steps=80"))
+  assert result.returncode == 2
+  assert (f"error: {tmp_path}/metrics.jsonl: no 'violation_invariance_max' column"
+          in result.stderr), result.stderr
 
 
 def _final_eval(workdir):
@@ -173,3 +181,15 @@ def test_bad_analysis_settings_are_named(tmp_path, capsys):
           capsys.readouterr().err)
   assert main.main(grok_args(tmp_path, "--config.acceleration.symmetry_inputs=test")) == 2
   assert "acceleration.symmetry_inputs = 'test'" in capsys.readouterr().err
+
+
+def test_stage_signal_names_the_logged_column_for_every_setting():
+  import ml_collections
+  from llmjax.experiments.grokking import stage_signal
+  expected = {("max", "invariances"): "violation_invariance_max",
+              ("mean", "invariances"): "violation_invariance",
+              ("max", "all"): "violation_max", ("mean", "all"): "violation"}
+  for (statistic, identities), column in expected.items():
+    analysis = ml_collections.ConfigDict({"violation_statistic": statistic,
+                                          "stage_identities": identities})
+    assert stage_signal(analysis) == column

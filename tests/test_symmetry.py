@@ -191,3 +191,25 @@ def test_masked_loss_reads_only_instances_inside_the_mask():
   outside = np.flatnonzero(mask == 0)
   assert np.abs(grad[outside]).max() == 0.0 and np.abs(grad[1 * 5 + 2]).max() > 0
   assert np.abs(grad[0 * 5 + 4]).max() == 0.0  # its swap partner is a test input
+
+
+def test_masked_summary_statistics_against_the_instances_inside_the_mask():
+  """The training-input statistics of the diagnostic: the mask holds two pairs both ways, a
+  diagonal input and one side of the worst pair, whose swap partner is outside; a composition
+  over the whole table is never inside it."""
+  task = algebraic_task("x+y", 5, num_triples=8)
+  logits = jnp.asarray(np.random.default_rng(4).normal(size=(task.size, task.vocab_size)) * 3)
+  per = np.asarray(instance_violations(logits, task)["commutativity"])
+  worst = int(np.argmax(per))  # its swap partner stays out, so it must not count
+  a, b = divmod(worst, 5)
+  pairs = [(x, y) for x in range(5) for y in range(x + 1, 5) if {x, y} != {a, b}][:2]
+  inside = [x * 5 + y for x, y in pairs] + [y * 5 + x for x, y in pairs] + [a * 5 + a]
+  mask = np.zeros(task.size)
+  mask[inside + [worst]] = 1
+  summary = violation_summary(logits, task, jnp.asarray(mask))
+  for group in ("", "_invariance"):  # x+y: the only instances inside are commutativity's
+    np.testing.assert_allclose(summary[f"violation{group}_max_train"], per[inside].max(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(summary[f"violation{group}_train"], per[inside].mean(),
+                               rtol=1e-5)
+  assert per[worst] > per[inside].max()  # the half-inside pair would have changed the max

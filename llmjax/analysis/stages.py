@@ -8,9 +8,9 @@ reaches it; a stage not reached is None, never a step number):
                      peak since memorization. The caller picks the curve; the grokking
                      experiment's default is the *maximum* instance-level violation, as in the
                      paper's soft threshold, of the task's invariances (the identities that
-                     compare two inputs' answers, llmjax.analysis.symmetry): the identities that
-                     compose answers (associativity) hold only once the last test answer is
-                     right, so their maximum cannot precede generalization. The mean over
+                     compare two inputs' answers, llmjax.analysis.symmetry): the worst instance of
+                     the identities that compose answers (associativity of x+y) waited, in our
+                     runs, for the last wrong test answer, after generalization. The mean over
                      instances (llmjax's earlier rule) and every identity are options
                      (`analysis.violation_statistic`, `analysis.stage_identities`). Before
                      memorization a near-uniform model violates nothing, so the crossing that

@@ -20,10 +20,12 @@ the answer distributions the model gives along the two paths. Kinds of identity
 Invariances and compositions. A `pair` identity is an *invariance* of the task: a transformation
 of the input that leaves the answer unchanged (x+y = y+x, d(u, v) = d(v, u), a < b iff b > a), so
 it compares the model's answers on two inputs and can hold while those answers are still wrong
-(both orders giving the same wrong sum). The other kinds *compose* the model's answers
-(associativity feeds one answer into the next step; the triangle and transitivity combine two
-answers), so they can hold only where the answers themselves are right: their worst instance
-waits for the last wrong test answer. `violation_summary` reports both groups.
+(both orders giving the same wrong sum). For (x+y)^2 and (x+y)^3 the identity named
+associativity, f(x+y, z) = f(x, y+z), is of this kind too. The other kinds *compose* the
+model's answers (associativity of x+y feeds one answer into the next step; the triangle and
+transitivity combine two answers): a model whose wrong answers happen to compose consistently
+would satisfy them, but in our grokking runs their worst instance waited for the last wrong
+test answer. `violation_summary` reports both groups.
 
 All functions are pure jnp, so the same measure is the diagnostic (mean and max over instances)
 and, summed into the loss, the "symmetry prompting" regulariser. The regulariser can be held to
@@ -147,9 +149,9 @@ def violation_summary(logits_NxV, task, row_mask_N=None) -> dict[str, jax.Array]
                                              means; the largest instance violation of any
     violation_invariance, violation_invariance_max   the same over the invariances only
                                              (the `pair` identities, module docstring)
-  With `row_mask_N` (e.g. the training inputs), also `violation_train` and
-  `violation_max_train`: every identity, counting only the instances all of whose rows are
-  masked in."""
+  With `row_mask_N` (e.g. the training inputs), also `violation_train`, `violation_max_train`
+  and `violation_invariance_train`, `violation_invariance_max_train`: the same statistics
+  counting only the instances all of whose rows are masked in."""
   per_instance = instance_violations(logits_NxV, task)
   summary = {}
   for name, values in per_instance.items():
@@ -164,9 +166,11 @@ def violation_summary(logits_NxV, task, row_mask_N=None) -> dict[str, jax.Array]
         jnp.stack([v.max() for v in invariances.values()]))
   if row_mask_N is not None:
     masks = instance_masks(task, row_mask_N)
-    summary["violation_train"] = _mean_over_identities(per_instance, masks)
-    summary["violation_max_train"] = jnp.max(jnp.stack(
-        [jnp.max(jnp.where(masks[n] > 0, v, 0.0)) for n, v in per_instance.items()]))
+    for group, values in (("", per_instance), ("_invariance", invariances)):
+      if values:
+        summary[f"violation{group}_train"] = _mean_over_identities(values, masks)
+        summary[f"violation{group}_max_train"] = jnp.max(jnp.stack(
+            [jnp.max(jnp.where(masks[n] > 0, v, 0.0)) for n, v in values.items()]))
   return summary
 
 

@@ -126,9 +126,7 @@ def run(config, workdir: str) -> dict:
              for c in criteria]
     embeddings = embedder.embed(texts)
     if runio.is_writer():
-      with runio.atomic_output(ctx.path("embeddings.npy")) as tmp:
-        with open(tmp, "wb") as f:
-          np.save(f, embeddings)
+      runio.atomic_save_npy(ctx.path("embeddings.npy"), embeddings)
       runio.atomic_write_text(ctx.path("criteria.jsonl"),
                               "".join(json.dumps(c) + "\n" for c in criteria))
     return {"criteria": len(criteria), "dimension": int(embeddings.shape[1])}
@@ -187,9 +185,7 @@ def run(config, workdir: str) -> dict:
         if verdict is not None:
           matrix[i, k] = 1 if verdict == "A" else 0
     if runio.is_writer():
-      with runio.atomic_output(ctx.path("matrix.npy")) as tmp:
-        with open(tmp, "wb") as f:
-          np.save(f, matrix)
+      runio.atomic_save_npy(ctx.path("matrix.npy"), matrix)
     return {"classified": len(items),
             "parse_failures": sum(1 for i in items if judged[i.id]["failed"]),
             "criteria_without_rubric": len(criteria) - len(usable)}

@@ -30,11 +30,9 @@ import numpy as np
 from llmjax import plotting, runio
 from llmjax.cot_encyclopedia import clustering as clustering_lib
 from llmjax.cot_encyclopedia.prompts import parse_criteria
-from llmjax.data.examples import read_examples
 from llmjax.data.readers import read_jsonl
-from llmjax.experiments.pipeline_policies import PipelinePolicies, split_rows, write_rows
-from llmjax.experiments.sft import train_sft
-from llmjax.experiments.starting_point import StartingPoint, record_model
+from llmjax.experiments.pipeline_policies import PipelinePolicies, write_rows
+from llmjax.experiments.starting_point import StartingPoint
 from llmjax.infer import SamplingParams
 from llmjax.pipeline import Pipeline, Stage
 from llmjax.tasks import strategy_sums as task_lib
@@ -61,22 +59,14 @@ Step writing (Shows each addition in full vs. Shows results without operations)
 def run_demo(config, workdir: str) -> dict:
   demo, seed = config.demo, config.seed
   policies = PipelinePolicies(config, workdir, demo.sample_batch)
-  start, tokenizer, parallel = policies.start, policies.tokenizer, policies.parallel
-  length = config.sft.train.seq_len + 1
+  start, tokenizer = policies.start, policies.tokenizer
   every = task_lib.questions(demo.train_questions + demo.test_questions, seed)
   train_questions, test_questions = every[:demo.train_questions], every[demo.train_questions:]
   greedy = SamplingParams(temperature=0.0, max_new_tokens=demo.max_new_tokens)
 
   def fine_tune(ctx, rows, starting: StartingPoint, sft_config):
-    train_rows, dev_rows = split_rows(rows, 0.1, seed)
-    write_rows(ctx.path("train.jsonl"), train_rows)
-    write_rows(ctx.path("dev.jsonl"), dev_rows)
-    train = read_examples(ctx.path("train.jsonl"), tokenizer, length, ("completion",))
-    dev = read_examples(ctx.path("dev.jsonl"), tokenizer, length, ("completion",))
-    record_model(sft_config, ctx.directory, starting)
-    result = train_sft(sft_config, ctx.directory, starting, parallel, train, dev)
-    ctx.keep("params", result["state"].params)
-    return {"rows": len(rows), "steps": result["step"]}
+    result = policies.fine_tune(ctx, rows, "sft", 0.1, seed, starting, sft_config)
+    return {"rows": result["rows"], "steps": result["steps"]}
 
   def base(ctx):
     rng = np.random.default_rng(seed + 1)

@@ -255,6 +255,10 @@ def summarise(config, workdir, task, model, state, snapshots, train_mask_SxN) ->
   num_seeds = config.num_seeds
   threshold = config.analysis.violation_threshold
   statistic = stage_signal(config.analysis)
+  if rows and statistic not in rows[0]:
+    raise UserError(f"{os.path.join(workdir, 'metrics.jsonl')}: no '{statistic}' column to read "
+                    "the symmetry stage from (written by an older llmjax); rerun with "
+                    "--config.overwrite=true")
   per_seed = []
   for i in range(num_seeds):
     curve = [r for r in rows if r["seed"] == i]
@@ -315,7 +319,7 @@ def summarise(config, workdir, task, model, state, snapshots, train_mask_SxN) ->
   grokking_plots.structure(os.path.join(workdir, "plots", "structure.png"),
                            np.asarray(seed0_params["embed"]["embedding"])[task.entity_tokens],
                            task, keys)
-  grokking_plots.all_curves(os.path.join(workdir, "plots"), per_seed, threshold)
+  grokking_plots.all_curves(os.path.join(workdir, "plots"), per_seed, threshold, statistic)
   grokking_plots.stage_pca(os.path.join(workdir, "plots", "pca_stages.png"), snapshots,
                            per_seed[0][1], task)
   return summary

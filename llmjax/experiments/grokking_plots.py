@@ -57,9 +57,10 @@ def _shade(ax, found: dict, last_step: int) -> None:
       ax.axvspan(start, min(end, last_step), color=colour, alpha=0.6, label=label, lw=0)
 
 
-def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
+def all_curves(plot_dir: str, per_seed, threshold: float, stage_signal: str) -> None:
   """accuracy.png, loss.png, violation.png, effective_dimension.png (seed 0 bold, others thin).
-  The dashed line marks seed 0's symmetry stage, read from the signal the config chose."""
+  violation.png draws `stage_signal` (the column the symmetry stage read; its crossing is the
+  dashed line) beside every identity's maximum and mean."""
   if not runio.is_writer():
     return
   curve0, found0 = per_seed[0]
@@ -67,8 +68,10 @@ def all_curves(plot_dir: str, per_seed, threshold: float) -> None:
   panels = [
       ("accuracy", (("train_accuracy", "train"), ("test_accuracy", "test")), False),
       ("loss", (("train_loss", "train"), ("test_loss", "test")), True),
-      ("violation", (("violation_invariance_max", "invariances: max over instances"),
-                     ("violation_max", "all identities: max"), ("violation", "all: mean")),
+      ("violation", ((stage_signal, f"{stage_signal} (the stage signal)"),
+                     *((key, label) for key, label in (("violation_max", "every identity: max"),
+                                                       ("violation", "every identity: mean"))
+                       if key != stage_signal)),
        True),
       ("effective_dimension", (("effective_dimension", "effective dimension"),), False),
   ]

@@ -8,8 +8,10 @@ import json
 import numpy as np
 
 from llmjax import runio
+from llmjax.data.examples import read_examples
 from llmjax.experiments.dpo_training import stage_config
-from llmjax.experiments.starting_point import record_model, starting_point
+from llmjax.experiments.sft import train_sft
+from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
 from llmjax.infer import Generator, SamplingParams, generate_text
 from llmjax.parallel import Parallel
 from llmjax.weights import load_model
@@ -32,6 +34,29 @@ class PipelinePolicies:
     """The params stage `stage` kept (or its checkpoint's, when it ran in another process)."""
     return ctx.artifact(stage, "params",
                         lambda directory: load_model(directory, self.parallel).params)
+
+  def fine_tune(self, ctx, rows: list[dict], name: str, dev_share: float, seed: int,
+                starting: StartingPoint | None = None, sft_config=None) -> dict:
+    """The SFT recipe on {prompt, completion} rows, as a pipeline stage: a seeded `dev_share`
+    of the rows is written to `name`_dev.jsonl and the rest to `name`_train.jsonl in the
+    stage's directory, read back at the SFT config's sequence length, and trained on from
+    `starting` (default: the run's starting model) with `sft_config` (default: the run's SFT
+    config); the trained params are kept for later stages. Returns {"rows", "steps",
+    "truncated"}."""
+    starting = starting or self.start
+    sft_config = sft_config or self.sft_config
+    train_rows, dev_rows = split_rows(rows, dev_share, seed)
+    paths = {part: ctx.path(f"{name}_{part}.jsonl") for part in ("train", "dev")}
+    write_rows(paths["train"], train_rows)
+    write_rows(paths["dev"], dev_rows)
+    length = sft_config.train.seq_len + 1
+    train, dev = (read_examples(paths[part], self.tokenizer, length, ("completion",))
+                  for part in ("train", "dev"))
+    record_model(sft_config, ctx.directory, starting)
+    result = train_sft(sft_config, ctx.directory, starting, self.parallel, train, dev)
+    ctx.keep("params", result["state"].params)
+    return {"rows": len(rows), "steps": result["step"],
+            "truncated": train.truncated + dev.truncated}
 
   def complete(self, params, prompts: list[str], sampling: SamplingParams, seed: int = 0,
                progress: bool = False) -> tuple[list[list[str]], float]:

@@ -40,7 +40,6 @@ from llmjax.errors import UserError
 from llmjax.experiments import self_explore_data as method
 from llmjax.experiments.dpo_training import summarise, train_dpo
 from llmjax.experiments.pipeline_policies import PipelinePolicies, split_rows, write_rows
-from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model
 from llmjax.infer import SamplingParams
 from llmjax.pipeline import Pipeline, Stage
@@ -78,7 +77,7 @@ def run(config, workdir: str) -> dict:
   problems = load_problems(task)
   policies = PipelinePolicies(config, workdir, task.sample_batch)
   start, tokenizer, parallel = policies.start, policies.tokenizer, policies.parallel
-  sft_config, params_of, complete = policies.sft_config, policies.params_of, policies.complete
+  params_of, complete = policies.params_of, policies.complete
   length = config.train.seq_len + 1
   sampling = SamplingParams(temperature=task.temperature, top_p=task.top_p, n=task.samples,
                             max_new_tokens=task.max_new_tokens)
@@ -93,14 +92,9 @@ def run(config, workdir: str) -> dict:
 
   def fine_tune(ctx, rows, name):
     """The SFT recipe from the base model on {prompt, completion} rows."""
-    write_split(ctx, rows, name, seed, held_out="dev")
-    train = read_examples(ctx.path(f"{name}_train.jsonl"), tokenizer, length, ("completion",))
-    dev = read_examples(ctx.path(f"{name}_dev.jsonl"), tokenizer, length, ("completion",))
-    record_model(sft_config, ctx.directory, start)
-    result = train_sft(sft_config, ctx.directory, start, parallel, train, dev)
-    ctx.keep("params", result["state"].params)
-    return {f"{name}_rows": len(rows), "steps": result["step"],
-            "truncated": train.truncated + dev.truncated}
+    result = policies.fine_tune(ctx, rows, name, task.dev_share, seed)
+    return {f"{name}_rows": result["rows"], "steps": result["steps"],
+            "truncated": result["truncated"]}
 
   def sft(ctx):
     rows = [{"prompt": _prompt(p["question"]), "completion": p["rationale"]}
