@@ -7,9 +7,8 @@ cpu (default) — modular addition mod 59, 50% train, the paper's 1-layer model 
   full batch, 1,200 steps, 2 seeds vmapped in one compiled step.
   python -m llmjax.main --config configs/grokking.py --workdir runs/grok
   Runtime: 1 min 26 s and 1 min 30 s end to end in two runs (42 ms per step of both seeds) on
-  host D of
-  docs/benchmarks.md (2-core Intel Xeon, 2026-12-03), and 2 min 8 s on one core of it
-  (`taskset -c 0`), a stand-in for a slow 2-core host; 3 seeds took 2 min 23 s on host D with
+  host D of docs/benchmarks.md (2-core Intel Xeon, 2026-12-03), and 2 min 8 s on one core of
+  it (`taskset -c 0`), a stand-in for a slow 2-core host; 3 seeds took 2 min 23 s on host D with
   the code of 2026-12-02 (before the summary's logits were compiled). Raise
   `--config.num_seeds=` for medians over more seeds (the step is vmapped: 3 seeds cost ~1.3x
   the time of 2).
