@@ -43,12 +43,10 @@ class PipelinePolicies:
     `starting` (default: the run's starting model) with `sft_config` (default: the run's SFT
     config); the trained params are kept for later stages. Returns {"rows", "steps",
     "truncated"}."""
-    starting = starting or self.start
-    sft_config = sft_config or self.sft_config
-    train_rows, dev_rows = split_rows(rows, dev_share, seed)
+    starting = self.start if starting is None else starting
+    sft_config = self.sft_config if sft_config is None else sft_config
+    write_split(ctx, rows, name, dev_share, seed, held_out="dev")
     paths = {part: ctx.path(f"{name}_{part}.jsonl") for part in ("train", "dev")}
-    write_rows(paths["train"], train_rows)
-    write_rows(paths["dev"], dev_rows)
     length = sft_config.train.seq_len + 1
     train, dev = (read_examples(paths[part], self.tokenizer, length, ("completion",))
                   for part in ("train", "dev"))
@@ -77,6 +75,16 @@ def write_rows(path: str, rows) -> int:
       f.write(json.dumps(row) + "\n")
       count += 1
   return count
+
+
+def write_split(ctx, rows: list, name: str, share: float, seed: int,
+                held_out: str = "eval") -> int:
+  """Writes `name`_train.jsonl and `name`_`held_out`.jsonl (a seeded `share` of the rows, as
+  split_rows) in the stage's directory; returns how many training rows."""
+  train_rows, held_rows = split_rows(rows, share, seed)
+  write_rows(ctx.path(f"{name}_train.jsonl"), train_rows)
+  write_rows(ctx.path(f"{name}_{held_out}.jsonl"), held_rows)
+  return len(train_rows)
 
 
 def split_rows(rows: list, share: float, seed: int) -> tuple[list, list]:

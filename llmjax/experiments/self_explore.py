@@ -39,7 +39,7 @@ from llmjax.data.readers import read_gsm8k, read_jsonl
 from llmjax.errors import UserError
 from llmjax.experiments import self_explore_data as method
 from llmjax.experiments.dpo_training import summarise, train_dpo
-from llmjax.experiments.pipeline_policies import PipelinePolicies, split_rows, write_rows
+from llmjax.experiments.pipeline_policies import PipelinePolicies, write_rows, write_split
 from llmjax.experiments.starting_point import StartingPoint, record_model
 from llmjax.infer import SamplingParams
 from llmjax.pipeline import Pipeline, Stage
@@ -81,14 +81,6 @@ def run(config, workdir: str) -> dict:
   length = config.train.seq_len + 1
   sampling = SamplingParams(temperature=task.temperature, top_p=task.top_p, n=task.samples,
                             max_new_tokens=task.max_new_tokens)
-
-  def write_split(ctx, rows, name, split_seed, held_out="eval"):
-    """Writes `name`_train.jsonl and `name`_`held_out`.jsonl (a `task.dev_share` of the rows);
-    returns how many training rows."""
-    train_rows, eval_rows = split_rows(rows, task.dev_share, split_seed)
-    write_rows(ctx.path(f"{name}_train.jsonl"), train_rows)
-    write_rows(ctx.path(f"{name}_{held_out}.jsonl"), eval_rows)
-    return len(train_rows)
 
   def fine_tune(ctx, rows, name):
     """The SFT recipe from the base model on {prompt, completion} rows."""
@@ -139,7 +131,8 @@ def run(config, workdir: str) -> dict:
       raise UserError(f"{len(rows)} outcome pairs from {len(problems['train'])} problems: too "
                       "few to train on; sample more (task.samples) or train the SFT model less")
     return {"outcome_pairs": len(rows),
-            "outcome_train_pairs": write_split(ctx, rows, "outcome", seed + 2),
+            "outcome_train_pairs": write_split(ctx, rows, "outcome", task.dev_share,
+                                               seed + 2),
             "problems_with_pairs": len({r["id"] for r in rows})}
 
   def explore(ctx):
@@ -187,7 +180,7 @@ def run(config, workdir: str) -> dict:
     if len(step_rows) < 2:
       raise UserError(f"{len(step_rows)} step-level pairs from {len(explored)} explored "
                       "rationales: too few to train on")
-    write_split(ctx, step_rows, "step", seed + 3)
+    write_split(ctx, step_rows, "step", task.dev_share, seed + 3)
     return {"explored": len(explored), "pits_by_step": method.pit_histogram(explored),
             "step_pairs": len(step_rows), "explore_samples_per_second":
             sampled / max(time.perf_counter() - started, 1e-9) if sampled else None}

@@ -71,19 +71,17 @@ def build_task(config) -> Task:
   if cfg.name == "blocksworld":
     every = blocksworld.problems(cfg.train + cfg.dev + cfg.test, config.seed,
                                  tuple(cfg.blocks))
-    task = _procedural("blocksworld", [p.to_row() for p in every], cfg,
-                       blocksworld.is_correct)
-    task.answer_is_steps = True
-    return task
+    return _procedural("blocksworld", [p.to_row() for p in every], cfg,
+                       blocksworld.is_correct, answer_is_steps=True)
   if cfg.name == "gsm8k":
     return _gsm8k(cfg)
   raise UserError(f"task.name = {cfg.name!r}: expected 'prosqa', 'blocksworld' or 'gsm8k'")
 
 
-def _procedural(name, rows, cfg, is_correct) -> Task:
+def _procedural(name, rows, cfg, is_correct, answer_is_steps: bool = False) -> Task:
   splits = {"train": rows[:cfg.train], "dev": rows[cfg.train:cfg.train + cfg.dev],
             "test": rows[cfg.train + cfg.dev:]}
-  return Task(name, splits, is_correct, lambda: _corpus(rows))
+  return Task(name, splits, is_correct, lambda: _corpus(rows), answer_is_steps)
 
 
 def _corpus(rows) -> list[str]:
