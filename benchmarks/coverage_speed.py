@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from llmjax.analysis.coverage import k_coverage, k_coverage_brute_force
-from llmjax.tasks.compositional import make_task
+from llmjax.experiments.coverage.compositional import make_task
+from llmjax.experiments.coverage.k_coverage import k_coverage, k_coverage_brute_force
 
 
 def timed(fn, *args):

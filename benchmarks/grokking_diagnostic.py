@@ -4,8 +4,8 @@ against a matched control.
   python benchmarks/grokking_diagnostic.py [--seeds 10] [--eval_every 25]
 
 For each task family, trains `--seeds` seeds and reads each seed's curves. Every signal is put
-through the same rule (llmjax/analysis/stages.py: after memorization, the first step at which
-it falls below 10% of its peak since memorization), and its lead is the step at which test
+through the same rule (llmjax/experiments/grokking/stages.py: after memorization, the first step
+at which it falls below 10% of its peak since memorization), and its lead is the step at which test
 accuracy reaches 0.99 minus that crossing step. Signals:
 
   violation_max_invariances  the maximum instance violation of the invariances (identities
@@ -37,9 +37,9 @@ import tempfile
 
 import numpy as np
 
-from llmjax import main as llmjax_main
 from llmjax import runio
-from llmjax.analysis import stages
+from llmjax import main as llmjax_main
+from llmjax.experiments.grokking import stages
 
 FAMILIES = {
     "algebraic_x+y_mod59": [],

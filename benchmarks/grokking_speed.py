@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from llmjax import main as llmjax_main  # noqa: E402
-from llmjax.tasks.algorithmic import make_task  # noqa: E402
+from llmjax.experiments.grokking.algorithmic import make_task  # noqa: E402
 import torch_grokking  # noqa: E402
 
 

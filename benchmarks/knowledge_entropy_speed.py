@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import transformers
 
-from llmjax.analysis.knowledge_entropy import KnowledgeEntropyProbe, layer_entropy
+from llmjax.experiments.knowledge_entropy.entropy import KnowledgeEntropyProbe, layer_entropy
 from llmjax.parallel import Parallel
 from llmjax.weights import load_model
 

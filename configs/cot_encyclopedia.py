@@ -1,4 +1,5 @@
-"""The CoT Encyclopedia (experiment `cot_encyclopedia`; llmjax/experiments/cot_encyclopedia.py).
+"""The CoT Encyclopedia (experiment `cot_encyclopedia`; llmjax/experiments/cot_encyclopedia/,
+whose README.md gives the method, presets and results).
 
   python -m llmjax.main --config configs/cot_encyclopedia.py --workdir W \\
       --config.data=RESPONSES.jsonl \\
@@ -41,7 +42,7 @@ Presets:
                    calls, plus one per cluster, plus the prompting baseline's); measured here
                    only against a scripted endpoint (tests/test_cot_encyclopedia.py), since no
                    capable judge is available offline.
-  tiny             the CPU demonstration (llmjax/experiments/cot_encyclopedia_demo.py): sums
+  tiny             the CPU demonstration (llmjax/experiments/cot_encyclopedia/demo.py): sums
                    with two verifiable strategies, a base model and two strategy specialists,
                    a rule in place of the judge's classification, prediction, strategy
                    prompting, model merging, and clustering of a fixture of criteria lines.

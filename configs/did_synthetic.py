@@ -1,6 +1,6 @@
 """The DID paper's synthetic experiments (experiment `did_synthetic`; method in
-llmjax/experiments/did_synthetic.py): energy-model pi_ref and pi* over an enumerable output
-space, matched and mismatched rejected-response policies, a tabular policy and a tiny decoder
+llmjax/experiments/preference/did_synthetic.py): energy-model pi_ref and pi* over an enumerable
+output space, matched and mismatched rejected-response policies, a tabular policy and a tiny decoder
 trained with DPO, SimPO and IPO. Writes summary.json (the three claims' numbers),
 js_tabular.png, js_decoder.png, margins.png and displacement.png.
 

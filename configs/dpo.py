@@ -2,11 +2,12 @@
 
 Presets (select with `--config configs/dpo.py:PRESET`):
 
-tiny (default) — the whole method at CPU scale, on digit sorting (llmjax.tasks.sorting): SFT
-  a 2-layer byte-level model on answers that carry a systematic mistake (prompts holding a 7
-  get a wrong answer 70% of the time), sample it on held-out prompts, keep verified pairs
-  (chosen right, rejected wrong), DPO (sigmoid, beta 1.0) from the SFT params, and compare
-  both policies' greedy accuracy. A resumable pipeline: W/sft, W/pairs, W/dpo, W/evaluate.
+tiny (default) — the whole method at CPU scale, on digit sorting
+  (llmjax/experiments/preference/sorting.py): SFT a 2-layer byte-level model on answers that carry a
+  systematic mistake (prompts holding a 7 get a wrong answer 70% of the time), sample it on held-out
+  prompts, keep verified pairs (chosen right, rejected wrong), DPO (sigmoid, beta 1.0) from the SFT
+  params, and compare both policies' greedy accuracy. A resumable pipeline: W/sft, W/pairs, W/dpo,
+  W/evaluate.
   python -m llmjax.main --config configs/dpo.py --workdir runs/dpo_tiny
   Runtime: 73 s on host C (2-core AMD EPYC, docs/benchmarks.md). Result (seed 0): greedy task
   accuracy 0.691 (SFT) -> 0.895 (DPO), 0.132 -> 0.786 on prompts holding a 7; reward accuracy

@@ -78,8 +78,9 @@ def _common(config):
       "grokfast_alpha": 0.98, "grokfast_ema_lambda": 2.0,
       "grokfast_window": 100, "grokfast_ma_lambda": 5.0,
   })
-  # Stage rules (llmjax/analysis/stages.py). Symmetry is "acquired" when, after memorization,
-  # the violation falls below `violation_threshold` of its peak since memorization; the
+  # Stage rules (llmjax/experiments/grokking/stages.py). Symmetry is "acquired" when, after
+  # memorization, the violation falls below `violation_threshold` of its peak since
+  # memorization; the
   # violation read is the maximum instance violation, as in the paper ("mean": the mean over
   # instances, llmjax's earlier rule), over the task's invariances (stage_identities
   # "invariances": commutativity or the paper's proxy for it, a graph's d(u, v) = d(v, u),

@@ -13,7 +13,7 @@ measure (default) — the knowledge entropy of each checkpoint of a series on on
   last checkpoint's figures). A rerun skips the checkpoints already measured.
 
 tiny — the paper's three findings at CPU scale, one resumable pipeline
-  (llmjax.experiments.knowledge_entropy_demo): pretrain a 0.2M-parameter byte-level model
+  (llmjax.experiments.knowledge_entropy.demo): pretrain a 0.2M-parameter byte-level model
   (3 layers, d_ff 256) for 800 steps on fictional-knowledge paragraphs that are never injected,
   a checkpoint every 100; the knowledge entropy of each on 64 held-out paragraphs; injection
   (5 times, every 20 steps, 4 paraphrase70 items + 1 once60 item each, 100 steps) from the
@@ -106,8 +106,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # scaled up, written to WORKDIR/resuscitated (llmjax run) or WORKDIR/resuscitated_hf.
   config.resuscitation = ml_collections.ConfigDict({"quantile": 0.5, "multiplier": 2.0,
                                                     "format": "llmjax"})  # llmjax | hf
-  # Knowledge injection (llmjax.experiments.knowledge_injection): the paper injects every 160
-  # steps, 10 times, all 70 paraphrase70 items and 6 once60 items per injection.
+  # Knowledge injection (llmjax/experiments/knowledge_entropy/injection.py): the paper injects
+  # every 160 steps, 10 times, all 70 paraphrase70 items and 6 once60 items per injection.
   config.injection = ml_collections.ConfigDict({
       "root": "../shared/data/fictional_knowledge", "injections": 10, "interval": 160,
       "paraphrased_items": 70, "once_per_injection": 6, "rows_per_step": 76,

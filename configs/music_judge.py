@@ -1,4 +1,5 @@
-"""The music-plagiarism judge (experiment `music_judge`; llmjax/experiments/music_judge.py).
+"""The music-plagiarism judge (experiment `music_judge`; llmjax/experiments/music_judge/, whose
+README.md gives the method and results).
 
   python -m llmjax.main --config configs/music_judge.py --workdir W
   python -m llmjax.main --config configs/music_judge.py --workdir W \\
@@ -21,7 +22,7 @@ another job on the same cores (1,348 pairs: 48 chorale tunes, 137 settings, 40 f
 the test split (826 pairs) ROC-AUC melody 0.975, rhythm 0.892, harmony 0.887, baseline 0.986
 (balanced accuracy 0.962; 0.922 without the melody features). Quotations of 2 bars are the
 hard case (the baseline detects 48%). The
-LM judge has been run only against a scripted endpoint (tests/test_music.py): no LM-judge
+LM judge has been run only against a scripted endpoint (tests/test_music_judge.py): no LM-judge
 figure yet.
 """
 

@@ -3,7 +3,8 @@
 Presets (select with `--config configs/self_explore.py:PRESET`):
 
 tiny (default) — the whole method at CPU scale on procedural multi-step word problems
-  (llmjax.tasks.word_problems: GSM8K's format, calculator annotations, `The answer is N`):
+  (llmjax/experiments/self_explore/word_problems.py: GSM8K's format, calculator annotations,
+  `The answer is N`):
   SFT a fresh byte-level model, sample N = 8 rationales per training problem, RFT, outcome
   pairs, explore the rejected rationales with k = 4 completions per step prefix, DPO on the
   outcome pairs and on the step-level pairs (beta 0.1, reference = the RFT model), and the

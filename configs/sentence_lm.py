@@ -1,7 +1,7 @@
 """Latent reasoning by sentence-embedding prediction (experiment `sentence_lm`;
-llmjax/experiments/sentence_lm.py): CoT SFT, semantic and contextual (CTX-B, CTX-C) sentence
-autoencoders, latent models that predict the next step's embedding, and a table of accuracy and
-FLOPs per problem for no-CoT, CoT, discretized and continuous inference.
+llmjax/experiments/sentence_lm/experiment.py): CoT SFT, semantic and contextual (CTX-B, CTX-C)
+sentence autoencoders, latent models that predict the next step's embedding, and a table of
+accuracy and FLOPs per problem for no-CoT, CoT, discretized and continuous inference.
 
   python -m llmjax.main --config configs/sentence_lm.py:tiny --workdir W
   python -m llmjax.main --config configs/sentence_lm.py:tiny --workdir W --config.lens_problem=3

@@ -51,10 +51,10 @@ def test_the_torch_grokking_peer_computes_llmjax_s_function():
   torch = pytest.importorskip("torch")
   sys.path.insert(0, str(REPO / "benchmarks"))
   import torch_grokking
-  from llmjax.experiments.grokking import answer_logits
-  from llmjax.models import Decoder, ModelConfig
-  from llmjax.tasks.algorithmic import algebraic_task
+  from llmjax.experiments.grokking.algorithmic import algebraic_task
+  from llmjax.experiments.grokking.experiment import answer_logits
   from llmjax.main import load_config_file
+  from llmjax.models import Decoder, ModelConfig
 
   task = algebraic_task("x+y", 7)
   values = load_config_file("configs/grokking.py").model.to_dict()

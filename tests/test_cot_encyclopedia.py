@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from llmjax.cot_encyclopedia.prompts import (Criterion, parse_criteria, parse_determination,
-                                             parse_rubric)
-from llmjax.cot_encyclopedia.statistics import cohens_d, compare_models, pattern_shares
+from llmjax.experiments.cot_encyclopedia.prompts import (Criterion, parse_criteria,
+                                                         parse_determination, parse_rubric)
+from llmjax.experiments.cot_encyclopedia.statistics import cohens_d, compare_models, pattern_shares
 
 RUBRIC = """Pattern A: {a}
 Definition: The response {a_low}.
@@ -92,7 +92,7 @@ def test_shares_chi_squared_and_cohens_d_by_hand():
 
 
 def test_clustering_picks_k_by_silhouette_and_medoids_by_cosine():
-  from llmjax.cot_encyclopedia.clustering import cluster
+  from llmjax.experiments.cot_encyclopedia.clustering import cluster
   rng = np.random.default_rng(0)
   centres = rng.normal(size=(3, 16))
   points = np.concatenate([c + 0.05 * rng.normal(size=(5, 16)) for c in centres])
@@ -294,7 +294,7 @@ def test_pipeline_against_a_scripted_judge(tmp_path):
 
 
 def test_sum_strategies_and_the_rule_that_reads_them():
-  from llmjax.tasks import strategy_sums as t
+  from llmjax.experiments.cot_encyclopedia import strategy_sums as t
   numbers = [3, 5, 2, 7, 4]
   assert t.chain(numbers, "sequential") == " 3+5=8 8+2=10 10+7=17 17+4=21 answer 21"
   assert t.chain(numbers, "pairwise") == " 3+5=8 2+7=9 8+9=17 17+4=21 answer 21"
@@ -376,7 +376,7 @@ def test_tiny_demo_writes_the_merging_curve_prediction_and_clusters(tmp_path):
 
 
 def test_question_labels_are_the_majority_pattern_of_correct_responses():
-  from llmjax.cot_encyclopedia.prediction import first_answer_correct, question_labels
+  from llmjax.experiments.cot_encyclopedia.prediction import first_answer_correct, question_labels
   rows = [{"question": "q", "correct": False}, {"question": "q", "correct": True},
           {"question": "q", "correct": True}, {"question": "q", "correct": True},
           {"question": "p", "correct": True}, {"question": "p", "correct": True},

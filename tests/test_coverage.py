@@ -6,11 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from llmjax.analysis.coverage import k_coverage, k_coverage_brute_force, nontrivial_subsets
-from llmjax.errors import UserError
-from llmjax.experiments.coverage import coverage_report, fit_power_law, search_data_required
-from llmjax.tasks import compositional
 from llmjax.data.batches import lm_batch
+from llmjax.errors import UserError
+from llmjax.experiments.coverage import compositional
+from llmjax.experiments.coverage.experiment import (coverage_report, fit_power_law,
+                                                    search_data_required)
+from llmjax.experiments.coverage.k_coverage import (k_coverage, k_coverage_brute_force,
+                                                    nontrivial_subsets)
 from tests.conftest import read_jsonl, run_cli
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from llmjax.errors import DataError
-from llmjax.evals import flask
+from llmjax.experiments.flask import benchmark as flask
 
 FIXTURE = [
     {"idx": 0, "instruction": "Add 2 and 3.", "answer": "5", "response": "5",

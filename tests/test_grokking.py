@@ -41,7 +41,7 @@ def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
     assert key in summary and f"{key}_seed0" in summary and f"{key}_seed1" in summary
   assert summary["final_train_accuracy_seed0"] == rows[-2]["train_accuracy"]
   # The values of the restricted/excluded losses are tested on a planted Fourier model
-  # (test_geometry.py); here that the run reports them for seed 0.
+  # (test_grokking_geometry.py); here that the run reports them for seed 0.
   assert all(isinstance(summary[k], float) and math.isfinite(summary[k])
              for k in ("restricted_loss_seed0", "excluded_loss_seed0"))
   # Stages never reached are null, never step 0; medians are over the seeds that reached them.
@@ -185,7 +185,7 @@ def test_bad_analysis_settings_are_named(tmp_path, capsys):
 
 def test_stage_signal_names_the_logged_column_for_every_setting():
   import ml_collections
-  from llmjax.experiments.grokking import stage_signal
+  from llmjax.experiments.grokking.experiment import stage_signal
   expected = {("max", "invariances"): "violation_invariance_max",
               ("mean", "invariances"): "violation_invariance",
               ("max", "all"): "violation_max", ("mean", "all"): "violation"}

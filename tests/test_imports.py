@@ -71,3 +71,63 @@ def test_no_llmjax_modules_import_each_other():
   graph = import_graph()
   assert "llmjax.train.trainer" in graph and graph["llmjax.train.lm"]  # the walk saw the code
   assert cycles(graph) == []
+
+
+SYSTEMS = PACKAGE / "experiments"
+
+
+def system_packages() -> list[str]:
+  """The research systems: the packages under llmjax/experiments/."""
+  return sorted(p.name for p in SYSTEMS.iterdir() if (p / "__init__.py").exists())
+
+
+def system_of(module: str) -> str | None:
+  parts = module.split(".")
+  if parts[:2] == ["llmjax", "experiments"] and len(parts) > 2 and parts[2] in system_packages():
+    return parts[2]
+  return None
+
+
+def layering_violations(graph: dict[str, set[str]], system=system_of) -> list[str]:
+  """Arrows from the engine up into a system, and from one system into another."""
+  found = []
+  for module, targets in sorted(graph.items()):
+    for target in sorted(targets):
+      source_system, target_system = system(module), system(target)
+      if target_system is not None and source_system != target_system:
+        found.append(f"{module} -> {target}")
+  return found
+
+
+def test_the_layering_check_finds_arrows_up_and_across():
+  toy = {"engine.a": {"sys_x.b"}, "sys_x.b": {"engine.a", "sys_y.c"}, "sys_y.c": {"sys_y.d"},
+         "sys_y.d": set()}
+
+  def system(module):
+    return module.split(".")[0] if module.startswith("sys_") else None
+
+  assert layering_violations(toy, system) == ["engine.a -> sys_x.b", "sys_x.b -> sys_y.c"]
+
+
+def test_no_system_imports_another_and_the_engine_imports_none():
+  graph = import_graph()
+  assert system_packages() == ["biggen", "cot_encyclopedia", "coverage", "flask", "grokking",
+                               "knowledge_entropy", "music_judge", "preference", "self_explore",
+                               "sentence_lm"]
+  # the walk saw arrows into systems from within (so an arrow across would be seen too)
+  assert "llmjax.experiments.grokking.symmetry" in graph["llmjax.experiments.grokking.experiment"]
+  assert layering_violations(graph) == []
+
+
+def test_the_shared_rooms_hold_only_what_several_systems_or_the_engine_use():
+  graph = import_graph()
+  users: dict[str, set[str]] = {}
+  for module, targets in graph.items():
+    for target in targets:
+      users.setdefault(target, set()).add(system_of(module) or "engine")
+  shared = [m for m in graph if m.split(".")[:2] in (["llmjax", "analysis"], ["llmjax", "tasks"],
+                                                     ["llmjax", "evals"]) and m.count(".") == 2]
+  assert "llmjax.analysis.logistic" in shared and "llmjax.tasks.math_answers" in shared
+  single = {m: users.get(m, set()) for m in shared
+            if "engine" not in users.get(m, set()) and len(users.get(m, set())) < 2}
+  assert single == {}

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from llmjax.analysis.knowledge_entropy import (KnowledgeEntropyProbe, layer_entropy,
-                                               max_knowledge_entropy, resuscitate)
 from llmjax.errors import UserError
+from llmjax.experiments.knowledge_entropy.entropy import (KnowledgeEntropyProbe, layer_entropy,
+                                                          max_knowledge_entropy, resuscitate)
 from llmjax.models import ModelConfig
 from llmjax.parallel import Parallel
 from llmjax.weights import load_model

@@ -8,12 +8,12 @@ import pytest
 
 from llmjax.data.readers import read_gsm8k
 from llmjax.errors import DataError
-from llmjax.experiments.self_explore_data import (Exploration, edit_distance, explore,
+from llmjax.experiments.self_explore.data import (Exploration, edit_distance, explore,
                                                   outcome_pairs, pit_histogram, prefix_prompt,
                                                   rft_rationales, step_pairs, steps_of)
-from llmjax.tasks.math_answers import (annotations_check, equation_signature,
-                                       evaluate_expression, extract_answer, gsm8k_rationale,
-                                       is_correct, normalise_number)
+from llmjax.tasks.math_answers import (annotations_check, equation_signature, evaluate_expression,
+                                       extract_answer, gsm8k_rationale, is_correct,
+                                       normalise_number)
 
 GSM8K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gsm8k")
 
@@ -192,7 +192,7 @@ def _answer_from_question(question):
 
 
 def test_word_problems_are_verifiable_and_reproducible():
-  from llmjax.tasks.word_problems import make_problems
+  from llmjax.experiments.self_explore.word_problems import make_problems
   problems = make_problems(300, seed=3)
   assert problems == make_problems(300, seed=3) and problems != make_problems(300, seed=4)
   assert len({p["question"] for p in problems}) == 300

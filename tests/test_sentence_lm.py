@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from llmjax.errors import UserError
-from llmjax.experiments import sentence_lm_data as data_lib
-from llmjax.experiments.sentence_lm_inference import LatentRunner, rollout_flops
+from llmjax.experiments.sentence_lm import blocksworld, prosqa
+from llmjax.experiments.sentence_lm import data as data_lib
+from llmjax.experiments.sentence_lm.inference import LatentRunner, rollout_flops
+from llmjax.experiments.sentence_lm.model import LatentModel, info_nce_sum, prefix_logits
 from llmjax.infer.cache import init_cache
 from llmjax.infer.vector_prefix import VectorPrefixDecoder
 from llmjax.models import Decoder, ModelConfig
 from llmjax.models.flops import forward_flops, generation_flops, xla_flops
-from llmjax.models.sentence import LatentModel, info_nce_sum, prefix_logits
-from llmjax.tasks import blocksworld, prosqa
 
 CONFIG = ModelConfig(vocab_size=300, d_model=128, n_layers=2, n_heads=4, d_ff=512,
                      attention_chunk=0)
@@ -93,7 +93,7 @@ def test_gsm8k_task_from_shared_data():
   row = task.splits["train"][0]
   assert row["answer"].startswith("### ") and data_lib.gsm8k_is_correct(row, row["answer"])
   with pytest.raises(UserError, match="set --config.init=hf:DIR"):
-    from llmjax.experiments.sentence_lm import run
+    from llmjax.experiments.sentence_lm.experiment import run
     run(config, "/nonexistent")
 
 
@@ -212,8 +212,8 @@ def test_teacher_embeddings_agree_with_encoding_and_reencoding():
   """The one-pass contextual teacher embeddings equal encoding each context alone, and a
   discretized rollout's re-encoding of the gold sentences gives the teacher embeddings back."""
   import types
-  from llmjax.experiments import sentence_lm
-  from llmjax.models.sentence import encode
+  from llmjax.experiments.sentence_lm import experiment as sentence_lm
+  from llmjax.experiments.sentence_lm.model import encode
   cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=2, d_ff=64)
   decoder = Decoder(cfg)
   params = decoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
@@ -305,7 +305,7 @@ def test_analytic_flops_match_xla_for_continuous_inference(models):
 
 def test_micro_pipeline_runs_resumes_and_prints_the_lens(tmp_path, capsys):
   from configs.sentence_lm import get_config
-  from llmjax.experiments.sentence_lm import run
+  from llmjax.experiments.sentence_lm.experiment import run
   config = get_config("tiny")
   config.task.update(train=64, dev=96, test=6)
   config.model.update(d_model=32, n_layers=2, n_heads=2, d_ff=64)
@@ -350,7 +350,7 @@ def test_micro_pipeline_runs_resumes_and_prints_the_lens(tmp_path, capsys):
 
 def test_bad_teacher_is_refused(tmp_path):
   from configs.sentence_lm import get_config
-  from llmjax.experiments.sentence_lm import run
+  from llmjax.experiments.sentence_lm.experiment import run
   config = get_config("tiny")
   config.latent.teachers = ("ctx_d",)
   with pytest.raises(UserError, match="latent.teachers: 'ctx_d' is not one of"):

@@ -1,1 +1,1 @@
-"""Probes shared by experiments: symmetry violation, embedding geometry, stage detection."""
+"""Analyses that several systems share (a system's own probes live in its package)."""

@@ -1,2 +1,3 @@
-"""LM-as-judge evaluation: judge prompts and parsers (prometheus.py, flask.py), judge backends
-(local JAX models, OpenAI-compatible endpoints) and the resumable judging loop."""
+"""The judge layer that every LM-as-judge system shares: judge backends (local JAX models,
+OpenAI-compatible endpoints), strict verdict parsers and the resumable judging loop. The
+benchmarks' own prompts and reports live in their packages (llmjax/experiments/biggen, flask)."""

@@ -154,6 +154,14 @@ class OpenAIBackend:
       bar.close()
 
 
+def judge_sampling(judge_config) -> JudgeSampling:
+  """The sampling settings of a config's judge section (temperature, top_p, max_tokens,
+  repetition_penalty)."""
+  return JudgeSampling(temperature=float(judge_config.temperature),
+                       top_p=float(judge_config.top_p), max_tokens=int(judge_config.max_tokens),
+                       repetition_penalty=float(judge_config.repetition_penalty))
+
+
 def make_backend(judge_config, parallel=None) -> Backend:
   """The backend `judge_config.backend` names (local | openai)."""
   if judge_config.backend == "local":

@@ -15,20 +15,20 @@ from llmjax.errors import UserError
 
 EXPERIMENTS = {
     "lm_pretrain": "llmjax.experiments.lm_pretrain",
-    "grokking": "llmjax.experiments.grokking",
-    "coverage": "llmjax.experiments.coverage",
+    "grokking": "llmjax.experiments.grokking.experiment",
+    "coverage": "llmjax.experiments.coverage.experiment",
     "generate": "llmjax.experiments.generate",
     "score": "llmjax.experiments.score",
     "sft": "llmjax.experiments.sft",
-    "dpo": "llmjax.experiments.dpo",
-    "did_synthetic": "llmjax.experiments.did_synthetic",
-    "self_explore": "llmjax.experiments.self_explore",
-    "biggen": "llmjax.experiments.biggen",
-    "flask": "llmjax.experiments.flask",
-    "knowledge_entropy": "llmjax.experiments.knowledge_entropy",
-    "music_judge": "llmjax.experiments.music_judge",
-    "cot_encyclopedia": "llmjax.experiments.cot_encyclopedia",
-    "sentence_lm": "llmjax.experiments.sentence_lm",
+    "dpo": "llmjax.experiments.preference.dpo",
+    "did_synthetic": "llmjax.experiments.preference.did_synthetic",
+    "self_explore": "llmjax.experiments.self_explore.experiment",
+    "biggen": "llmjax.experiments.biggen.experiment",
+    "flask": "llmjax.experiments.flask.experiment",
+    "knowledge_entropy": "llmjax.experiments.knowledge_entropy.experiment",
+    "music_judge": "llmjax.experiments.music_judge.experiment",
+    "cot_encyclopedia": "llmjax.experiments.cot_encyclopedia.experiment",
+    "sentence_lm": "llmjax.experiments.sentence_lm.experiment",
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from llmjax import runio
 from llmjax.data.examples import read_examples
-from llmjax.experiments.dpo_training import stage_config
+from llmjax.experiments.pair_training import stage_config
 from llmjax.experiments.sft import train_sft
 from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
 from llmjax.infer import Generator, SamplingParams, generate_text

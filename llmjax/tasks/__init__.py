@@ -1,1 +1,2 @@
-"""Procedural data generated exactly from a seed."""
+"""Procedural data and answer checking that the engine and several systems share (a system's own
+tasks live in its package)."""
