@@ -131,3 +131,19 @@ def test_the_shared_rooms_hold_only_what_several_systems_or_the_engine_use():
   single = {m: users.get(m, set()) for m in shared
             if "engine" not in users.get(m, set()) and len(users.get(m, set())) < 2}
   assert single == {}
+
+
+def test_every_system_has_its_readme_and_the_flat_room_names_no_system():
+  for name in system_packages():
+    readme = SYSTEMS / name / "README.md"
+    assert readme.exists(), f"{readme} is missing"
+  prefixed = [p.name for p in SYSTEMS.glob("*.py")
+              if any(p.stem.startswith(name) for name in system_packages())]
+  assert prefixed == []
+
+
+def test_the_top_readme_links_every_system_readme_and_stays_short():
+  readme = (PACKAGE.parent / "README.md").read_text()
+  assert len(readme.splitlines()) < 250
+  for name in system_packages():
+    assert f"](llmjax/experiments/{name}/README.md)" in readme, name
