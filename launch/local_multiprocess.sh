@@ -49,7 +49,8 @@ forward() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; d
 trap forward TERM INT
 
 for ((rank = 0; rank < num_processes; rank++)); do
-  env=(JAX_PLATFORMS=cpu "XLA_FLAGS=--xla_force_host_platform_device_count=$devices"
+  # The caller's XLA_FLAGS are kept; the device count is added to them.
+  env=(JAX_PLATFORMS=cpu "XLA_FLAGS=${XLA_FLAGS:+$XLA_FLAGS }--xla_force_host_platform_device_count=$devices"
        "LLMJAX_COORDINATOR_ADDRESS=127.0.0.1:$port" "LLMJAX_NUM_PROCESSES=$num_processes"
        "LLMJAX_PROCESS_ID=$rank")
   command=(env "${env[@]}" "$python" -m llmjax.main "$@")

@@ -96,6 +96,22 @@ def write_json(path: os.PathLike, payload: Mapping[str, Any]) -> None:
     atomic_write_text(path, json.dumps(jsonable(payload), indent=2, sort_keys=True) + "\n")
 
 
+def summary_writer_class():
+  """tensorboardX's SummaryWriter, imported when first needed. tensorboardX imports torch, when
+  it is installed, only to accept torch tensors as well as arrays (2.3 s of a run's start-up on a
+  2-core host); llmjax logs plain floats, so torch is hidden from that one import unless
+  something imported it already."""
+  hide_torch = "torch" not in sys.modules
+  if hide_torch:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX handles
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hide_torch:
+      del sys.modules["torch"]
+  return SummaryWriter
+
+
 class MetricsWriter:
   """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard."""
 
@@ -111,8 +127,7 @@ class MetricsWriter:
       kept = [r for r in read_metrics(workdir) if r["step"] <= keep_through_step]
       atomic_write_text(workdir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
       self._file = open(workdir / "metrics.jsonl", "a", buffering=1)
-      from tensorboardX import SummaryWriter  # imported lazily: it is slow to import
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+      self._tb = summary_writer_class()(str(workdir / "tensorboard"))
 
   def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
     if not self.enabled:
