@@ -9,7 +9,7 @@ tiny (default) — the whole method at CPU scale, on digit sorting
   params, and compare both policies' greedy accuracy. A resumable pipeline: W/sft, W/pairs, W/dpo,
   W/evaluate.
   python -m llmjax.main --config configs/dpo.py --workdir runs/dpo_tiny
-  Runtime: 73 s on host C (2-core AMD EPYC, docs/benchmarks.md). Result (seed 0): greedy task
+  Runtime: 42 s on host C (2-core AMD EPYC, docs/benchmarks.md). Result (seed 0): greedy task
   accuracy 0.691 (SFT) -> 0.895 (DPO), 0.132 -> 0.786 on prompts holding a 7; reward accuracy
   0.975 on held-out pairs (summary.json: sft_/dpo_task_accuracy, eval_reward_accuracy).
 
