@@ -1,5 +1,9 @@
-"""Shared test set-up: a private data cache, a persistent compilation cache, a CLI runner."""
+"""Shared test set-up: a private data cache, a persistent compilation cache shared by every
+worker and subprocess of the run, and a CLI runner that runs `llmjax.main` in this process unless
+a test needs a process of its own."""
 
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -7,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 
 import pytest
 
@@ -15,11 +20,37 @@ from llmjax import hostenv
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# The suite's programs are tiny, and XLA:CPU spends most of their time in LLVM's optimizer. At
+# backend optimization level 1 a model's initialisation (20 threefry draws) compiles in 3.4 s
+# instead of 9.3 s on a 2-core host and the matmul-bound steps run as fast (the pipelines that
+# train for real ran 11% faster end to end); without LLVM's expensive passes the compile-bound
+# sentence_lm pipeline ran 14% faster and the training-bound ones as fast. Every test process
+# and every subprocess it starts compiles this way; LLMJAX_TEST_XLA_DEFAULTS=1 runs the suite
+# with XLA's own defaults. The tests that run in this process go one step further (below).
+TEST_XLA_FLAGS = ("" if os.environ.get("LLMJAX_TEST_XLA_DEFAULTS") == "1" else
+                  "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true")
+
+
+def xla_flags(devices: int = 1) -> str:
+  """XLA_FLAGS for a test subprocess with `devices` CPU devices."""
+  return f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}".strip()
+
+
+# Set before jax creates its backend (collection builds arrays), so this process compiles the
+# same way as its subprocesses.
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
-  """Corpora are built into a per-session cache; XLA reuses compilations across processes."""
-  root = tmp_path_factory.mktemp("caches")
+  """Corpora are built into a per-run cache; XLA reuses compilations across processes. Under
+  pytest-xdist every worker's base directory sits in the run's own, so the workers (and the CLI
+  subprocesses they start) share one cache: a program one worker compiled the others load."""
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+  root = root / "caches"
+  root.mkdir(exist_ok=True)
   os.environ["LLMJAX_CACHE"] = str(root / "llmjax")
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "xla"))
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -38,18 +69,72 @@ def _isolated_caches(tmp_path_factory):
   yield
 
 
-def run_cli(args, devices: int = 1, timeout: float = 300, **popen_kwargs):
-  """Runs `python -m llmjax.main ARGS` in a subprocess from the repo root."""
+@pytest.fixture(autouse=True)
+def _optimization_level_for_the_test(request):
+  """Most tests compile far more than they run: they compile at level 0 (jax's
+  `jax_disable_most_optimizations`), which took test_models and test_infer from 269 to 233 s
+  on a 2-core host. Tests marked `trains` spend their time in compiled steps (level 0 made the
+  300-step grokking runs and the BiGGen generation twice as slow): they keep level 1."""
+  if TEST_XLA_FLAGS:
+    import jax
+    jax.config.update("jax_disable_most_optimizations",
+                      request.node.get_closest_marker("trains") is None)
+  yield
+
+
+class CliResult:
+  """What a finished command left: its exit code and what it printed (subprocess.run's names)."""
+
+  def __init__(self, returncode: int, stdout: str, stderr: str):
+    self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(args, devices: int = 1, timeout: float = 300, isolated: bool = False,
+            **popen_kwargs):
+  """Runs `python -m llmjax.main ARGS` from the repo root and returns its exit code and output.
+
+  On one device it runs `llmjax.main.main(ARGS)` in this process: the same code after the
+  interpreter's start-up, with jax, the experiments and their compiled programs already loaded
+  (a tiny run takes a quarter of a fresh process's time). `isolated=True`, or more than one
+  device, starts a process of its own: for what only a process shows (signals, locks held by
+  another process, the exit path, XLA_FLAGS)."""
+  if devices == 1 and not isolated and not popen_kwargs:
+    return run_in_process(args)
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = xla_flags(devices)
   return subprocess.run([sys.executable, "-m", "llmjax.main", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=timeout, **popen_kwargs)
+
+
+def run_in_process(args) -> CliResult:
+  from llmjax import main
+  out, err = io.StringIO(), io.StringIO()
+  cwd = os.getcwd()
+  os.chdir(REPO)  # config paths in ARGS are relative to the repo root, as for the subprocess
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        code = main.main([str(a) for a in args])
+      except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+      except Exception:  # what the interpreter would print before exiting 1
+        traceback.print_exc()
+        code = 1
+  finally:
+    os.chdir(cwd)
+  return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def tiny_args(workdir, *overrides):
   """The tiny pretraining preset, quiet, with the given `--config.` overrides."""
   return ["--config", "configs/pretrain.py:tiny", "--workdir", str(workdir),
           "--config.train.progress=False", *overrides]
+
+
+def slow_after_first(*values):
+  """Parametrize values whose first runs in the quick tier and the rest in the slow one: the
+  quick tier checks the behaviour once, the whole suite on every variant."""
+  return [values[0], *(pytest.param(v, marks=pytest.mark.slow) for v in values[1:])]
 
 
 def read_jsonl(path):
@@ -61,7 +146,7 @@ def sigterm_after_metrics(args, workdir, min_rows: int, timeout: float = 240,
   """Starts `python -m llmjax.main ARGS`, sends SIGTERM (or `signal_number`) once
   workdir/metrics.jsonl has `min_rows` rows, and returns the finished process (with .returncode
   and .stderr)."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   process = subprocess.Popen([sys.executable, "-m", "llmjax.main", *args], cwd=REPO, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   metrics = pathlib.Path(workdir) / "metrics.jsonl"

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+
+from conftest import REPO, xla_flags
 
 
+@pytest.mark.slow
 def test_mfu_benchmark_skips_batches_that_do_not_fit_and_measures_the_next():
   # Batch 8 of this model needs ~0.05 GB by XLA's memory analysis, batch 4 ~0.03 GB.
   args = ["--config", "configs/pretrain.py:llama_1b", "--config.model.vocab_size=1024",
@@ -16,7 +19,7 @@ def test_mfu_benchmark_skips_batches_that_do_not_fit_and_measures_the_next():
           "--config.model.d_head=32", "--config.model.d_ff=256", "--config.model.n_layers=1",
           "--config.train.seq_len=256", "--config.train.loss_chunk_len=64", "--batches", "4", "8",
           "--remat", "none", "--steps", "1", "--memory_gb", "0.04"]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1),
              PYTHONPATH=str(REPO))
   process = subprocess.run([sys.executable, "benchmarks/mfu.py", *args], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
@@ -40,6 +43,7 @@ def test_mfu_benchmark_rejects_an_unknown_config_key_in_one_line():
       "error: unknown config key 'model.n_layerz'; did you mean 'model.n_layers'?")
 
 
+@pytest.mark.slow
 def test_the_torch_grokking_peer_computes_llmjax_s_function():
   """grokking_speed compares like with like: from the same weights, the PyTorch peer's logits
   (every position, or the last one only) equal llmjax's answer logits."""

@@ -13,6 +13,7 @@ RUN = ("--config.train.steps=24", "--config.train.log_every=3", "--config.train.
        "--config.train.checkpoint_every=6")
 
 
+@pytest.mark.trains
 def test_stopped_and_resumed_run_is_bit_identical(tmp_path):
   straight, resumed = tmp_path / "straight", tmp_path / "resumed"
   assert run_cli(tiny_args(straight, *RUN)).returncode == 0
@@ -30,6 +31,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path):
       read_jsonl(straight / "metrics.jsonl"))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
   process = sigterm_after_metrics(
       tiny_args(tmp_path, "--config.train.steps=100000", "--config.train.log_every=1",

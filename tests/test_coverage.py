@@ -13,7 +13,7 @@ from llmjax.experiments.coverage.experiment import (coverage_report, fit_power_l
                                                     search_data_required)
 from llmjax.experiments.coverage.k_coverage import (k_coverage, k_coverage_brute_force,
                                                     nontrivial_subsets)
-from tests.conftest import read_jsonl, run_cli
+from conftest import read_jsonl, run_cli
 
 
 @pytest.mark.parametrize("kind", sorted(compositional.GRAPHS))
@@ -179,6 +179,7 @@ def run_coverage(config: str, workdir, *overrides: str):
                   "--config.model.n_layers=1", "--config.model.d_ff=64", *overrides])
 
 
+@pytest.mark.slow
 def test_coverage_experiment_end_to_end(tmp_path):
   workdir = tmp_path / "run"
   result = run_coverage("configs/coverage.py", workdir, "--config.task.n_tokens=6",
@@ -220,6 +221,7 @@ def test_coverage_experiment_end_to_end(tmp_path):
   assert (workdir / "plots" / "accuracy_vs_coverage.png").exists()
 
 
+@pytest.mark.slow
 def test_chain_of_thought_on_the_path_ambiguous_task_end_to_end(tmp_path):
   """CoT rows (inputs, bridge, target) train, and evaluation generates the bridge before the
   answer; the path-ambiguous types are reported."""
@@ -244,6 +246,7 @@ def test_chain_of_thought_on_the_path_ambiguous_task_end_to_end(tmp_path):
   assert report["test_covered_count"] + report["test_uncovered_count"] == pooled
 
 
+@pytest.mark.slow
 def test_sweep_finds_data_required_and_fits_the_exponent(tmp_path):
   """With a target every run reaches, the smallest training set of each N is the first tried,
   and the exponent is fitted on them."""

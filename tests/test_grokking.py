@@ -18,6 +18,7 @@ def grok_args(workdir, *extra):
   return ["--config", "configs/grokking.py", "--workdir", str(workdir), *TINY, *extra]
 
 
+@pytest.mark.slow
 def test_run_writes_per_seed_curves_stages_and_plots(tmp_path):
   result = run_cli(grok_args(tmp_path))
   assert result.returncode == 0, result.stderr
@@ -100,6 +101,7 @@ def baseline_run(tmp_path_factory):
     ("symmetry", ("--config.acceleration.symmetry_inputs=all",)),
     ("geometry", ()), ("grokfast_ema", ()),
     ("grokfast_ma", ("--config.acceleration.grokfast_window=5",))])
+@pytest.mark.slow
 def test_each_acceleration_method_changes_training(tmp_path, baseline_run, method, extra):
   summary = main.run(grok_args(tmp_path, f"--config.acceleration.method={method}",
                                "--config.train.steps=20", "--config.num_seeds=1", *extra))
@@ -131,6 +133,8 @@ def test_each_acceleration_method_changes_training(tmp_path, baseline_run, metho
     ("comparison", ("--config.task.grid=grid3d", "--config.task.train_fraction=0.5",
                     "--config.model.d_model=128", "--config.model.d_ff=512",
                     "--config.optim.lr=3e-3"), 300, 0.75)])
+@pytest.mark.slow
+@pytest.mark.trains
 def test_other_families_learn(tmp_path, family, extra, steps, above):
   summary = main.run(grok_args(tmp_path, f"--config.task.family={family}",
                                "--config.optim.lr=1e-2", *extra,
@@ -146,6 +150,7 @@ def test_unknown_method_is_a_user_error(tmp_path, capsys):
   assert "acceleration.method = 'magic'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_0(tmp_path):
   process = sigterm_after_metrics(grok_args(tmp_path, "--config.train.steps=1000000",
                                             "--config.num_seeds=1"), tmp_path, min_rows=2)

@@ -56,6 +56,7 @@ def test_wrapper_params_follow_the_logical_rules():
   assert spec(layout["head_latent"]["out"]["kernel"]) == ("tensor", None)
 
 
+@pytest.mark.slow
 def test_wrapper_exports_to_transformers_and_starts_training_from_hf(wrapper, tmp_path):
   transformers = pytest.importorskip("transformers")
   torch = pytest.importorskip("torch")

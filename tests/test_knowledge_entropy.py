@@ -61,6 +61,7 @@ def _transformers_layer_entropy(model, documents) -> np.ndarray:
   return -(p * np.log(p)).sum(-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "olmo", "olmo2"])
 def test_entropy_matches_transformers_activations(family, tmp_path):
   model = _hf_checkpoint(tmp_path, family)
@@ -168,6 +169,7 @@ def _measure(workdir, checkpoints, corpus, devices=1, *extra):
                   "--config.length_bucket=32", *extra], devices=devices)
 
 
+@pytest.mark.slow
 def test_cli_measures_a_series_resumes_and_matches_on_eight_devices(pretrained_run, tmp_path):
   from conftest import read_jsonl
   corpus = tmp_path / "corpus.txt"
@@ -242,8 +244,10 @@ def test_cli_resuscitation_writes_an_hf_checkpoint_with_only_the_low_rows_scaled
   assert summary["knowledge_entropy_after"] > summary["knowledge_entropy_before"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "fictional_knowledge").is_dir(),
                     reason="../shared/data/fictional_knowledge is absent")
+@pytest.mark.trains
 def test_cli_injects_from_each_checkpoint_with_its_entropy(pretrained_run, tmp_path):
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("\n\n".join([CORPUS_TEXT] * 5))

@@ -120,6 +120,7 @@ def test_acquisition_and_forgetting_by_the_papers_formulas():
   assert out["forgetting"] == pytest.approx(0.2)
 
 
+@pytest.mark.slow
 @needs_data
 def test_tiny_demo_pipeline_writes_table_and_plots_and_reruns_as_done(tmp_path):
   from conftest import run_cli
@@ -130,7 +131,13 @@ def test_tiny_demo_pipeline_writes_table_and_plots_and_reruns_as_done(tmp_path):
           "--config.demo.early_step=10", "--config.demo.entropy_documents=8",
           "--config.injection.injections=1", "--config.injection.interval=10",
           "--config.injection.paraphrased_items=2", "--config.train.steps=10",
-          "--config.train.eval_every=5", "--config.train.eval_batches=1"]
+          "--config.train.eval_every=5", "--config.train.eval_batches=1",
+          # The smallest batches that still hold a step of injected rows: the stages' wiring
+          # is what is checked here, not what a tiny model learns.
+          "--config.pretrain.train.batch_size=4", "--config.pretrain.train.seq_len=64",
+          "--config.pretrain.train.eval_batches=1", "--config.train.batch_size=4",
+          "--config.injection.rows_per_step=4",
+          "--config.max_tokens=64", "--config.batch_size=4", "--config.length_bucket=32"]
   result = run_cli(args, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((tmp_path / "summary.json").read_text())

@@ -213,6 +213,8 @@ def test_compare_cli_prints_the_findings_and_draws_the_piano_roll(tmp_path):
   assert numbers["harmony"]["score"] == 1.0 and figure.stat().st_size > 0
 
 
+@pytest.mark.slow
+@pytest.mark.trains
 def test_music_judge_pipeline_with_a_scripted_lm_judge(tmp_path):
   pytest.importorskip("httpx")
   from conftest import run_cli

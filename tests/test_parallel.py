@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, read_jsonl, run_cli, tiny_args
+from conftest import REPO, read_jsonl, run_cli, tiny_args, xla_flags
 from llmjax.errors import UserError
 from llmjax.parallel import mesh_shape
 
@@ -49,7 +49,7 @@ def test_parameters_and_optimizer_state_follow_the_logical_rules():
   result = subprocess.run([sys.executable, "-c", SHARDING_PROBE], cwd=REPO, capture_output=True,
                           text=True, timeout=120,
                           env={**__import__("os").environ,
-                               "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                               "XLA_FLAGS": xla_flags(8)})
   assert result.returncode == 0, result.stderr
   specs = json.loads(result.stdout.strip().splitlines()[-1])
   assert specs["query"] == ["fsdp", "tensor", None]  # embed -> fsdp, heads -> tensor
@@ -59,9 +59,10 @@ def test_parameters_and_optimizer_state_follow_the_logical_rules():
   assert specs["shard_shape"] == [16, 2, 8]
 
 
+@pytest.mark.slow
 def test_eight_devices_train_like_one(tmp_path):
-  common = ("--config.train.steps=100", "--config.train.log_every=1",
-            "--config.train.checkpoint_every=1000")
+  common = ("--config.train.steps=30", "--config.train.log_every=1",
+            "--config.train.eval_every=30", "--config.train.checkpoint_every=1000")
   one = run_cli(tiny_args(tmp_path / "one", *common))
   eight = run_cli(tiny_args(tmp_path / "eight", *common, "--config.mesh.data=2",
                             "--config.mesh.fsdp=2", "--config.mesh.tensor=2"), devices=8)

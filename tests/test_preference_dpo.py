@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 from llmjax.config_base import base_config
 from llmjax.data.examples import pair_batch, read_examples
 from llmjax.data.tokenizers import ByteTokenizer
@@ -157,13 +157,14 @@ print(json.dumps(losses))
 """
 
 
+@pytest.mark.slow
 def test_a_dpo_step_on_8_devices_equals_1_device(tmp_path):
   path = tmp_path / "pairs.jsonl"
   path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
   result = subprocess.run([sys.executable, "-c", EIGHT_DEVICES.format(path=str(path))],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ,
-                               "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+                               "XLA_FLAGS": xla_flags(8)})
   assert result.returncode == 0, result.stderr[-2000:]
   losses = json.loads(result.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(losses["eight"], losses["one"], rtol=1e-5)
@@ -186,6 +187,8 @@ def test_a_malformed_pair_row_stops_the_cli_with_its_file_and_line(tmp_path):
   assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.trains
 def test_tiny_preset_meets_its_targets_and_a_rerun_skips_every_stage(tmp_path):
   """The tiny preset as shipped: pairs are verified (chosen right, rejected wrong), held-out
   reward accuracy is above 0.9, the DPO policy's greedy accuracy beats the SFT policy's, and a

@@ -6,6 +6,8 @@ import json
 import os
 import pathlib
 
+import pytest
+
 from llmjax import main
 
 MICRO = ("--config.model.d_model=64", "--config.model.n_layers=2", "--config.model.d_ff=128",
@@ -28,6 +30,8 @@ def _run(workdir, capsys):
   return capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.trains
 def test_pipeline_runs_skips_and_resumes_exploration(tmp_path, capsys):
   err = _run(tmp_path, capsys)
   assert all(f"stage {s}: running" in err for s in STAGES), err

@@ -27,6 +27,7 @@ SENTENCES = [
     "Short.", "A question? An answer!", "The end of the list of twenty sentences."]
 
 
+@pytest.mark.slow
 def test_minilm_embeddings_equal_sentence_transformers():
   sentence_transformers = pytest.importorskip("sentence_transformers")
   from llmjax.interop.sentence_embedder import SentenceEmbedder

@@ -151,25 +151,27 @@ def test_info_nce_matches_a_hand_computation():
 
 @pytest.fixture(scope="module")
 def models():
+  # Initialised by compiled programs: op by op, the random initializers alone compile dozens
+  # of small programs.
   decoder = Decoder(CONFIG)
-  dec_params = decoder.init(jax.random.PRNGKey(1), jnp.zeros((1, 4), jnp.int32))["params"]
+  dec_params = jax.jit(decoder.init)(jax.random.PRNGKey(1), jnp.zeros((1, 4), jnp.int32))["params"]
   latent = LatentModel(CONFIG)
-  latent_params = latent.init(jax.random.PRNGKey(2), jnp.zeros((1, 6), jnp.int32),
-                              jnp.zeros((1, 6, CONFIG.d_model)),
-                              jnp.zeros((1, 6), jnp.int32))["params"]
+  latent_params = jax.jit(latent.init)(jax.random.PRNGKey(2), jnp.zeros((1, 6), jnp.int32),
+                                       jnp.zeros((1, 6, CONFIG.d_model)),
+                                       jnp.zeros((1, 6), jnp.int32))["params"]
   return decoder, dec_params, latent, latent_params
 
 
 def test_vector_prefix_decoding_equals_uncached_greedy(models):
   decoder, params, _, _ = models
   z = jax.random.normal(jax.random.PRNGKey(3), (3, CONFIG.d_model)) * 3
-  greedy = []
-  for b in range(3):
-    seq = [0]
-    for _ in range(5):
-      logits = prefix_logits(decoder, params, z[b:b + 1], jnp.asarray([seq]))
-      seq.append(int(jnp.argmax(logits[0, -1])))
-    greedy.append(seq[1:])
+  # Uncached greedy: the whole sequence through the decoder at every step. The decoder is
+  # causal, so one compiled length (6) serves every step: position t's logits read tokens <= t.
+  forward = jax.jit(lambda z_BxD, inputs_BxL: prefix_logits(decoder, params, z_BxD, inputs_BxL))
+  seqs = np.zeros((3, 6), np.int32)  # position 0 holds z; the greedy tokens follow
+  for t in range(5):
+    seqs[:, t + 1] = np.argmax(np.asarray(forward(z, jnp.asarray(seqs)))[:, t], axis=-1)
+  greedy = seqs[:, 1:].tolist()
   # Row 0's third token as EOS: row 0 stops there (padding after it), the others wherever
   # that token first appears in theirs (or never).
   eos = greedy[0][2]
@@ -204,7 +206,7 @@ def test_continuous_rollout_equals_uncached_forward(models):
     tokens = jnp.asarray([problem.question + [0] * (k - 1)])
     vectors = jnp.zeros((1, n_q + k - 1, CONFIG.d_model)).at[0, n_q:].set(Z[:k - 1])
     mask = jnp.zeros((1, n_q + k - 1), jnp.int32).at[0, n_q:].set(1)
-    pred, _ = latent.apply({"params": latent_params}, tokens, vectors, mask)
+    pred, _ = jax.jit(latent.apply)({"params": latent_params}, tokens, vectors, mask)
     np.testing.assert_allclose(np.asarray(pred[0, n_q - 1:]), Z, atol=2e-4, rtol=2e-4)
 
 
@@ -216,7 +218,7 @@ def test_teacher_embeddings_agree_with_encoding_and_reencoding():
   from llmjax.experiments.sentence_lm.model import encode
   cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=2, d_ff=64)
   decoder = Decoder(cfg)
-  params = decoder.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  params = jax.jit(decoder.init)(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"]
   lengths = types.SimpleNamespace(sentence=6, context=20, latent=16, sentences=4)
   r = types.SimpleNamespace(tokenizer=_Tokenizer(), model_config=cfg, config=types.SimpleNamespace(
       lengths=lengths, inference=types.SimpleNamespace(batch_size=3)))
@@ -226,8 +228,8 @@ def test_teacher_embeddings_agree_with_encoding_and_reencoding():
     embeddings = sentence_lm.teacher_embeddings(r, teacher, params, problems)
     arrays = (data_lib.semantic_arrays(problems, 1, 2, lengths, unique=False)
               if teacher == "semantic" else data_lib.contextual_arrays(problems, 1, 2, lengths))
-    alone = encode(decoder, params, jnp.asarray(arrays["enc_tokens"]),
-                   jnp.asarray(arrays["enc_lengths"]))
+    alone = jax.jit(lambda p, tokens, n: encode(decoder, p, tokens, n))(
+        params, jnp.asarray(arrays["enc_tokens"]), jnp.asarray(arrays["enc_lengths"]))
     np.testing.assert_allclose(np.concatenate(embeddings), np.asarray(alone), atol=1e-5)
     runner = LatentRunner(cfg, _Tokenizer(), {40}, teacher, 4, 6, 20, batch_size=2)
     for t in (1, 2, 3):
@@ -266,6 +268,7 @@ def _decoder_generation_xla(decoder, params, prompt: int, generated: int,
   return total
 
 
+@pytest.mark.slow
 def test_analytic_flops_match_xla_for_cot(models):
   decoder, params, _, _ = models
   prompt, generated = 40, 6
@@ -274,6 +277,7 @@ def test_analytic_flops_match_xla_for_cot(models):
   assert abs(analytic - measured) / measured < 0.03, (analytic, measured)
 
 
+@pytest.mark.slow
 def test_analytic_flops_match_xla_for_continuous_inference(models):
   decoder, dec_params, latent, latent_params = models
   n_q, counts = 30, [4, 4, 5]  # two steps read only by their stop check, then the answer
@@ -303,6 +307,7 @@ def test_analytic_flops_match_xla_for_continuous_inference(models):
 
 # ---- the pipeline -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_micro_pipeline_runs_resumes_and_prints_the_lens(tmp_path, capsys):
   from configs.sentence_lm import get_config
   from llmjax.experiments.sentence_lm.experiment import run

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import REPO, run_cli, tiny_args
+from conftest import REPO, run_cli, tiny_args, xla_flags
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -31,7 +31,7 @@ def served(tmp_path_factory):
                              "--config.train.eval_every=30"))
   assert result.returncode == 0, result.stderr[-2000:]
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(os.environ, XLA_FLAGS=xla_flags(1))
   process = subprocess.Popen([sys.executable, "-m", "llmjax.serve", "--checkpoint", str(run),
                               "--port", str(port), "--model-name", "tiny",
                               "--max-wait-ms", "50", "--length-bucket", "256"],
@@ -54,6 +54,7 @@ def served(tmp_path_factory):
   process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_responses_validate_against_the_openai_client_types(served):
   from openai.types import Completion, Model
   from openai.types.chat import ChatCompletion
@@ -70,15 +71,19 @@ def test_responses_validate_against_the_openai_client_types(served):
   completion = client.completions.create(model=name, prompt="17 plus 25 is", max_tokens=8,
                                          temperature=0, stop=["."])
   assert isinstance(completion, Completion) and "." not in completion.choices[0].text
-  for raw, kind in ((httpx.get(f"{base}/models").json()["data"][0], Model),):
+  # httpx's own timeout is 5 s: a first request compiles, and on a loaded 2-core host that
+  # takes longer.
+  for raw, kind in ((httpx.get(f"{base}/models", timeout=120).json()["data"][0], Model),):
     kind.model_validate(raw)
   raw = httpx.post(f"{base}/chat/completions", json={
-      "model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}).json()
+      "model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+      timeout=120).json()
   ChatCompletion.model_validate(raw)
   assert raw["object"] == "chat.completion" and raw["choices"][0]["message"]["role"] == (
       "assistant")
 
 
+@pytest.mark.slow
 def test_bad_requests_get_an_openai_style_400(served):
   base, name, _ = served
   for body, param in (({"model": name, "messages": []}, "messages"),
@@ -88,11 +93,12 @@ def test_bad_requests_get_an_openai_style_400(served):
                        "model"),
                       ({"model": name, "messages": [{"role": "user", "content": "x"}],
                         "max_tokens": 0}, "max_tokens")):
-    response = httpx.post(f"{base}/chat/completions", json=body)
+    response = httpx.post(f"{base}/chat/completions", json=body, timeout=120)
     assert response.status_code == 400, body
     assert response.json()["error"]["param"] == param
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_batched_and_get_what_they_get_alone(served):
   base, name, _ = served
 
@@ -102,10 +108,10 @@ def test_concurrent_requests_are_batched_and_get_what_they_get_alone(served):
         "seed": 100 + i}).json()["choices"][0]["text"]
 
   alone = [ask(i) for i in range(6)]
-  before = httpx.get(f"{base.removesuffix('/v1')}/health").json()
+  before = httpx.get(f"{base.removesuffix('/v1')}/health", timeout=120).json()
   with ThreadPoolExecutor(6) as pool:
     together = list(pool.map(ask, range(6)))
-  after = httpx.get(f"{base.removesuffix('/v1')}/health").json()
+  after = httpx.get(f"{base.removesuffix('/v1')}/health", timeout=120).json()
   assert together == alone
   assert after["requests"] - before["requests"] == 6
   assert after["generator_calls"] - before["generator_calls"] < 6  # some shared a call
@@ -120,6 +126,8 @@ def test_serve_rejects_a_missing_checkpoint_in_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint ")
 
 
+@pytest.mark.slow
+@pytest.mark.trains
 def test_biggen_through_the_server_equals_the_local_judge(served, tmp_path):
   """The done-when run at a small size: a tiny llmjax judge grades BiGGen's sample responses
   through the OpenAI-compatible server and in-process; same seed, same outputs. (Its outputs
@@ -145,6 +153,7 @@ def test_biggen_through_the_server_equals_the_local_judge(served, tmp_path):
   assert (report == json.loads((tmp_path / "local" / "report.json").read_text()))
 
 
+@pytest.mark.slow
 def test_biggen_generates_responses_with_a_model_under_test_once(served, tmp_path):
   from scripted_endpoint import scripted_server
   _, _, run = served

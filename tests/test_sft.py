@@ -4,6 +4,7 @@ never attend to each other, and a run that generate can read back."""
 import json
 
 import numpy as np
+import pytest
 
 from conftest import read_jsonl, run_cli
 from llmjax.data.pipeline import lm_batches, take
@@ -38,6 +39,7 @@ def test_examples_pack_with_the_loss_on_completions_only(tmp_path):
   assert "reverse" not in counted
 
 
+@pytest.mark.slow
 def test_sft_cli_trains_and_its_run_generates(tmp_path):
   write_examples(tmp_path / "train.jsonl", 200, 1)
   write_examples(tmp_path / "dev.jsonl", 40, 2)
