@@ -148,6 +148,8 @@ def run(argv: Sequence[str]) -> dict:
     runio.write_json(config_path, config.to_dict())
     try:
       summary = experiment(config, workdir)
+    except preemption.StoppedEarly as e:  # a pipeline stage stopped, as a single run can
+      summary = {"status": "stopped", "stopped_early": True, "stage": e.stage, "step": e.step}
     except (UserError, KeyboardInterrupt) as e:
       if not runio.is_writer():
         raise

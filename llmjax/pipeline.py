@@ -13,6 +13,10 @@ it, and the result it returned. A rerun of the pipeline
     is kept and the stage continues from there; a stage started under another config, or one
     that finished and must run again, starts from an empty directory.
 
+A training loop that stops early inside a stage (SIGTERM, Ctrl-C, `train.stop_after_steps`)
+stops the pipeline: the stage writes no `done.json`, `preemption.StoppedEarly` reaches the
+command line (summary status "stopped", with the stage and step), and the next run resumes it.
+
 A crash in stage 3 therefore never reruns stages 1-2. Values pass between stages in memory
 (`ctx.keep`, e.g. freshly trained params) within one process, and through the stage's files
 across processes (`ctx.artifact(stage, key, load)` calls `load(directory)` when the value is not
@@ -30,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from llmjax import distributed, runio
 from llmjax.errors import UserError
+from llmjax.train import preemption
 
 DONE, STARTED = "done.json", "started.json"
 
@@ -103,7 +108,8 @@ class Pipeline:
     self.ran = []
     for stage in self.stages:
       directory = self.stage_directory(stage.name)
-      identity = {"config_hash": _hash_json(stage.config), "upstream": upstream}
+      identity = {"config_hash": _hash_json(_without_run_control(stage.config)),
+                  "upstream": upstream}
       done = None if rerun_rest else _read(os.path.join(directory, DONE))
       if done is not None and _matches(done, identity) and (
           done.get("outputs") == _output_hashes(directory, stage.outputs)):
@@ -124,7 +130,14 @@ class Pipeline:
       _say(f"stage {stage.name}: {'resuming' if resumed else 'running'}")
       ctx = StageContext(self, stage)
       ctx.resumed = resumed
-      result = stage.run(ctx)
+      try:
+        with preemption.inside_stage():
+          result = stage.run(ctx)
+      except preemption.StoppedEarly as e:  # its checkpoint is saved; it is not done
+        e.stage = stage.name
+        _say(f"stage {stage.name}: stopped at step {e.step}, not done; rerun the same command "
+             "to resume it")
+        raise
       try:
         json.dumps(runio.jsonable(result))
       except (TypeError, ValueError) as e:
@@ -142,6 +155,17 @@ class Pipeline:
       self.ran.append(stage.name)
       upstream = _hash_json(_read_back(manifest))
     return dict(self.results)
+
+
+# Settings that say how far or how visibly this invocation runs, not what a stage computes: a
+# stage stopped by `train.stop_after_steps` resumes when it is rerun without it.
+RUN_CONTROL_KEYS = frozenset({"stop_after_steps", "progress"})
+
+
+def _without_run_control(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return {k: _without_run_control(v) for k, v in value.items() if k not in RUN_CONTROL_KEYS}
+  return value
 
 
 def _say(message: str) -> None:

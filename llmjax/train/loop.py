@@ -20,6 +20,7 @@ import numpy as np
 
 from llmjax import checks, rundir, runio
 from llmjax.errors import TrainingDivergedError, UserError
+from llmjax.train import preemption
 from llmjax.train.preemption import SigtermFlag
 from llmjax.weights.checkpoint import Checkpointer
 
@@ -221,6 +222,8 @@ def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = T
     finally:
       _close_all((progress.close, writer.close, checkpointer.close), failing)
   result.state, result.step = state, step
+  if result.stopped_early and preemption.in_stage():
+    raise preemption.StoppedEarly(step)
   return result
 
 

@@ -6,9 +6,36 @@ checks it after each step (or chunk of steps), saves a checkpoint and returns, a
 exits 0 after SIGTERM and 130 after Ctrl-C (`stopped_by`). A second Ctrl-C interrupts at once.
 """
 
+import contextlib
 import signal
 
 _LAST_STOP = {"signal": None}
+_STAGES = {"depth": 0}
+
+
+class StoppedEarly(Exception):
+  """A training loop inside a pipeline stage stopped early (SIGTERM, Ctrl-C or
+  `train.stop_after_steps`) after saving its checkpoint. The stage is not done: the pipeline
+  stops with it, marks nothing done, and the next run resumes the stage at `step`."""
+
+  def __init__(self, step: int, stage: str | None = None):
+    super().__init__(f"stopped at step {step}" + (f" of stage {stage}" if stage else ""))
+    self.step, self.stage = step, stage
+
+
+@contextlib.contextmanager
+def inside_stage():
+  """While active, a loop that stops early raises StoppedEarly instead of returning (a stage
+  would otherwise carry on with a half-trained model and be marked done)."""
+  _STAGES["depth"] += 1
+  try:
+    yield
+  finally:
+    _STAGES["depth"] -= 1
+
+
+def in_stage() -> bool:
+  return _STAGES["depth"] > 0
 
 
 def stopped_by() -> str | None:
