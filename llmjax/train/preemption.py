@@ -18,9 +18,10 @@ class StoppedEarly(Exception):
   `train.stop_after_steps`) after saving its checkpoint. The stage is not done: the pipeline
   stops with it, marks nothing done, and the next run resumes the stage at `step`."""
 
-  def __init__(self, step: int, stage: str | None = None):
-    super().__init__(f"stopped at step {step}" + (f" of stage {stage}" if stage else ""))
-    self.step, self.stage = step, stage
+  def __init__(self, step: int):
+    super().__init__(f"stopped at step {step}")
+    self.step = step
+    self.stage: str | None = None  # named by the pipeline that ran the stage
 
 
 @contextlib.contextmanager
