@@ -108,7 +108,6 @@ def test_monte_carlo_refuses_bad_shapes():
 
 
 @pytest.mark.slow
-@pytest.mark.trains
 def test_did_synthetic_cli_writes_the_three_claims(tmp_path):
   """A small run of configs/did_synthetic.py: 12 outputs, a few steps of each stage. The
   tabular DPO with the matched pi_l reaches the target; the others are checked for shape."""
