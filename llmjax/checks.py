@@ -12,6 +12,11 @@ from typing import Any
 from llmjax.errors import UserError
 
 
+def _name(prefix: str, key: str) -> str:
+  """`prefix.key`, or `key` for a top-level setting (prefix '')."""
+  return f"{prefix}.{key}" if prefix else key
+
+
 def expect(ok: bool, key: str, value: Any, expected: str) -> None:
   if not ok:
     raise UserError(f"{key} = {value!r}: expected {expected}")
@@ -22,14 +27,14 @@ def positive_ints(section, prefix: str, *keys: str) -> None:
   for key in keys:
     value = section[key]
     expect(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-           f"{prefix}.{key}", value, "a positive integer")
+           _name(prefix, key), value, "a positive integer")
 
 
 def non_negative_ints(section, prefix: str, *keys: str) -> None:
   for key in keys:
     value = section[key]
     expect(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-           f"{prefix}.{key}", value, "an integer >= 0")
+           _name(prefix, key), value, "an integer >= 0")
 
 
 def non_negative_floats(section, prefix: str, *keys: str) -> None:
@@ -37,7 +42,7 @@ def non_negative_floats(section, prefix: str, *keys: str) -> None:
   for key in keys:
     value = section[key]
     expect(isinstance(value, (int, float)) and not isinstance(value, bool)
-           and math.isfinite(value) and value >= 0, f"{prefix}.{key}", value,
+           and math.isfinite(value) and value >= 0, _name(prefix, key), value,
            "a finite number >= 0")
 
 
@@ -45,4 +50,4 @@ def in_range(section, prefix: str, key: str, low: float, high: float) -> None:
   """`section[key]` lies in [low, high)."""
   value = section[key]
   expect(isinstance(value, (int, float)) and math.isfinite(value) and low <= value < high,
-         f"{prefix}.{key}", value, f"a number in [{low}, {high})")
+         _name(prefix, key), value, f"a number in [{low}, {high})")

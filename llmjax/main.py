@@ -25,7 +25,7 @@ from typing import Sequence
 from absl import flags
 from ml_collections import config_dict, config_flags
 
-from llmjax import distributed, hostenv, rundir, runio
+from llmjax import checks, distributed, hostenv, run_history, rundir, runio
 from llmjax.errors import StorageError, UserError
 from llmjax.train import preemption
 
@@ -52,7 +52,14 @@ def load_config_file(spec: str) -> config_dict.ConfigDict:
   takes_preset = bool(inspect.signature(module.get_config).parameters)
   if preset and not takes_preset:
     raise UserError(f"config file {path} has no presets, but ':{preset}' was given")
-  return module.get_config(preset or None) if takes_preset else module.get_config()
+  config = module.get_config(preset or None) if takes_preset else module.get_config()
+  if not isinstance(config, config_dict.ConfigDict):
+    raise UserError(f"config file {path}: get_config() returned {type(config).__name__}; "
+                    "expected an ml_collections.ConfigDict")
+  if not isinstance(config.get("experiment"), str) or not config.experiment:
+    raise UserError(f"config file {path}: the config names no experiment (set "
+                    "config.experiment, e.g. with llmjax.config_base.base_config)")
+  return config
 
 
 def config_keys(config, prefix: str = "") -> list[str]:
@@ -133,39 +140,75 @@ def run(argv: Sequence[str]) -> dict:
   summary. Raises UserError for user mistakes."""
   config, workdir, distributed_options = parse_args(argv)
   distributed.initialize(distributed_options)  # before anything touches a device
-  from llmjax.experiments import get_experiment  # after parsing: keeps `--help`-speed errors
+  # after parsing: keeps `--help`-speed errors
+  from llmjax.experiments import get_experiment, history_keys
   experiment = get_experiment(config.experiment)
   if runio.is_writer():
     rundir.prepare(workdir)
   rundir.reset()
   preemption.reset()
-  with rundir.WorkdirLock(workdir):
+  train = config.get("train")
+  stop_after_steps = train.get("stop_after_steps") if train else None
+  with rundir.WorkdirLock(workdir), preemption.run_stops_after(stop_after_steps):
+    if stop_after_steps is not None:  # every stage obeys it: checked before any stage runs
+      checks.positive_ints(train, "train", "stop_after_steps")
     _refuse_to_mix_histories(config, workdir)
+    settings = runio.jsonable(config.to_dict())
+    _check_same_run(workdir, settings, *history_keys(config.experiment))
+    rundir.remember_given_config(workdir, settings)
     before = set(os.listdir(workdir)) if runio.is_writer() else set()
     config_path = os.path.join(workdir, "config.json")
     previous = open(config_path).read() if os.path.exists(config_path) else None
     rundir.remember_previous_config(workdir, previous)
-    runio.write_json(config_path, config.to_dict())
+    try:
+      runio.write_json(config_path, settings)
+    except OSError as e:
+      raise StorageError(f"{config_path}: cannot be written ({e.strerror or e}); nothing was "
+                         "run") from None
     try:
       summary = experiment(config, workdir)
     except preemption.StoppedEarly as e:  # a pipeline stage stopped, as a single run can
       summary = {"status": "stopped", "stopped_early": True, "stage": e.stage, "step": e.step}
-    except (UserError, KeyboardInterrupt) as e:
+    except BaseException as e:  # a mistake, Ctrl-C, or a bug: the record stays consistent
       if not runio.is_writer():
         raise
       if rundir.began():  # keep the record whole: config.json describes the checkpoints
-        try:
-          runio.write_json(os.path.join(workdir, "summary.json"), {
-              "status": "failed" if isinstance(e, UserError) else "interrupted",
-              "error": str(e).splitlines()[0] if str(e) else type(e).__name__})
-        except OSError:  # the disk that failed the run cannot take its summary either
-          pass
-      else:  # a rejected run leaves the workdir as it found it
+        _write_failed_summary(workdir, e)
+      else:  # a run stopped before it wrote anything leaves the workdir as it found it
         _roll_back(workdir, before, config_path, previous)
       raise
     summary.setdefault("status", "stopped" if summary.get("stopped_early") else "completed")
     runio.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
+
+
+def _check_same_run(workdir: str, settings: dict, history: tuple, free: tuple) -> None:
+  """The workdir's owner and history keys (llmjax/run_history.py), checked by process 0; every
+  process of a multi-process run learns its answer, so all of them stop."""
+  problem = None
+  if runio.is_writer():
+    try:
+      run_history.check_same_run(run_history.read_previous_config(workdir), settings, workdir,
+                                 history, free)
+    except UserError as e:
+      problem = e
+  if distributed.broadcast_flag(problem is not None):
+    raise problem or UserError(f"workdir {workdir}: the run was refused by process 0 (its "
+                               "error line says why)")
+
+
+def _write_failed_summary(workdir: str, error: BaseException) -> None:
+  if isinstance(error, UserError):
+    status, message = "failed", str(error).splitlines()[0] if str(error) else "UserError"
+  elif isinstance(error, KeyboardInterrupt):
+    status, message = "interrupted", "KeyboardInterrupt"
+  else:
+    first = str(error).splitlines()[0] if str(error) else ""
+    status, message = "failed", f"{type(error).__name__}: {first}".rstrip(": ")
+  try:
+    runio.write_json(os.path.join(workdir, "summary.json"), {"status": status, "error": message})
+  except OSError:  # the disk that failed the run cannot take its summary either
+    pass
 
 
 def _refuse_to_mix_histories(config, workdir: str) -> None:

@@ -25,7 +25,7 @@ from llmjax import distributed, runio
 from llmjax.errors import UserError
 
 LOCK = ".lock"
-_STATE = {"began": False, "previous_config": None}
+_STATE = {"began": False, "previous_config": None, "given_config": None}
 
 
 def prepare(workdir: str) -> None:
@@ -67,6 +67,9 @@ class WorkdirLock:
 
   def _take(self) -> str | None:
     """Takes the lock; returns None, or who holds it."""
+    if os.path.isdir(self.path):
+      raise UserError(f"{self.path}: is a directory; the run's lock is a file there (remove "
+                      "the directory)")
     self._file = open(self.path, "a+")
     try:
       fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,12 +109,28 @@ def reset() -> None:
   """Forget an earlier run of this process (main calls it at the start of every run)."""
   _STATE["began"] = False
   _STATE["previous_config"] = None
+  _STATE["given_config"] = None
 
 
 def remember_previous_config(workdir: str, text: str | None) -> None:
   """The config.json this run replaced in `workdir`: it goes with the earlier run when that is
   moved aside."""
   _STATE["previous_config"] = (os.path.abspath(workdir), text)
+
+
+def remember_given_config(workdir: str, settings: dict) -> None:
+  """The config this run was given (main writes it as config.json first)."""
+  _STATE["given_config"] = (os.path.abspath(workdir), settings)
+
+
+def given_config(workdir: str) -> dict | None:
+  """The config this run was given, when `workdir` is the run's own (else None): an
+  experiment that rewrites config.json with what it resolved (a model loaded from `init`)
+  keeps it there as `as_given`, which is what a later run is compared with."""
+  remembered = _STATE["given_config"]
+  if remembered and remembered[0] == os.path.abspath(workdir):
+    return remembered[1]
+  return None
 
 
 def earlier_checkpoints(workdir: str) -> list[int]:

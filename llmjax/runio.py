@@ -16,6 +16,8 @@ import jax
 import numpy as np
 import tqdm
 
+from llmjax.errors import UserError
+
 
 def is_writer() -> bool:
   return jax.process_index() == 0
@@ -167,9 +169,21 @@ def read_complete_jsonl(path: os.PathLike) -> list[dict[str, Any]]:
 
 
 def read_metrics(workdir: os.PathLike, split: str | None = None) -> list[dict[str, Any]]:
-  """Reads metrics.jsonl back, optionally keeping one split."""
+  """Reads metrics.jsonl back, optionally keeping one split. A last line cut short (what a
+  crash or a full disk leaves) is dropped: the resumed run logs that step again. A damaged line
+  before the last is a UserError naming it."""
   path = pathlib.Path(workdir) / "metrics.jsonl"
   if not path.exists():
     return []
-  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), 1)
+           if line.strip()]
+  rows = []
+  for i, (number, line) in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:
+        break  # torn by the end of the earlier run
+      raise UserError(f"{path}:{number}: not a JSON line; the metrics history is damaged "
+                      "(move the file away to start its history again)") from None
   return [r for r in rows if split is None or r["split"] == split]

@@ -10,6 +10,8 @@ Bad arguments: one line, exit 2.
 """
 
 import argparse
+import os
+import socket
 import sys
 
 from llmjax.errors import UserError
@@ -33,6 +35,7 @@ def main(argv=None) -> int:
                       "request may ask for")
   args = parser.parse_args(argv)
   try:
+    check_arguments(args)  # before the model loads: a typo costs no minutes
     import uvicorn
 
     from llmjax.parallel import Parallel
@@ -51,6 +54,25 @@ def main(argv=None) -> int:
         file=sys.stderr, flush=True)
   uvicorn.run(server.app(), host=args.host, port=args.port, log_level="warning")
   return 0
+
+
+def check_arguments(args) -> None:
+  """Every setting, then whether the address can be listened on; a UserError names the first
+  that cannot work."""
+  if not 1 <= args.port <= 65535:
+    raise UserError(f"--port {args.port}: expected a TCP port, 1 to 65535")
+  for flag, value in (("--batch-size", args.batch_size), ("--length-bucket", args.length_bucket),
+                      ("--max-tokens", args.max_tokens)):
+    if value < 1:
+      raise UserError(f"{flag} {value}: expected a positive integer")
+  if not args.max_wait_ms >= 0:
+    raise UserError(f"--max-wait-ms {args.max_wait_ms}: expected a number >= 0")
+  try:
+    with socket.create_server((args.host, args.port)):
+      pass
+  except OSError as e:
+    raise UserError(f"--host {args.host} --port {args.port}: cannot listen there "
+                    f"({os.strerror(e.errno) if e.errno else e})") from None
 
 
 if __name__ == "__main__":

@@ -59,6 +59,18 @@ def test_biggen_report_from_a_scripted_endpoint_equals_hand_computed_means(tmp_p
   judged = [json.loads(line) for line in (tmp_path / "w" / "judgements.jsonl").read_text()
             .splitlines()]
   assert len(judged) == 7 and all("outputs" in r for r in judged)
+  # Another judge in the same workdir would mix two judges' verdicts in one report: refused.
+  before = (tmp_path / "w" / "judgements.jsonl").read_bytes()
+  other = run_cli(["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
+                   f"--config.data={data}", "--config.judge.backend=openai",
+                   "--config.judge.base_url=http://127.0.0.1:9/v1",
+                   "--config.judge.model=another-judge", "--config.progress=False"])
+  assert other.returncode == 2
+  assert other.stderr.strip().splitlines()[-1] == (
+      f"error: workdir {tmp_path / 'w'} holds a run with other settings (judge.model = "
+      '"scripted" there, "another-judge" now); a resume would mix two histories: use a new '
+      "--workdir, or add --config.resume=False --config.overwrite=True to move that run aside")
+  assert (tmp_path / "w" / "judgements.jsonl").read_bytes() == before
 
 
 def test_relative_grading_reports_the_share_of_a(tmp_path):

@@ -194,6 +194,16 @@ def test_cli_measures_a_series_resumes_and_matches_on_eight_devices(pretrained_r
   again = _measure(workdir, pretrained_run, corpus)
   assert again.returncode == 0 and (workdir / "metrics.jsonl").read_text() == before
   assert "knowledge entropy" not in again.stdout
+  # The series is of one corpus: a rerun on another is refused, its rows untouched.
+  other = tmp_path / "other.txt"
+  other.write_text(CORPUS_TEXT.upper())
+  refused = _measure(workdir, pretrained_run, other)
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines()[-1] == (
+      f"error: workdir {workdir} holds a run with other settings (corpus = \"{corpus}\" there, "
+      f"\"{other}\" now); a resume would mix two histories: use a new --workdir, or add "
+      "--config.resume=False --config.overwrite=True to move that run aside")
+  assert (workdir / "metrics.jsonl").read_text() == before
   # The same series on 8 devices: data 2 x fsdp 2 x tensor 2.
   sharded = tmp_path / "sharded"
   result = _measure(sharded, f"{pretrained_run}/checkpoints/*", corpus, 8,

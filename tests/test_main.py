@@ -90,12 +90,18 @@ def test_second_invocation_with_more_steps_resumes(finished_run):
   assert steps == [5, 10, 15, 20, 25, 30]  # one history, continued
 
 
-def test_checkpoint_of_another_model_is_rejected_by_name(finished_run):
+def test_checkpoint_of_another_model_is_rejected_by_name(finished_run, tmp_path):
   before = (finished_run / "config.json").read_text()
+  # Resumed in its own workdir, the shape change is a change of history (test_run_history.py);
+  # started from it in a new one, the checkpoint's parameter is named.
   result = run_cli(tiny_args(finished_run, "--config.model.d_ff=96"))
   assert result.returncode == 2
+  assert "(model.d_ff = 192 there, 96 now)" in result.stderr.strip().splitlines()[-1]
+  result = run_cli(tiny_args(tmp_path, "--config.model.d_ff=96",
+                             f"--config.train.init_from={finished_run}"))
+  assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1] == (
-      "error: checkpoint parameter 'params/layer_0/mlp/down/kernel' has shape (192, 64); the "
+      "error: checkpoint parameter 'layer_0/mlp/down/kernel' has shape (192, 64); the "
       "configured model expects (96, 64)")
   assert (finished_run / "config.json").read_text() == before
 

@@ -192,21 +192,24 @@ def test_a_malformed_pair_row_stops_the_cli_with_its_file_and_line(tmp_path):
 def test_tiny_preset_meets_its_targets_and_a_rerun_skips_every_stage(tmp_path):
   """The tiny preset as shipped: pairs are verified (chosen right, rejected wrong), held-out
   reward accuracy is above 0.9, the DPO policy's greedy accuracy beats the SFT policy's, and a
-  rerun does no work. It is first stopped 5 steps into its DPO stage: that stage is not marked
-  done, and the full run resumes it there and meets the targets."""
+  rerun does no work. It is first stopped by the run's `train.stop_after_steps=5`, which every
+  stage obeys: 5 steps into its SFT stage (trained under `sft.train`), which is not marked done;
+  the full run resumes SFT there, runs every later stage and meets the targets."""
   from conftest import read_jsonl, run_cli
   from llmjax.experiments.preference import sorting
   args = ["--config", "configs/dpo.py:tiny", "--workdir", str(tmp_path / "run"),
           "--config.sft.train.progress=False", "--config.train.progress=False"]
   stopped = run_cli([*args, "--config.train.stop_after_steps=5"], timeout=600)
   assert stopped.returncode == 0, stopped.stderr[-3000:]
-  assert "stage dpo: stopped at step 5, not done" in stopped.stderr
+  assert "stage sft: stopped at step 5, not done" in stopped.stderr
   assert json.loads((tmp_path / "run" / "summary.json").read_text()) == {
-      "status": "stopped", "stopped_early": True, "stage": "dpo", "step": 5}
-  assert not (tmp_path / "run" / "dpo" / "done.json").exists()
+      "status": "stopped", "stopped_early": True, "stage": "sft", "step": 5}
+  assert not (tmp_path / "run" / "sft" / "done.json").exists()
+  assert not (tmp_path / "run" / "pairs").exists()  # no later stage ran
   result = run_cli(args, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "stage sft: done, skipped" in result.stderr and "resuming from step 5" in result.stderr
+  assert "stage sft: done, skipped" not in result.stderr
+  assert "resuming from step 5" in result.stderr
   rows = read_jsonl(tmp_path / "run" / "pairs" / "train_pairs.jsonl")
   assert rows and all(sorting.is_correct(r["prompt"], r["chosen"])
                       and not sorting.is_correct(r["prompt"], r["rejected"]) for r in rows)

@@ -1,9 +1,11 @@
 """TFDS builders for locally produced text, written as array_record and read without TensorFlow.
 
 A corpus is built once into `cache_dir/local_corpus/<name>/` on first use and reused after;
-`name` must change whenever the content would (callers put their seed, size or the source
-file's size and mtime in it). Building writes into a temporary folder that TFDS renames when
-complete, so an interrupted or failed build (e.g. a malformed source row) leaves no corpus behind.
+`name` must change whenever the content would (callers put their seed and size, or a hash of
+the source files, in it). Building writes into a temporary folder that TFDS renames when
+complete, so an interrupted or failed build (e.g. a malformed source row) leaves no corpus
+behind; processes building one corpus at once (two first runs, a multi-process run on one host)
+take turns under a file lock, and the later ones find it built.
 Rows are `{'prompt': str, 'text': str, 'where': str}`; pretraining documents have an empty
 prompt, and `where` says where a row came from ('train.jsonl:17'), for error messages.
 
@@ -14,6 +16,7 @@ document fits its packing limit without reading the corpus again.
 
 import contextlib
 import dataclasses
+import fcntl
 import heapq
 import json
 import logging
@@ -83,9 +86,10 @@ def build_corpus(name: str, splits: Mapping[str, SplitFn], cache_dir: os.PathLik
   tfds.disable_progress_bar()
   config = LocalCorpusConfig(name=name, version=LocalCorpus.VERSION, splits=dict(splits))
   with _quiet_tfds():
-    builder = LocalCorpus(config=config, data_dir=os.fspath(cache_dir),
-                          file_format="array_record")
-    builder.download_and_prepare()
+    with _build_lock(cache_dir, name):  # made inside: it then reads what another process built
+      builder = LocalCorpus(config=config, data_dir=os.fspath(cache_dir),
+                            file_format="array_record")
+      builder.download_and_prepare()
     longest_path = os.path.join(builder.data_dir, "longest.json")
     if builder.longest and runio.is_writer():  # built just now
       runio.atomic_write_text(longest_path, json.dumps(builder.longest))
@@ -95,6 +99,18 @@ def build_corpus(name: str, splits: Mapping[str, SplitFn], cache_dir: os.PathLik
         longest = json.load(f)
     return {split: CorpusSplit(builder.as_data_source(split=split), longest.get(split))
             for split in splits}
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir: os.PathLike, name: str):
+  """An exclusive lock on building corpus `name` in `cache_dir` (held while preparing)."""
+  os.makedirs(cache_dir, exist_ok=True)
+  with open(os.path.join(cache_dir, f".{name}.build-lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

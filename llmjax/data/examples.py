@@ -13,7 +13,9 @@ for the assistant turn(s) after it (end-of-turn tokens included, nothing added).
 A sequence is prompt + completion, at most `max_tokens` (the model sees max_tokens - 1 inputs):
 a longer one loses the start of its prompt (at least one prompt token stays), then the end of
 its completion; `truncated` counts them, and a row whose completion is empty is an error naming
-its file and line.
+its file and line. A pair whose chosen and rejected are the same tokens (as written, or once cut
+to max_tokens) teaches nothing (its DPO loss is ln 2 whatever the model): it is dropped and
+counted in `identical`, and a file of nothing else is an error.
 """
 
 import dataclasses
@@ -35,6 +37,7 @@ class Examples:
   completions: list[list[list[int]]]
   where: list[str]
   truncated: int = 0
+  identical: int = 0  # pairs dropped because chosen == rejected (after the cut)
 
   def __len__(self) -> int:
     return len(self.prompts)
@@ -101,12 +104,19 @@ def read_examples(path: str, tokenizer: Tokenizer, max_tokens: int,
                         "to no tokens")
       encoded.append(completion_ids)
     prompt_ids, encoded, cut = _fit(prompt_ids, encoded, max_tokens)
+    if len(encoded) == 2 and encoded[0] == encoded[1]:
+      out.identical += 1
+      continue
     out.truncated += cut
     out.prompts.append(prompt_ids)
     for k, completion_ids in enumerate(encoded):
       out.completions[k].append(completion_ids)
     out.where.append(where)
   if not out.prompts:
+    if out.identical:
+      raise DataError(f"{path}: all {out.identical} pairs have the same chosen and rejected "
+                      f"tokens (as written or once cut to {max_tokens} tokens): nothing to "
+                      "prefer")
     raise DataError(f"{path}: no rows")
   return out
 

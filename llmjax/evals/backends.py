@@ -162,6 +162,38 @@ def judge_sampling(judge_config) -> JudgeSampling:
                        repetition_penalty=float(judge_config.repetition_penalty))
 
 
+BACKENDS = ("local", "openai")
+
+
+def check_judge_config(judge_config, allow_none: bool = False) -> None:
+  """Every `judge.*` setting, before a model loads or a request is paid for: one line naming
+  the first that cannot work."""
+  from urllib.parse import urlparse
+
+  from llmjax import checks
+  j = judge_config
+  allowed = BACKENDS + (("none",) if allow_none else ())
+  checks.expect(j.backend in allowed, "judge.backend", j.backend, f"one of {allowed}")
+  if j.backend == "none":
+    return
+  checks.positive_ints(j, "judge", "batch_size", "length_bucket", "concurrency", "max_tokens")
+  checks.non_negative_ints(j, "judge", "http_retries", "max_retries")
+  checks.non_negative_floats(j, "judge", "temperature", "backoff_s")
+  checks.expect(j.timeout_s > 0, "judge.timeout_s", j.timeout_s, "a positive number of seconds")
+  checks.expect(0 < j.top_p <= 1, "judge.top_p", j.top_p, "a number in (0, 1]")
+  if j.backend == "local":
+    checks.expect(bool(j.checkpoint), "judge.checkpoint", j.checkpoint,
+                  "an llmjax run or hf:DIR for the local backend")
+  else:
+    url = urlparse(j.base_url)
+    checks.expect(url.scheme in ("http", "https") and bool(url.hostname), "judge.base_url",
+                  j.base_url, "an http(s) URL of an OpenAI-compatible API, e.g. "
+                  "http://127.0.0.1:8000/v1")
+    if j.api_key_env and j.api_key_env not in os.environ:
+      raise UserError(f"judge.api_key_env = {j.api_key_env!r}: that environment variable is "
+                      "not set")
+
+
 def make_backend(judge_config, parallel=None) -> Backend:
   """The backend `judge_config.backend` names (local | openai)."""
   if judge_config.backend == "local":

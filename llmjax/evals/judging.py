@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any, Callable, Sequence
 
-from llmjax import runio
+from llmjax import rundir, runio
 from llmjax.evals.backends import Backend, ChatRequest, JudgeSampling
 
 
@@ -63,6 +63,7 @@ def judge(items: Sequence[JudgeItem], backend: Backend, parse: Callable[[str], A
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path, "a") if runio.is_writer() else open(os.devnull, "w") as out:
     def write(record):
+      rundir.mark_began()  # the workdir now holds this run's judgements: its config.json stays
       records[record["id"]] = record
       out.write(json.dumps(record) + "\n")
 

@@ -33,8 +33,23 @@ EXPERIMENTS = {
 
 
 def get_experiment(name: str) -> Callable[[Any, str], dict]:
+  """The `run(config, workdir)` of the experiment `name`."""
+  return get_module(name).run
+
+
+def history_keys(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(history keys, free keys) of the experiment `name`: what a resume in its workdir must keep
+  (llmjax/run_history.py), from the module's HISTORY_KEYS / FREE_KEYS or the defaults."""
+  from llmjax import run_history
+  module = get_module(name)
+  return (tuple(getattr(module, "HISTORY_KEYS", run_history.DEFAULT_HISTORY_KEYS)),
+          tuple(getattr(module, "FREE_KEYS", run_history.DEFAULT_FREE_KEYS)))
+
+
+def get_module(name: str):
+  """The module of the experiment `name` (registered, or a dotted module path)."""
   if name in EXPERIMENTS:
-    return importlib.import_module(EXPERIMENTS[name]).run
+    return importlib.import_module(EXPERIMENTS[name])
   if "." in name:
     try:
       module = importlib.import_module(name)
@@ -46,7 +61,7 @@ def get_experiment(name: str) -> Callable[[Any, str], dict]:
     if not callable(getattr(module, "run", None)):
       raise UserError(f"config.experiment = {name!r}: the module defines no run(config, "
                       "workdir)")
-    return module.run
+    return module
   close = difflib.get_close_matches(name, EXPERIMENTS, n=1)
   hint = f" (did you mean {close[0]!r}?)" if close else ""
   raise UserError(f"config.experiment = {name!r} is not registered{hint}; expected one of "

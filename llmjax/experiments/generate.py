@@ -4,8 +4,9 @@ W/generations.jsonl, throughput in the summary."""
 import collections
 import os
 
-from llmjax.experiments.inference_io import (check_prompts, encode_prompt, load_for_inference,
-                                             read_requests, write_jsonl)
+from llmjax.experiments.inference_io import (check_inference_settings, check_prompts,
+                                             encode_prompt, load_for_inference, read_requests,
+                                             write_jsonl)
 from llmjax.infer import Generator, SamplingParams, generate_text
 
 
@@ -18,6 +19,7 @@ def sampling_params(config) -> SamplingParams:
 
 
 def run(config, workdir: str) -> dict:
+  check_inference_settings(config)
   rows = read_requests(config.prompts, ("prompt",))
   sampling = sampling_params(config)
   loaded, parallel = load_for_inference(config)

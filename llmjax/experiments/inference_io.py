@@ -6,11 +6,20 @@ import math
 import sys
 from typing import Any, Iterable, Sequence
 
-from llmjax import runio
+from llmjax import checks, runio
 from llmjax.data.readers import read_jsonl_numbered
 from llmjax.errors import UserError
 from llmjax.weights import LoadedModel, load_model
 from llmjax.parallel import Parallel
+
+
+def check_inference_settings(config) -> None:
+  """The batching and seed settings of `generate` and `score`, before any model loads."""
+  checks.positive_ints(config, "", "batch_size", "length_bucket")
+  checks.non_negative_ints(config, "", "seed")
+  if "sampling" in config:
+    checks.non_negative_ints(config.sampling, "sampling", "seed")
+    checks.positive_ints(config.sampling, "sampling", "n", "max_new_tokens")
 
 
 def load_for_inference(config) -> tuple[LoadedModel, Parallel]:

@@ -96,7 +96,8 @@ def summarise(workdir: str, result: dict, train: Examples, evaluation: Examples)
              "resumed_from_step": result["resumed_from_step"], "train_pairs": len(train),
              "eval_pairs": len(evaluation),
              "eval_pairs_evaluated": result["eval_pairs_evaluated"],
-             "truncated_sequences": train.truncated + evaluation.truncated}
+             "truncated_sequences": train.truncated + evaluation.truncated,
+             "identical_pairs_dropped": train.identical + evaluation.identical}
   evals = runio.read_metrics(workdir, "eval")
   if evals:
     summary.update({f"eval_{k}": v for k, v in evals[-1].items() if k not in ("step", "split")})

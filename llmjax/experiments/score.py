@@ -5,12 +5,14 @@ import math
 import os
 import time
 
-from llmjax.experiments.inference_io import (check_prompts, encode_prompt, load_for_inference,
-                                             read_requests, write_jsonl)
+from llmjax.experiments.inference_io import (check_inference_settings, check_prompts,
+                                             encode_prompt, load_for_inference, read_requests,
+                                             write_jsonl)
 from llmjax.infer import Scorer
 
 
 def run(config, workdir: str) -> dict:
+  check_inference_settings(config)
   rows = read_requests(config.prompts, ("prompt", "completion"))
   loaded, parallel = load_for_inference(config)
   tokenizer = loaded.tokenizer

@@ -7,7 +7,7 @@ import dataclasses
 import os
 from typing import Any
 
-from llmjax import runio
+from llmjax import rundir, runio
 from llmjax.data.tokenizers import Tokenizer, load_tokenizer
 from llmjax.errors import UserError
 from llmjax.models import ModelConfig
@@ -55,6 +55,9 @@ def record_model(config, workdir: str, start: StartingPoint) -> None:
   if not resolved["data"].get("tokenizer") and config.init:
     spec = config.init
     resolved["data"]["tokenizer"] = spec if spec.startswith("hf:") else _run_tokenizer(spec)
+  given = rundir.given_config(workdir)
+  if given is not None:  # the run's own config.json: a resume is checked against what it was given
+    resolved["as_given"] = given
   runio.write_json(os.path.join(workdir, "config.json"), resolved)
 
 

@@ -139,8 +139,10 @@ def run_loop(program: TrainProgram, workdir: str, train_config, resume: bool = T
     on_start(start)
   rundir.mark_began()  # from here on the run writes its record
   writer = runio.MetricsWriter(workdir, keep_through_step=start)
-  stop_at = cfg.steps if not cfg.stop_after_steps else min(cfg.steps,
-                                                           start + cfg.stop_after_steps)
+  # A stage's own stop_after_steps, else the run's (the command line's train.stop_after_steps
+  # reaches every stage of a pipeline).
+  stop_after = cfg.stop_after_steps or preemption.run_stop_after_steps()
+  stop_at = cfg.steps if not stop_after else min(cfg.steps, start + stop_after)
   peak = None
   if program.flops_per_step is not None:
     from llmjax.train.flops import peak_flops_per_device

@@ -11,6 +11,7 @@ import signal
 
 _LAST_STOP = {"signal": None}
 _STAGES = {"depth": 0}
+_RUN = {"stop_after_steps": None}
 
 
 class StoppedEarly(Exception):
@@ -46,6 +47,23 @@ def stopped_by() -> str | None:
 
 def reset() -> None:
   _LAST_STOP["signal"] = None
+
+
+@contextlib.contextmanager
+def run_stops_after(steps: int | None):
+  """While active, every training loop without a `stop_after_steps` of its own stops after
+  `steps` (the command line's `train.stop_after_steps`): a pipeline's earlier stages, such as
+  an SFT stage trained under `sft.train`, stop at it too."""
+  _RUN["stop_after_steps"] = steps
+  try:
+    yield
+  finally:
+    _RUN["stop_after_steps"] = None
+
+
+def run_stop_after_steps() -> int | None:
+  """The run-wide `train.stop_after_steps` (None: train to the end)."""
+  return _RUN["stop_after_steps"]
 
 
 class SigtermFlag:

@@ -80,20 +80,31 @@ class RunCheckpoint:
   def restore_params(self, abstract_params: Any, decoder_only: bool = False) -> tuple[Any, int]:
     """(params restored into `abstract_params`' shardings, the step). `decoder_only`: the
     target is a Decoder's params, found at the top of the saved params or under a wrapper's
-    'decoder'."""
-    checkpointer = Checkpointer(os.path.join(self.path, "checkpoints"), async_save=False)
-    try:
-      step = checkpointer.latest_step() if self.step is None else self.step
-      if step is None:
-        raise UserError(f"checkpoint {self.path}: the run has no checkpoints yet")
-      under = None
-      if decoder_only:
-        saved = checkpointer.saved_params(step)
-        if isinstance(saved, dict) and DECODER_KEY in saved and "embed" not in saved:
-          under = DECODER_KEY
-      return checkpointer.restore_params(step, abstract_params, under), step
-    finally:
-      checkpointer.close()
+    'decoder'. The latest checkpoint of a live run may be deleted while it is read (the run
+    saved a newer one and keeps only a few): then the newest is read instead."""
+    for attempt in range(_LIVE_RUN_ATTEMPTS):
+      checkpointer = Checkpointer(os.path.join(self.path, "checkpoints"), async_save=False)
+      try:
+        step = checkpointer.latest_step() if self.step is None else self.step
+        if step is None:
+          raise UserError(f"checkpoint {self.path}: the run has no checkpoints yet")
+        try:
+          under = None
+          if decoder_only:
+            saved = checkpointer.saved_params(step)
+            if isinstance(saved, dict) and DECODER_KEY in saved and "embed" not in saved:
+              under = DECODER_KEY
+          return checkpointer.restore_params(step, abstract_params, under), step
+        except Exception:
+          vanished = not os.path.isdir(os.path.join(self.path, "checkpoints", str(step)))
+          if self.step is not None or not vanished or attempt == _LIVE_RUN_ATTEMPTS - 1:
+            raise
+      finally:
+        checkpointer.close()
+    raise AssertionError("unreachable")
+
+
+_LIVE_RUN_ATTEMPTS = 3
 
 
 def load_model(spec: str, parallel: Parallel, tokenizer: str = "",
@@ -108,15 +119,26 @@ def load_model(spec: str, parallel: Parallel, tokenizer: str = "",
   if spec.startswith("hf:"):
     directory = _hf_directory(spec)
     config, params, family = load_hf(directory, parallel, dtype or None)
-    return LoadedModel(config, params, load_tokenizer(tokenizer) if tokenizer else
-                       _tokenizer_or_none(directory), f"{family} from {directory}")
+    loaded_tokenizer = (load_tokenizer(tokenizer) if tokenizer else
+                        _tokenizer_or_none(directory))
+    check_vocabulary(loaded_tokenizer, config, tokenizer or f"{spec}'s", spec)
+    return LoadedModel(config, params, loaded_tokenizer, f"{family} from {directory}")
   run = RunCheckpoint.parse(spec)
   model_config = run.model_config()
-  params, step = run.restore_params(decoder_layout(model_config, parallel), decoder_only=True)
   spec_tokenizer = tokenizer or run.tokenizer
-  return LoadedModel(model_config, params,
-                     load_tokenizer(spec_tokenizer) if spec_tokenizer else None,
-                     f"{run.path} step {step}")
+  loaded_tokenizer = load_tokenizer(spec_tokenizer) if spec_tokenizer else None
+  check_vocabulary(loaded_tokenizer, model_config, spec_tokenizer, spec)
+  params, step = run.restore_params(decoder_layout(model_config, parallel), decoder_only=True)
+  return LoadedModel(model_config, params, loaded_tokenizer, f"{run.path} step {step}")
+
+
+def check_vocabulary(tokenizer, model_config, tokenizer_name: str, model_name: str) -> None:
+  """A tokenizer with more ids than the model has embeddings is refused (its ids past the
+  table would read garbage and give NaN log-probs)."""
+  if tokenizer is not None and tokenizer.vocab_size > model_config.vocab_size:
+    raise UserError(f"tokenizer {tokenizer_name} has {tokenizer.vocab_size} ids, more than the "
+                    f"vocab_size {model_config.vocab_size} of {model_name}: use the model's own "
+                    "tokenizer or one that fits")
 
 
 def load_initial_params(spec: str, layout: Any, parallel: Parallel, fresh_params: Any) -> Any:

@@ -11,8 +11,8 @@ import os
 
 from llmjax import runio
 from llmjax.errors import UserError
-from llmjax.evals.backends import (ChatRequest, JudgeSampling, LocalBackend, judge_sampling,
-                                   make_backend)
+from llmjax.evals.backends import (ChatRequest, JudgeSampling, LocalBackend, check_judge_config,
+                                   judge_sampling, make_backend)
 from llmjax.evals.judging import JudgeItem, judge, request_seed
 from llmjax.evals.parsing import parse_absolute, parse_relative
 from llmjax.experiments.biggen import benchmark as biggen
@@ -62,6 +62,7 @@ def _responses(config, rows, parallel, workdir, which: str) -> dict[str, str]:
 def run(config, workdir: str) -> dict:
   if config.grading not in GRADINGS:
     raise UserError(f"config.grading = {config.grading!r}: expected one of {GRADINGS}")
+  check_judge_config(config.judge)  # before responses are generated or the judge is paid
   rows = biggen.read_instances(config.data)
   if config.limit:
     rows = rows[:config.limit]

@@ -34,9 +34,10 @@ import os
 
 import numpy as np
 
-from llmjax import runio
+from llmjax import checks, runio
 from llmjax.data.readers import read_jsonl, read_jsonl_numbered
 from llmjax.errors import UserError
+from llmjax.evals.backends import check_judge_config
 from llmjax.experiments.cot_encyclopedia import prompts
 from llmjax.experiments.cot_encyclopedia import clustering as clustering_lib
 from llmjax.experiments.cot_encyclopedia.statistics import compare_models, pattern_shares
@@ -85,6 +86,10 @@ def _criteria_of(text: str):
 
 
 def run(config, workdir: str) -> dict:
+  checks.expect(config.clustering.method in clustering_lib.METHODS, "clustering.method",
+                config.clustering.method, f"one of {clustering_lib.METHODS}")
+  if config.mode == "judge":
+    check_judge_config(config.judge)  # before a single answer is paid for
   if config.mode == "demo":
     import ml_collections
 

@@ -10,13 +10,14 @@ import os
 
 from llmjax import plotting, runio
 from llmjax.errors import UserError
-from llmjax.evals.backends import judge_sampling, make_backend
+from llmjax.evals.backends import check_judge_config, judge_sampling, make_backend
 from llmjax.evals.judging import JudgeItem, judge
 from llmjax.experiments.flask import benchmark as flask
 from llmjax.parallel import Parallel
 
 
 def run(config, workdir: str) -> dict:
+  check_judge_config(config.judge)
   if not config.data:
     raise UserError("config.data is required: a FLASK-format JSONL (idx, instruction, answer, "
                     "skill, domain, difficulty, and response unless config.responses gives "

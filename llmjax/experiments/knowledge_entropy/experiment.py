@@ -22,8 +22,15 @@ from llmjax.errors import UserError
 from llmjax.experiments.knowledge_entropy.series import (expand_checkpoints, measure_series,
                                                          read_corpus)
 from llmjax.parallel import Parallel
+from llmjax.run_history import DEFAULT_FREE_KEYS
 
 MODES = ("measure", "resuscitate", "inject", "demo")
+# What a rerun in the same workdir must keep (llmjax/run_history.py): one entropy series is
+# measured on one corpus, cut and tokenized one way; `checkpoints` may grow to extend it.
+HISTORY_KEYS = ("seed", "mode", "corpus", "text_field", "text_unit", "tokenizer", "add_bos",
+                "max_documents", "max_tokens", "include_padding", "data", "injection",
+                "pretrain.model", "pretrain.data", "resuscitation")
+FREE_KEYS = (*DEFAULT_FREE_KEYS, "pretrain.data.cache_dir", "pretrain.data.num_shards")
 FORMATS = ("llmjax", "hf")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from llmjax import runio
+from llmjax import rundir, runio
 from llmjax.data import readers
 from llmjax.errors import DataError, UserError
 from llmjax.experiments.knowledge_entropy.entropy import (CoefficientStats, KnowledgeEntropyProbe,
@@ -122,6 +122,7 @@ def measure_series(config, workdir: str, checkpoints: list[tuple[str, int | None
     stats = probe.coefficient_stats(loaded.params, documents, config.include_padding,
                                     show_progress=config.progress)
     index = len(rows)
+    rundir.mark_began()  # the series' rows are this run's record: its config.json stays
     if runio.is_writer():
       with runio.atomic_output(os.path.join(workdir, "coefficients", f"{index}.npz")) as f:
         np.savez(f, mean_coefficients=stats.mean_coefficients_NxF,

@@ -89,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--json", action="store_true", help="print the numbers as JSON too")
   args = parser.parse_args(argv)
   try:
+    if args.figure:
+      _check_figure_path(args.figure)
     a = load_piece(args.a, _part(args.part_a), args.number_a)
     b = load_piece(args.b, _part(args.part_b), args.number_b)
   except UserError as e:
@@ -100,10 +102,36 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.json:
     print(json.dumps({name: {"score": f.score, **f.features} for name, f in findings.items()}))
   if args.figure:
-    os.makedirs(os.path.dirname(os.path.abspath(args.figure)), exist_ok=True)
-    plot_piano_roll(args.figure, a, b, findings)
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(args.figure)), exist_ok=True)
+      plot_piano_roll(args.figure, a, b, findings)
+    except OSError as e:
+      print(f"error: --figure {args.figure}: cannot be written ({e.strerror or e})",
+            file=sys.stderr)
+      return 2
     print(f"piano roll: {args.figure}")
   return 0
+
+
+FIGURE_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "eps", "tif", "tiff")
+
+
+def _check_figure_path(path: str) -> None:
+  """A figure path matplotlib can write, in a folder that exists or can be made; checked before
+  the pieces are read."""
+  extension = os.path.splitext(path)[1].lstrip(".").lower()
+  if extension not in FIGURE_FORMATS:
+    raise UserError(f"--figure {path}: expected a file ending in one of "
+                    f".{', .'.join(FIGURE_FORMATS)} ('' for no figure)")
+  if os.path.isdir(path):
+    raise UserError(f"--figure {path}: is a directory; expected a file path")
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise UserError(f"--figure {path}: lies under {parent}, which is a file")
+  if not os.access(parent, os.W_OK):
+    raise UserError(f"--figure {path}: {parent} cannot be written")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from llmjax import runio
 from llmjax.analysis.logistic import fit_logistic
 from llmjax.data.readers import read_jsonl
 from llmjax.errors import UserError
+from llmjax.evals.backends import check_judge_config
 from llmjax.experiments.music_judge import evaluation
 from llmjax.experiments.music_judge.benchmark import (Pair, build_folk_pairs, build_pairs,
                                                       chorale_tunes, folk_tunes, load_folk_tunes,
@@ -249,6 +250,7 @@ def _markdown(report: dict, scorers: list[str]) -> str:
 
 def run(config, workdir: str) -> dict:
   started = time.time()
+  check_judge_config(config.judge, allow_none=True)  # before minutes of module scoring
   judged = config.judge.backend != "none"
   benchmark_config = dict(config.benchmark.to_dict(), seed=config.seed)
   stages = [

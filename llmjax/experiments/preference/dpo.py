@@ -17,6 +17,9 @@ held-out prompts, keep pairs whose chosen answer is verified right and rejected 
 wrong, DPO from the SFT params, and compare the greedy task accuracy of both policies.
 """
 
+import sys
+
+from llmjax import runio
 from llmjax.data.examples import read_examples
 from llmjax.errors import UserError
 from llmjax.experiments.pair_training import preference_loss, summarise, train_dpo
@@ -38,5 +41,9 @@ def run(config, workdir: str) -> dict:
   length = config.train.seq_len + 1
   train = read_examples(config.data.train, start.tokenizer, length, ("chosen", "rejected"))
   evaluation = read_examples(config.data.eval, start.tokenizer, length, ("chosen", "rejected"))
+  for path, pairs in ((config.data.train, train), (config.data.eval, evaluation)):
+    if pairs.identical and runio.is_writer():
+      print(f"{path}: dropped {pairs.identical} pairs whose chosen and rejected are the same "
+            f"tokens (within train.seq_len + 1 = {length})", file=sys.stderr)
   result = train_dpo(config, workdir, start, parallel, train, evaluation)
   return {"init": start.source, **summarise(workdir, result, train, evaluation)}

@@ -117,6 +117,10 @@ def run(config, workdir: str) -> dict:
   extra = [a for a in cfg.autoencoders if a not in TEACHERS]
   if extra:
     raise UserError(f"autoencoders: {extra[0]!r} is not one of {TEACHERS}")
+  tests = len(r.task.splits["test"])
+  if not -1 <= cfg.lens_problem < tests:  # checked now, not after hours of training
+    raise UserError(f"lens_problem = {cfg.lens_problem}: the test split has {tests} problems "
+                    "(-1: no lens)")
   needed = set(teachers) | set(cfg.autoencoders)
   if "ctx_c" in needed:
     needed.add("semantic")
