@@ -189,7 +189,7 @@ def _check_same_run(workdir: str, settings: dict, history: tuple, free: tuple) -
   if runio.is_writer():
     try:
       run_history.check_same_run(run_history.read_previous_config(workdir), settings, workdir,
-                                 history, free)
+                                 history, free, bool(rundir.earlier_checkpoints(workdir)))
     except UserError as e:
       problem = e
   if distributed.broadcast_flag(problem is not None):

@@ -66,9 +66,15 @@ def read_previous_config(workdir: str) -> dict | None:
 
 def check_same_run(previous: Mapping[str, Any] | None, config: Mapping[str, Any],
                    workdir: str, history_keys: Iterable[str] = DEFAULT_HISTORY_KEYS,
-                   free_keys: Iterable[str] = DEFAULT_FREE_KEYS) -> None:
+                   free_keys: Iterable[str] = DEFAULT_FREE_KEYS,
+                   can_start_over: bool = False) -> None:
   """Raises UserError when `config` (a JSON-able dict) may not run in the workdir holding
-  `previous` (its config.json): another experiment, or a resume that changes a history key."""
+  `previous` (its config.json): another experiment, or a resume that changes a history key.
+
+  `can_start_over`: the workdir holds a training run's checkpoints, which `resume=False` with
+  `overwrite=True` moves aside when the new run begins training (llmjax/train/loop.py); other
+  records (judgements, an entropy series, a pipeline's stages) are not moved, so a changed key
+  there is refused whatever `resume` says."""
   if previous is None:
     return
   previous = previous.get("as_given", previous)  # what that run was given, before resolving
@@ -77,7 +83,7 @@ def check_same_run(previous: Mapping[str, Any] | None, config: Mapping[str, Any]
     raise UserError(f"workdir {workdir} belongs to a {owner!r} run (its config.json); a "
                     f"{experiment!r} run there would replace that run's record: use another "
                     "--workdir")
-  if not config.get("resume", True):
+  if not config.get("resume", True) and can_start_over:
     return  # a new history: refused where checkpoints would mix, or the old one moved aside
   before, after = _flatten(previous), _flatten(config)
   history, free = tuple(history_keys), tuple(free_keys)
@@ -87,9 +93,10 @@ def check_same_run(previous: Mapping[str, Any] | None, config: Mapping[str, Any]
   if changed:
     differences = "; ".join(f"{key} = {_show(before.get(key, _MISSING))} there, "
                             f"{_show(after.get(key, _MISSING))} now" for key in changed)
+    remedy = ("use a new --workdir, or add --config.resume=False --config.overwrite=True to "
+              "move that run aside" if can_start_over else "use a new --workdir")
     raise UserError(f"workdir {workdir} holds a run with other settings ({differences}); a "
-                    "resume would mix two histories: use a new --workdir, or add "
-                    "--config.resume=False --config.overwrite=True to move that run aside")
+                    f"resume would mix two histories: {remedy}")
 
 
 _MISSING = object()

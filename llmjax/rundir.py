@@ -81,17 +81,23 @@ class WorkdirLock:
       self._file.close()
       self._file = None
       return holder
-    self._file.seek(0)
-    self._file.truncate()
-    self._file.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    self._file.flush()
+    try:  # who holds it, for the refusal of a second run; the flock is the lock itself
+      self._file.seek(0)
+      self._file.truncate()
+      self._file.write(f"pid {os.getpid()} on {socket.gethostname()}, started "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+      self._file.flush()
+    except OSError:  # a full disk: the run's first real write reports it in one line
+      pass
     return None
 
   def __exit__(self, *exc):
     if self._file is not None:
       fcntl.flock(self._file, fcntl.LOCK_UN)
-      self._file.close()
+      try:
+        self._file.close()
+      except OSError:  # the holder line could not be flushed to a full disk; nothing is lost
+        pass
       self._file = None
     return False
 

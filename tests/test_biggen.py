@@ -61,15 +61,19 @@ def test_biggen_report_from_a_scripted_endpoint_equals_hand_computed_means(tmp_p
   assert len(judged) == 7 and all("outputs" in r for r in judged)
   # Another judge in the same workdir would mix two judges' verdicts in one report: refused.
   before = (tmp_path / "w" / "judgements.jsonl").read_bytes()
-  other = run_cli(["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
+  another_judge = ["--config", "configs/biggen.py", "--workdir", str(tmp_path / "w"),
                    f"--config.data={data}", "--config.judge.backend=openai",
                    "--config.judge.base_url=http://127.0.0.1:9/v1",
-                   "--config.judge.model=another-judge", "--config.progress=False"])
+                   "--config.judge.model=another-judge", "--config.progress=False"]
+  other = run_cli(another_judge)
   assert other.returncode == 2
   assert other.stderr.strip().splitlines()[-1] == (
       f"error: workdir {tmp_path / 'w'} holds a run with other settings (judge.model = "
       '"scripted" there, "another-judge" now); a resume would mix two histories: use a new '
-      "--workdir, or add --config.resume=False --config.overwrite=True to move that run aside")
+      "--workdir")
+  # Judgements are not moved aside as a training run's checkpoints are: refused all the same.
+  overwrite = run_cli([*another_judge, "--config.resume=False", "--config.overwrite=True"])
+  assert overwrite.returncode == 2 and "judge.model" in overwrite.stderr
   assert (tmp_path / "w" / "judgements.jsonl").read_bytes() == before
 
 

@@ -361,3 +361,15 @@ def test_a_read_only_workdir_and_a_full_disk(small_filesystem):
   assert "(No space left on device); the last complete checkpoint is step " in lines[0]
   last = int(lines[0].rsplit(" ", 1)[1])
   assert last in checkpoint_steps(small_filesystem / "run")
+  # A disk full before the run starts: one line, nothing run.
+  with open(small_filesystem / "filler", "wb") as filler:
+    try:
+      while True:
+        filler.write(b"\0" * 65536)
+        filler.flush()
+    except OSError:
+      pass
+  result = run_cli(small_args(small_filesystem / "new"), isolated=True)
+  assert result.returncode == 2
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "(No space left on device)" in lines[0], result.stderr

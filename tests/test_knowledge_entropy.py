@@ -201,8 +201,7 @@ def test_cli_measures_a_series_resumes_and_matches_on_eight_devices(pretrained_r
   assert refused.returncode == 2
   assert refused.stderr.strip().splitlines()[-1] == (
       f"error: workdir {workdir} holds a run with other settings (corpus = \"{corpus}\" there, "
-      f"\"{other}\" now); a resume would mix two histories: use a new --workdir, or add "
-      "--config.resume=False --config.overwrite=True to move that run aside")
+      f"\"{other}\" now); a resume would mix two histories: use a new --workdir")
   assert (workdir / "metrics.jsonl").read_text() == before
   # The same series on 8 devices: data 2 x fsdp 2 x tensor 2.
   sharded = tmp_path / "sharded"

@@ -122,8 +122,7 @@ def test_a_grokking_task_change_is_refused_before_training(tmp_path, capsys):
                     "--config.task.op=x*y"]) == 2
   assert error_line(capsys) == (
       f"error: workdir {tmp_path} holds a run with other settings (task.op = {json.dumps(op)} "
-      'there, "x*y" now); a resume would mix two histories: use a new --workdir, or add '
-      "--config.resume=False --config.overwrite=True to move that run aside")
+      'there, "x*y" now); a resume would mix two histories: use a new --workdir')
   assert record(tmp_path) == before
 
 
