@@ -131,6 +131,24 @@ def tiny_args(workdir, *overrides):
           "--config.train.progress=False", *overrides]
 
 
+SMALL = ("--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
+         "--config.model.n_kv_heads=1", "--config.model.d_ff=64", "--config.model.max_len=32",
+         "--config.train.batch_size=4", "--config.train.seq_len=32",
+         "--config.train.eval_batches=1", "--config.train.progress=False")
+
+
+def small_args(workdir, *overrides):
+  """The tiny pretraining preset at the smallest model size, quiet."""
+  return ["--config", "configs/pretrain.py:tiny", "--workdir", str(workdir), *SMALL, *overrides]
+
+
+def error_line(capsys) -> str:
+  """What an in-process run printed to stderr, checked to be one `error:` line."""
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and "\n" not in err, err
+  return err
+
+
 def slow_after_first(*values):
   """Parametrize values whose first runs in the quick tier and the rest in the slow one: the
   quick tier checks the behaviour once, the whole suite on every variant."""

@@ -12,26 +12,10 @@ import time
 
 import pytest
 
-from conftest import REPO, read_jsonl, run_cli, sigterm_after_metrics, xla_flags
+from conftest import (REPO, error_line, read_jsonl, run_cli, sigterm_after_metrics, small_args,
+                      xla_flags)
 from llmjax import main
 from llmjax.errors import UserError
-
-SMALL = ("--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
-         "--config.model.n_kv_heads=1", "--config.model.d_ff=64", "--config.model.max_len=32",
-         "--config.train.batch_size=4", "--config.train.seq_len=32",
-         "--config.train.eval_batches=1", "--config.train.progress=False")
-
-
-def small_args(workdir, *overrides):
-  """The tiny pretraining preset at the smallest model size, quiet."""
-  return ["--config", "configs/pretrain.py:tiny", "--workdir", str(workdir), *SMALL, *overrides]
-
-
-def error_line(capsys) -> str:
-  err = capsys.readouterr().err.strip()
-  assert err.startswith("error: ") and "\n" not in err, err
-  return err
-
 
 def checkpoint_steps(workdir) -> list[int]:
   directory = pathlib.Path(workdir) / "checkpoints"

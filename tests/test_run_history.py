@@ -7,24 +7,14 @@ import json
 
 import pytest
 
-from conftest import read_jsonl, run_cli
+from conftest import error_line, read_jsonl, run_cli, small_args
 from llmjax import main, runio
-
-SMALL = ("--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
-         "--config.model.n_kv_heads=1", "--config.model.d_ff=64", "--config.model.max_len=32",
-         "--config.train.batch_size=4", "--config.train.seq_len=32",
-         "--config.train.eval_batches=1", "--config.train.progress=False",
-         "--config.train.checkpoint_every=4", "--config.train.log_every=2")
 
 
 def pretrain_args(workdir, *overrides):
-  return ["--config", "configs/pretrain.py:tiny", "--workdir", str(workdir), *SMALL, *overrides]
-
-
-def error_line(capsys) -> str:
-  err = capsys.readouterr().err.strip()
-  assert err.startswith("error: ") and "\n" not in err, err
-  return err
+  """The smallest pretraining run, with a checkpoint every 4 steps and a log row every 2."""
+  return small_args(workdir, "--config.train.checkpoint_every=4", "--config.train.log_every=2",
+                    *overrides)
 
 
 def record(workdir) -> dict:
