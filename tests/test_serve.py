@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import REPO, run_cli, tiny_args, xla_flags
+from conftest import REPO, SHARED_DATA, run_cli, tiny_args, xla_flags
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -126,8 +126,15 @@ def test_serve_rejects_a_missing_checkpoint_in_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith("error: checkpoint ")
 
 
+# configs/biggen.py's default data: BiGGen Bench's sample responses in ../shared/data.
+needs_biggen_sample = pytest.mark.skipif(
+    not (SHARED_DATA / "biggen_bench" / "sample_responses.json").exists(),
+    reason="../shared/data/biggen_bench/sample_responses.json is absent (not shipped with llmjax)")
+
+
 @pytest.mark.slow
 @pytest.mark.trains
+@needs_biggen_sample
 def test_biggen_through_the_server_equals_the_local_judge(served, tmp_path):
   """The done-when run at a small size: a tiny llmjax judge grades BiGGen's sample responses
   through the OpenAI-compatible server and in-process; same seed, same outputs. (Its outputs
@@ -154,6 +161,7 @@ def test_biggen_through_the_server_equals_the_local_judge(served, tmp_path):
 
 
 @pytest.mark.slow
+@needs_biggen_sample
 def test_biggen_generates_responses_with_a_model_under_test_once(served, tmp_path):
   from scripted_endpoint import scripted_server
   _, _, run = served
