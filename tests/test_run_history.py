@@ -63,6 +63,7 @@ def test_a_resume_that_changes_the_history_is_refused(pretrained, capsys, overri
   assert record(pretrained) == before
 
 
+@pytest.mark.slow  # trains two or three runs
 def test_a_resume_may_train_longer_and_change_how_it_computes(tmp_path):
   first = run_cli(pretrain_args(tmp_path, "--config.train.steps=4"))
   assert first.returncode == 0, first.stderr
@@ -79,6 +80,7 @@ def test_a_resume_may_train_longer_and_change_how_it_computes(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["seed"] == 3
 
 
+@pytest.mark.slow  # trains two or three runs
 def test_a_fine_tune_resumes_against_the_config_it_was_given(pretrained, tmp_path, capsys):
   """An SFT run from a checkpoint records the loaded model in its config.json (for `generate`
   to read it back); a resume is compared with the config it was given, and its starting point
@@ -156,6 +158,7 @@ def test_a_traceback_after_training_began_is_recorded_as_failed(tmp_path, monkey
   assert json.loads((tmp_path / "config.json").read_text())["train"]["steps"] == 2
 
 
+@pytest.mark.slow  # trains two or three runs
 def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
   assert run_cli(pretrain_args(tmp_path, "--config.train.steps=4")).returncode == 0
   metrics = tmp_path / "metrics.jsonl"
@@ -246,6 +249,7 @@ def test_a_tokenizer_larger_than_the_model_is_refused(pretrained, tmp_path, caps
   assert not (tmp_path / "g" / "generations.jsonl").exists()
 
 
+@pytest.mark.slow  # trains two or three runs
 def test_the_newest_checkpoint_is_read_when_a_live_run_deletes_the_latest(tmp_path,
                                                                         monkeypatch):
   """`generate` from a run that is still training (keep_checkpoints=1): the step it chose is
