@@ -198,13 +198,16 @@ def _check_same_run(workdir: str, settings: dict, history: tuple, free: tuple) -
 
 
 def _write_failed_summary(workdir: str, error: BaseException) -> None:
-  if isinstance(error, UserError):
-    status, message = "failed", str(error).splitlines()[0] if str(error) else "UserError"
-  elif isinstance(error, KeyboardInterrupt):
+  """summary.json of a run that failed (or was interrupted) after it began: the error's first
+  line, behind its type unless it is a UserError."""
+  first = str(error).splitlines()[0] if str(error) else ""
+  if isinstance(error, KeyboardInterrupt):
     status, message = "interrupted", "KeyboardInterrupt"
+  elif isinstance(error, UserError):
+    status, message = "failed", first or "UserError"
   else:
-    first = str(error).splitlines()[0] if str(error) else ""
-    status, message = "failed", f"{type(error).__name__}: {first}".rstrip(": ")
+    status, message = "failed", f"{type(error).__name__}: {first}" if first else (
+        type(error).__name__)
   try:
     runio.write_json(os.path.join(workdir, "summary.json"), {"status": status, "error": message})
   except OSError:  # the disk that failed the run cannot take its summary either

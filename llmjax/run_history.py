@@ -8,9 +8,11 @@ run in that workdir is checked against it before anything is written:
   its checkpoints could not be loaded);
 - a run that resumes (config.resume, the default) must keep the settings that define what has
   been trained or judged so far: the seed, the data, the task, the model's shape and, for a
-  judged run, the judge. A change is refused with one line listing the differing keys;
-  `--config.resume=False --config.overwrite=True` moves the earlier run aside and starts over.
-  Schedule lengths (`train.steps`), cadences, batching for speed and run control may change.
+  judged run, the judge. A change is refused with one line listing the differing keys. Where
+  the workdir holds a training run's checkpoints, `--config.resume=False
+  --config.overwrite=True` moves that run aside and starts over; judgements, an entropy series
+  or a pipeline's stages are not moved, so there a change needs a new workdir. Schedule lengths
+  (`train.steps`), cadences, batching for speed and run control may change.
 
 An experiment module narrows or widens what defines its history with a module-level
 `HISTORY_KEYS` (dotted prefixes; `FREE_KEYS` for exceptions under them). An experiment that

@@ -99,11 +99,7 @@ class OpenAIBackend:
     self.http_retries, self.backoff_s = http_retries, backoff_s
     self.headers = {}
     if api_key_env:
-      key = os.environ.get(api_key_env)
-      if not key:
-        raise UserError(f"judge.api_key_env = {api_key_env!r}: that environment variable is "
-                        "not set")
-      self.headers["Authorization"] = f"Bearer {key}"
+      self.headers["Authorization"] = f"Bearer {api_key(api_key_env)}"
 
   def _body(self, request: ChatRequest, sampling: JudgeSampling) -> dict[str, Any]:
     body = {"model": self.model, "messages": list(request.messages),
@@ -165,6 +161,15 @@ def judge_sampling(judge_config) -> JudgeSampling:
 BACKENDS = ("local", "openai")
 
 
+def api_key(api_key_env: str) -> str:
+  """The API key in the environment variable `judge.api_key_env`, or a UserError naming it."""
+  key = os.environ.get(api_key_env)
+  if not key:
+    raise UserError(f"judge.api_key_env = {api_key_env!r}: that environment variable is "
+                    "not set")
+  return key
+
+
 def check_judge_config(judge_config, allow_none: bool = False) -> None:
   """Every `judge.*` setting, before a model loads or a request is paid for: one line naming
   the first that cannot work."""
@@ -189,9 +194,8 @@ def check_judge_config(judge_config, allow_none: bool = False) -> None:
     checks.expect(url.scheme in ("http", "https") and bool(url.hostname), "judge.base_url",
                   j.base_url, "an http(s) URL of an OpenAI-compatible API, e.g. "
                   "http://127.0.0.1:8000/v1")
-    if j.api_key_env and j.api_key_env not in os.environ:
-      raise UserError(f"judge.api_key_env = {j.api_key_env!r}: that environment variable is "
-                      "not set")
+    if j.api_key_env:
+      api_key(j.api_key_env)
 
 
 def make_backend(judge_config, parallel=None) -> Backend:
