@@ -374,6 +374,7 @@ def test_serve_refuses_a_port_it_cannot_listen_on(tmp_path, capsys):
     for args, message in (
         (["--port", "99999"], "error: --port 99999: expected a TCP port, 1 to 65535"),
         (["--batch-size", "0"], "error: --batch-size 0: expected a positive integer"),
+        (["--length-bucket", "0"], "error: --length-bucket 0: expected a positive integer"),
         (["--port", str(port)], f"error: --host 127.0.0.1 --port {port}: cannot listen there "
                                 "(Address already in use)")):
       assert serve(["--checkpoint", missing, *args]) == 2
