@@ -36,5 +36,11 @@ def get_config() -> ml_collections.ConfigDict:
       "batch_size": 16, "length_bucket": 128, "temperature": 1.0, "top_p": 0.9,
       "max_tokens": 2048, "repetition_penalty": 1.03})
   config.judge = judge_config()
+  # the judge's wording: auto (prometheus-eval's templates where the package is installed,
+  # else ours) | prometheus-eval | llmjax | a JSON file of templates (see prometheus.py)
+  config.judge.templates = "auto"
+  # BiGGen's 18 llm_judge instances: auto (not graded by Prometheus-family judges, as
+  # upstream) | grade | skip
+  config.llm_judge_instances = "auto"
   config.progress = True
   return config

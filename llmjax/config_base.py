@@ -117,4 +117,11 @@ def judge_config() -> ml_collections.ConfigDict:
       # sampling (upstream Prometheus defaults) and parse retries (only of failed items)
       "temperature": 1.0, "top_p": 0.9, "max_tokens": 1024, "repetition_penalty": 1.03,
       "max_retries": 10,
+      # a parse retry at temperature 0 would repeat its output: retries sample at this
+      # temperature instead (0: no retries there)
+      "retry_temperature": 1.0,
+      # prompts longer than this many of the judge's tokens (0: no limit of ours; the
+      # openai backend counts with judge.tokenizer) are recorded as too long, or, with
+      # truncate_response, the response under evaluation is cut to fit
+      "max_prompt_tokens": 0, "truncate_response": False,
   })

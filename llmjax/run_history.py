@@ -40,7 +40,9 @@ DEFAULT_FREE_KEYS = (
     # the same judge, served at another address (a restarted vLLM) or batched another way
     "judge.base_url", "judge.batch_size", "judge.length_bucket", "judge.concurrency",
     "judge.timeout_s", "judge.http_retries", "judge.backoff_s", "judge.api_key_env",
-    "judge.max_retries",
+    "judge.max_retries", "judge.retry_temperature",
+    # a rerun may cut responses that were too long to judge (each record says so)
+    "judge.max_prompt_tokens", "judge.truncate_response",
 )
 
 

@@ -1,30 +1,48 @@
 """The judging loop: failed parses retried alone, a rerun judges only what is missing, raw
 outputs kept; the OpenAI backend's retries; system turns a chat template refuses."""
 
+import json
 
 import pytest
 
-from llmjax.evals.backends import JudgeSampling, OpenAIBackend
-from llmjax.evals.judging import JudgeItem, judge, read_judgements
+from llmjax.evals.backends import JudgeSampling, OpenAIBackend, RequestFailure
+from llmjax.evals.judging import (JudgeItem, JudgeOptions, failure_counts, judge,
+                                  read_judgements)
 from llmjax.evals.parsing import parse_absolute
 from scripted_endpoint import scripted_server
 
 
 class ScriptedBackend:
-  """Answers from a script: id -> outputs for successive attempts (the last one repeats)."""
+  """Answers from a script: id -> answers for successive attempts (the last one repeats); an
+  answer may be a RequestFailure. Counts a prompt's tokens as its characters."""
 
-  def __init__(self, script):
-    self.script, self.calls = script, []
+  def __init__(self, script, on_answer=None):
+    self.script, self.calls, self.samplings, self.on_answer = script, [], [], on_answer
+    self.seen: dict[str, int] = {}
 
-  def complete(self, requests, sampling, show_progress=False):
-    self.calls.append([r.messages[0]["content"] for r in requests])
+  def complete_each(self, requests, sampling, on_result=None, show_progress=False):
+    self.calls.append([_item_of(r.messages) for r in requests])
+    self.samplings.append(sampling)
     out = []
-    for r in requests:
-      item = r.messages[0]["content"]
-      attempt = sum(item in call for call in self.calls) - 1
+    for index, r in enumerate(requests):
+      item = _item_of(r.messages)
+      attempt = self.seen[item] = self.seen.get(item, -1) + 1
       answers = self.script[item]
-      out.append(answers[min(attempt, len(answers) - 1)])
+      answer = answers[min(attempt, len(answers) - 1)]
+      answer = answer(r.messages) if callable(answer) else answer
+      out.append(answer)
+      if on_result:
+        on_result(index, answer)
+      if self.on_answer:
+        self.on_answer(item)
     return out
+
+  def count_tokens(self, messages):
+    return sum(len(m["content"]) for m in messages)
+
+
+def _item_of(messages) -> str:
+  return messages[0]["content"].split("|")[0]
 
 
 def _items(ids):
@@ -42,6 +60,8 @@ def test_only_failed_items_are_retried_and_exhausted_ones_are_failures(tmp_path)
   assert records["b"]["outputs"] == ["no verdict", "[RESULT] 2"] and records["b"]["attempts"] == 2
   assert records["c"]["failed"] and records["c"]["outputs"] == ["nothing", "still nothing",
                                                                 "[RESULT] 9"]
+  assert (records["c"]["failure"], records["c"]["error"]) == (
+      "unparsed", "no verdict could be read from 3 outputs")
   assert read_judgements(str(tmp_path / "j.jsonl")) == records
 
 
@@ -61,6 +81,106 @@ def test_a_rerun_judges_only_what_is_missing(tmp_path):
   assert third.calls == []
 
 
+def test_each_answer_is_on_disk_before_the_next_arrives(tmp_path):
+  path = tmp_path / "j.jsonl"
+  on_disk_when_answered = {}
+
+  def look(item):
+    on_disk_when_answered[item] = sorted(json.loads(line)["id"] for line in open(path))
+
+  backend = ScriptedBackend({"a": ["[RESULT] 1"], "b": ["[RESULT] 2"], "c": ["[RESULT] 3"]},
+                            on_answer=look)
+  judge(_items("abc"), backend, parse_absolute, JudgeSampling(), str(path))
+  assert on_disk_when_answered == {"a": ["a"], "b": ["a", "b"], "c": ["a", "b", "c"]}
+
+
+def test_a_failed_request_is_recorded_and_a_rerun_asks_only_for_it(tmp_path):
+  path = str(tmp_path / "j.jsonl")
+  refused = RequestFailure("request_error", "HTTP 400: bad request for item b")
+  backend = ScriptedBackend({"a": ["[RESULT] 1"], "b": [refused, "[RESULT] 2"],
+                             "c": ["[RESULT] 3"]})
+  records = judge(_items("abc"), backend, parse_absolute, JudgeSampling(), path)
+  assert backend.calls == [["a", "b", "c"]]  # a request error is not a parse retry
+  assert records["b"] == {"id": "b", "verdict": None, "output": "", "outputs": [],
+                          "attempts": 1, "failed": True, "failure": "request_error",
+                          "error": "HTTP 400: bad request for item b"}
+  assert failure_counts(list(records.values())) == {"unparsed": 0, "request_error": 1,
+                                                    "prompt_too_long": 0}
+  records = judge(_items("abc"), backend, parse_absolute, JudgeSampling(), path)
+  assert backend.calls[1:] == [["b"]]
+  assert records["b"]["verdict"] == 2 and records["b"]["attempts"] == 2  # a new seed
+  assert [r["id"] for r in map(json.loads, open(path))] == ["a", "b", "c", "b"]
+
+
+def test_parse_retries_at_temperature_0_sample_at_the_retry_temperature(tmp_path):
+  greedy = JudgeSampling(temperature=0.0)
+  backend = ScriptedBackend({"a": ["nothing", "[RESULT] 3"]})
+  records = judge(_items("a"), backend, parse_absolute, greedy, str(tmp_path / "1.jsonl"),
+                  options=JudgeOptions(max_retries=3, retry_temperature=0.7))
+  assert [s.temperature for s in backend.samplings] == [0.0, 0.7]
+  assert records["a"]["verdict"] == 3
+  assert JudgeOptions(retry_temperature=0.7).describe_retries(greedy) == (
+      "up to 10 at temperature 0.7")
+  # retry_temperature 0: the same output would come back, so no retry is made
+  backend = ScriptedBackend({"a": ["nothing", "[RESULT] 3"]})
+  records = judge(_items("a"), backend, parse_absolute, greedy, str(tmp_path / "2.jsonl"),
+                  options=JudgeOptions(max_retries=3, retry_temperature=0.0))
+  assert backend.calls == [["a"]] and records["a"]["failure"] == "unparsed"
+  assert JudgeOptions(retry_temperature=0).describe_retries(greedy).startswith("none: ")
+  # at a positive temperature, retries keep the judge's sampling
+  backend = ScriptedBackend({"a": ["nothing", "[RESULT] 3"]})
+  judge(_items("a"), backend, parse_absolute, JudgeSampling(temperature=0.5),
+        str(tmp_path / "3.jsonl"), options=JudgeOptions(retry_temperature=0.7))
+  assert [s.temperature for s in backend.samplings] == [0.5, 0.5]
+
+
+def _shortenable(item_id: str, response: str) -> JudgeItem:
+  def shorten(fraction):
+    kept = response[:int(len(response) * fraction)]
+    return ({"role": "user", "content": f"{item_id}|{kept}[cut]"},)
+  return JudgeItem(item_id, ({"role": "user", "content": f"{item_id}|{response}"},),
+                   shorten=shorten)
+
+
+def test_a_prompt_over_max_prompt_tokens_is_recorded_or_its_response_cut(tmp_path):
+  long, short = _shortenable("a", "x" * 100), _shortenable("b", "y" * 10)
+  sent = []
+  script = {i: [lambda messages: sent.append(messages[0]["content"]) or "[RESULT] 4"]
+            for i in "ab"}
+  records = judge([long, short], ScriptedBackend(script), parse_absolute, JudgeSampling(),
+                  str(tmp_path / "1.jsonl"), options=JudgeOptions(max_prompt_tokens=40))
+  assert records["a"]["failure"] == "prompt_too_long" and records["a"]["error"] == (
+      "the prompt has 102 tokens; judge.max_prompt_tokens is 40")
+  assert records["b"]["verdict"] == 4 and sent == ["b|" + "y" * 10]
+  sent.clear()
+  records = judge([long, short], ScriptedBackend(script), parse_absolute, JudgeSampling(),
+                  str(tmp_path / "2.jsonl"),
+                  options=JudgeOptions(max_prompt_tokens=40, truncate_response=True))
+  assert sent[0] == "a|" + "x" * 33 + "[cut]"  # the longest cut that fits: 40 characters
+  assert records["a"]["verdict"] == 4 and 0.33 <= records["a"]["truncated"]["kept_fraction"] <= 0.34
+  assert "truncated" not in records["b"]
+
+
+def test_an_endpoint_that_finds_the_prompt_too_long_gets_a_shorter_response(tmp_path):
+  from llmjax.evals.backends import _failure
+  vllm = _failure("HTTP 400: This model's maximum context length is 100 tokens. However, you "
+                  "requested 150 tokens (140 in the messages, 10 in the completion).")
+  assert (vllm.cause, vllm.context_tokens) == ("prompt_too_long", (100, 150))
+  assert _failure("HTTP 404: no such model").cause == "request_error"
+
+  def answer(messages):
+    return vllm if len(messages[0]["content"]) > 60 else "[RESULT] 5"
+
+  item = _shortenable("a", "z" * 100)
+  records = judge([item], ScriptedBackend({"a": [answer]}), parse_absolute, JudgeSampling(),
+                  str(tmp_path / "1.jsonl"), options=JudgeOptions(truncate_response=True))
+  assert records["a"]["verdict"] == 5 and records["a"]["truncated"]["cuts"] == 2
+  records = judge([item], ScriptedBackend({"a": [answer]}), parse_absolute, JudgeSampling(),
+                  str(tmp_path / "2.jsonl"))
+  assert records["a"]["failure"] == "prompt_too_long" and "maximum context length is 100" in (
+      records["a"]["error"])
+
+
 def test_openai_backend_retries_busy_endpoints_with_backoff():
   pytest.importorskip("httpx")
   box = []
@@ -72,6 +192,32 @@ def test_openai_backend_retries_busy_endpoints_with_backoff():
     texts = backend.complete([ChatRequest(({"role": "user", "content": "q"},), 5)],
                              JudgeSampling())
     assert texts == ["echo 5"] and seen["requests"] == 3
+  finally:
+    server.should_exit = True
+
+
+def test_openai_backend_records_a_refused_request_and_answers_the_rest():
+  pytest.importorskip("httpx")
+  from llmjax.evals.backends import ChatRequest
+  box = []
+
+  def answer(body):
+    text = body["messages"][0]["content"]
+    return (400, f"cannot take {text}") if text == "q2" else f"answer to {text}"
+
+  server, seen = scripted_server(answer, box)
+  try:
+    backend = OpenAIBackend(f"http://127.0.0.1:{box[0]}/v1", "m", http_retries=3,
+                            backoff_s=0.01)
+    arrived = []
+    answers = backend.complete_each(
+        [ChatRequest(({"role": "user", "content": f"q{i}"},), i) for i in range(4)],
+        JudgeSampling(), lambda index, a: arrived.append(index))
+    assert answers[:2] + answers[3:] == ["answer to q0", "answer to q1", "answer to q3"]
+    assert answers[2] == RequestFailure("request_error", "HTTP 400: cannot take q2")
+    assert sorted(arrived) == [0, 1, 2, 3] and seen["requests"] == 4  # a 400 is not retried
+    with pytest.raises(Exception, match="HTTP 400: cannot take q2"):
+      backend.complete([ChatRequest(({"role": "user", "content": "q2"},), 0)], JudgeSampling())
   finally:
     server.should_exit = True
 

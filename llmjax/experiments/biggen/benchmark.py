@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 from llmjax.data.readers import check_file, read_jsonl_numbered
 from llmjax.errors import DataError
-from llmjax.evals.judging import in_known_order
+from llmjax.evals.judging import (FAILURE_CAUSES, JudgeItem, failure_counts, in_known_order,
+                                  shorten_text)
 from llmjax.experiments.biggen import prometheus
 
 CAPABILITIES = ("grounding", "instruction_following", "planning", "reasoning", "refinement",
@@ -77,25 +78,43 @@ def model_messages(row: dict[str, Any], system_role: bool) -> list[dict[str, str
   return [{"role": "user", "content": f"{row['system_prompt']}\n\n{row['input']}"}]
 
 
-def judge_messages(row: dict[str, Any], response: str) -> tuple[dict[str, str], ...]:
+def judge_messages(row: dict[str, Any], response: str,
+                   prompts: prometheus.JudgePrompts | None = None) -> tuple[dict[str, str], ...]:
   """Absolute grading with the reference answer; the judge never sees the system prompt."""
-  return ({"role": "system", "content": prometheus.ABSOLUTE_SYSTEM},
-          {"role": "user", "content": prometheus.absolute_prompt(
-              row["input"], response, row["score_rubric"], row["reference_answer"])})
+  return (prompts or prometheus.JudgePrompts()).absolute_messages(
+      row["input"], response, row["score_rubric"], row["reference_answer"])
 
 
-def relative_judge_messages(row: dict[str, Any], response_a: str,
-                            response_b: str) -> tuple[dict[str, str], ...]:
-  return ({"role": "system", "content": prometheus.RELATIVE_SYSTEM},
-          {"role": "user", "content": prometheus.relative_prompt(
-              row["input"], response_a, response_b, row["score_rubric"],
-              row["reference_answer"])})
+def relative_judge_messages(row: dict[str, Any], response_a: str, response_b: str,
+                            prompts: prometheus.JudgePrompts | None = None
+                            ) -> tuple[dict[str, str], ...]:
+  return (prompts or prometheus.JudgePrompts()).relative_messages(
+      row["input"], response_a, response_b, row["score_rubric"], row["reference_answer"])
+
+
+def judge_item(row: dict[str, Any], prompts: prometheus.JudgePrompts, response: str,
+               response_b: str | None = None) -> JudgeItem:
+  """The judging loop's item for one instance (relative when `response_b` is given), whose
+  response(s) can be cut to fit the judge's context (judge.truncate_response)."""
+  def messages(fraction: float = 1.0):
+    if response_b is None:
+      return judge_messages(row, shorten_text(response, fraction), prompts)
+    return relative_judge_messages(row, shorten_text(response, fraction),
+                                   shorten_text(response_b, fraction), prompts)
+  return JudgeItem(row["id"], messages(), shorten=messages)
+
+
+def is_llm_judge_instance(row: dict[str, Any]) -> bool:
+  """BiGGen's instances that ask the model under test to act as a judge itself (18 of 765),
+  which upstream does not grade with Prometheus-family judges."""
+  return "llm_judge" in row["task"]
 
 
 def report(rows: Sequence[dict[str, Any]], judgements: dict[str, dict[str, Any]],
            relative: bool = False) -> dict[str, Any]:
-  """Per capability: instances, parsed, failures, and the mean score (absolute) or the share
-  of A verdicts (relative); overall = the mean of the capability means."""
+  """Per capability: instances, parsed, failures (by cause: unparsed, request_error,
+  prompt_too_long), missing, and the mean score (absolute) or the share of A verdicts
+  (relative); overall = the mean of the capability means."""
   by_capability: dict[str, list] = {}
   for row in rows:
     by_capability.setdefault(row["capability"], []).append(judgements.get(row["id"]))
@@ -104,9 +123,12 @@ def report(rows: Sequence[dict[str, Any]], judgements: dict[str, dict[str, Any]]
     records = by_capability[capability]
     verdicts = [r["verdict"] for r in records if r is not None and not r["failed"]]
     values = [float(v == "A") for v in verdicts] if relative else [float(v) for v in verdicts]
+    causes = failure_counts(records)
     table[capability] = {"instances": len(records), "parsed": len(values),
-                         "failures": sum(1 for r in records if r is not None and r["failed"]),
+                         "failures": sum(causes.values()), **causes,
                          "missing": sum(1 for r in records if r is None),
+                         "truncated": sum(1 for r in records if r is not None and
+                                          "truncated" in r),
                          "mean": sum(values) / len(values) if values else None}
   means = [t["mean"] for t in table.values() if t["mean"] is not None]
   return {"metric": "share of A verdicts" if relative else "mean score (1-5)",
@@ -114,26 +136,43 @@ def report(rows: Sequence[dict[str, Any]], judgements: dict[str, dict[str, Any]]
           "capabilities_without_a_parsed_judgement": [c for c, t in table.items()
                                                       if t["mean"] is None],
           "instances": len(rows), "parsed": sum(t["parsed"] for t in table.values()),
-          "parse_failures": sum(t["failures"] for t in table.values())}
+          "parse_failures": sum(t["unparsed"] for t in table.values()),
+          "request_failures": sum(t["request_error"] + t["prompt_too_long"]
+                                  for t in table.values()),
+          "failures_by_cause": {cause: sum(t[cause] for t in table.values())
+                                for cause in FAILURE_CAUSES},
+          "truncated_responses": sum(t["truncated"] for t in table.values())}
 
 
 def markdown(result: dict[str, Any]) -> str:
   """The report as a Markdown table."""
   def fmt(x):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-  lines = [f"| capability | instances | parsed | parse failures | {result['metric']} |",
-           "| --- | --- | --- | --- | --- |"]
+  lines = [f"| capability | instances | parsed | parse failures | request failures | "
+           f"{result['metric']} |", "| --- | --- | --- | --- | --- | --- |"]
   for capability, t in result["capabilities"].items():
-    lines.append(f"| {capability} | {t['instances']} | {t['parsed']} | {t['failures']} | "
-                 f"{fmt(t['mean'])} |")
+    lines.append(f"| {capability} | {t['instances']} | {t['parsed']} | {t['unparsed']} | "
+                 f"{t['request_error'] + t['prompt_too_long']} | {fmt(t['mean'])} |")
   lines.append(f"| **overall** (mean of capability means) | {result['instances']} | "
-               f"{result['parsed']} | {result['parse_failures']} | {fmt(result['overall'])} |")
+               f"{result['parsed']} | {result['parse_failures']} | "
+               f"{result['request_failures']} | {fmt(result['overall'])} |")
+  notes = []
   if result["capabilities_without_a_parsed_judgement"]:
-    lines.append("")
-    lines.append("No judgement parsed for: "
+    notes.append("No judgement parsed for: "
                  + ", ".join(result["capabilities_without_a_parsed_judgement"])
                  + " (left out of the overall).")
-  return "\n".join(lines) + "\n"
+  if result["request_failures"]:
+    notes.append(f"Request failures: {result['failures_by_cause']['request_error']} refused or "
+                 f"unanswered, {result['failures_by_cause']['prompt_too_long']} prompts longer "
+                 "than the judge's context (judgements.jsonl holds each error; a rerun asks "
+                 "again for these).")
+  for key, label in (("judge_prompts", "Judge prompts"), ("parse_retries", "Parse retries"),
+                     ("skipped_llm_judge_instances", "llm_judge instances not graded")):
+    if result.get(key):
+      notes.append(f"{label}: {result[key]}.")
+  if result.get("truncated_responses"):
+    notes.append(f"Responses cut to fit the judge's context: {result['truncated_responses']}.")
+  return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def write_report(workdir: str, result: dict[str, Any]) -> None:

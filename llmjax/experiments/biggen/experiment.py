@@ -9,13 +9,14 @@ output; a rerun judges only what is missing), report.json, report.md, plots/capa
 import json
 import os
 
-from llmjax import runio
+from llmjax import checks, runio
 from llmjax.errors import UserError
 from llmjax.evals.backends import (ChatRequest, JudgeSampling, LocalBackend, check_judge_config,
                                    judge_sampling, make_backend)
-from llmjax.evals.judging import JudgeItem, judge, request_seed
+from llmjax.evals.judging import JudgeOptions, judge, request_seed
 from llmjax.evals.parsing import parse_absolute, parse_relative
 from llmjax.experiments.biggen import benchmark as biggen
+from llmjax.experiments.biggen import prometheus
 from llmjax.parallel import Parallel
 
 GRADINGS = ("absolute", "relative")
@@ -59,13 +60,22 @@ def _responses(config, rows, parallel, workdir, which: str) -> dict[str, str]:
   return {row["id"]: row["response"] for row in rows}
 
 
+LLM_JUDGE_INSTANCES = ("auto", "grade", "skip")
+
+
 def run(config, workdir: str) -> dict:
   if config.grading not in GRADINGS:
     raise UserError(f"config.grading = {config.grading!r}: expected one of {GRADINGS}")
+  checks.expect(config.llm_judge_instances in LLM_JUDGE_INSTANCES, "llm_judge_instances",
+                config.llm_judge_instances, f"one of {LLM_JUDGE_INSTANCES}")
   check_judge_config(config.judge)  # before responses are generated or the judge is paid
+  prompts = prometheus.load_prompts(config.judge.templates)
+  judgements_path = os.path.join(workdir, "judgements.jsonl")
+  _check_same_prompts(workdir, judgements_path, prompts.source)
   rows = biggen.read_instances(config.data)
   if config.limit:
     rows = rows[:config.limit]
+  rows, skipped = _without_llm_judge_instances(config, rows)
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
   responses = _responses(config, rows, parallel, workdir, "a")
   relative = config.grading == "relative"
@@ -77,19 +87,54 @@ def run(config, workdir: str) -> dict:
     missing = [row["id"] for row in rows if row["id"] not in responses_b]
     if missing:
       raise UserError(f"{config.responses_b}: no response for instance {missing[0]!r}")
-    items = [JudgeItem(row["id"], biggen.relative_judge_messages(
-        row, responses[row["id"]], responses_b[row["id"]])) for row in rows]
-  else:
-    items = [JudgeItem(row["id"], biggen.judge_messages(row, responses[row["id"]]))
+    items = [biggen.judge_item(row, prompts, responses[row["id"]], responses_b[row["id"]])
              for row in rows]
+  else:
+    items = [biggen.judge_item(row, prompts, responses[row["id"]]) for row in rows]
   backend = make_backend(config.judge, parallel)
+  options = JudgeOptions.from_config(config.judge)
+  sampling = judge_sampling(config.judge)
   judgements = judge(items, backend, parse_relative if relative else parse_absolute,
-                     judge_sampling(config.judge), os.path.join(workdir, "judgements.jsonl"),
-                     seed=config.seed, max_retries=config.judge.max_retries,
+                     sampling, judgements_path, seed=config.seed, options=options,
                      show_progress=config.progress)
   result = biggen.report(rows, judgements, relative)
+  result.update(judge_prompts=prompts.source,
+                parse_retries=options.describe_retries(sampling),
+                skipped_llm_judge_instances=skipped)
   biggen.write_report(workdir, result)
   attempts = [r["attempts"] for r in judgements.values()]
   return {**{k: v for k, v in result.items() if k != "capabilities"},
           "capability_means": {c: t["mean"] for c, t in result["capabilities"].items()},
           "judge_calls": sum(attempts), "judge": config.judge.backend}
+
+
+def _without_llm_judge_instances(config, rows):
+  """The rows to grade, and what the report says about BiGGen's llm_judge instances: upstream
+  does not grade them with Prometheus-family judges ("auto": skipped when the judge's name
+  says Prometheus)."""
+  judge_name = config.judge.model if config.judge.backend == "openai" else (
+      config.judge.checkpoint)
+  skip = config.llm_judge_instances == "skip" or (
+      config.llm_judge_instances == "auto" and "prometheus" in judge_name.lower())
+  dropped = [row for row in rows if biggen.is_llm_judge_instance(row)] if skip else []
+  if not dropped:
+    return rows, ""
+  why = ("llm_judge_instances = 'skip'" if config.llm_judge_instances == "skip" else
+         f"{judge_name} is a Prometheus judge, which upstream does not use on them")
+  return [row for row in rows if not biggen.is_llm_judge_instance(row)], (
+      f"{len(dropped)} ({why}; --config.llm_judge_instances=grade grades them)")
+
+
+def _check_same_prompts(workdir: str, judgements_path: str, source: str) -> None:
+  """One wording per judgements file: `judge.templates = auto` reads prometheus-eval where it
+  is installed, so the same settings can mean other prompts after an install; the wording of
+  a workdir's judgements is kept in judge_prompts.json and a rerun must match it."""
+  path = os.path.join(workdir, "judge_prompts.json")
+  if os.path.exists(path) and os.path.exists(judgements_path):
+    with open(path) as f:
+      before = json.load(f).get("source")
+    if before != source:
+      raise UserError(f"{judgements_path} was judged with {before}; the judge would now be "
+                      f"shown {source}: a rerun would mix two wordings (use a new --workdir, "
+                      "or set judge.templates to the earlier wording)")
+  runio.write_json(path, {"source": source})

@@ -74,9 +74,9 @@ class _Judge:
     self.sampling = judge_sampling(config.judge)
 
   def __call__(self, items, path: str) -> dict:
-    from llmjax.evals.judging import judge
+    from llmjax.evals.judging import JudgeOptions, judge
     return judge(items, self.backend, lambda text: None, self.sampling, path,
-                 seed=self.config.seed, max_retries=self.config.judge.max_retries,
+                 seed=self.config.seed, options=JudgeOptions.from_config(self.config.judge),
                  show_progress=self.config.progress)
 
 
@@ -265,7 +265,7 @@ def run(config, workdir: str) -> dict:
 
   def control_stage(ctx):
     from llmjax.evals.backends import judge_sampling, make_backend
-    from llmjax.evals.judging import judge as generate
+    from llmjax.evals.judging import JudgeOptions, judge as generate
     from llmjax.parallel import Parallel
     from llmjax.tasks.math_answers import extract_answer, is_correct, normalise_number
     with open(os.path.join(workdir, "predict", "prediction.json")) as f:
@@ -294,7 +294,7 @@ def run(config, workdir: str) -> dict:
         items.append(JudgeItem(str(questions.index(q)), prompts.steering_messages(q, patterns)))
       answers = generate(items, backend, lambda text: text if text.strip() else None,
                          judge_sampling(config.control), ctx.path(f"{name}.jsonl"),
-                         seed=config.seed, max_retries=config.control.max_retries,
+                         seed=config.seed, options=JudgeOptions.from_config(config.control),
                          show_progress=config.progress)
       outputs = [answers[i.id]["output"] for i in items]
       correct = [is_correct(o, gold[q]) for o, q in zip(outputs, questions)]

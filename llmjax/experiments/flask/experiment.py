@@ -11,7 +11,7 @@ import os
 from llmjax import plotting, runio
 from llmjax.errors import UserError
 from llmjax.evals.backends import check_judge_config, judge_sampling, make_backend
-from llmjax.evals.judging import JudgeItem, judge
+from llmjax.evals.judging import JudgeItem, JudgeOptions, judge
 from llmjax.experiments.flask import benchmark as flask
 from llmjax.parallel import Parallel
 
@@ -32,7 +32,7 @@ def run(config, workdir: str) -> dict:
   parallel = Parallel.from_config(config.mesh, config.sharding_rules)
   judgements = judge(items, make_backend(config.judge, parallel), lambda text: None,
                      judge_sampling(config.judge), os.path.join(workdir, "judgements.jsonl"),
-                     seed=config.seed, max_retries=config.judge.max_retries,
+                     seed=config.seed, options=JudgeOptions.from_config(config.judge),
                      show_progress=config.progress)
   result = flask.aggregate(rows, judgements)
   runio.write_json(os.path.join(workdir, "report.json"), result)

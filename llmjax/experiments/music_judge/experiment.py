@@ -121,7 +121,7 @@ def _baseline(config, ctx) -> dict:
 
 def _lm_judge(config, ctx) -> dict:
   from llmjax.evals.backends import judge_sampling, make_backend
-  from llmjax.evals.judging import JudgeItem, judge
+  from llmjax.evals.judging import JudgeItem, JudgeOptions, judge
   from llmjax.evals.parsing import parse_absolute
   from llmjax.experiments.music_judge.finding import Finding
   from llmjax.experiments.music_judge.lm_judge import judge_messages
@@ -141,7 +141,8 @@ def _lm_judge(config, ctx) -> dict:
         without)) for r in rows]
     judgements = judge(items, backend, parse_absolute, judge_sampling(config.judge),
                        ctx.path(_judgements_file(without)), seed=config.seed,
-                       max_retries=config.judge.max_retries, show_progress=config.progress)
+                       options=JudgeOptions.from_config(config.judge),
+                       show_progress=config.progress)
     result[_lm_scorer(without)] = {
         "parse_failures": sum(1 for r in rows if judgements[r["id"]]["failed"])}
   return result
