@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = ""
   config.responses = ""
   config.rubrics = ""
+  # a clone of github.com/kaistAI/FLASK: the judge is shown FLASK's own reviewer prompt and
+  # skill rubrics, read from it (llmjax/experiments/flask/checkout.py); '' for our wording
+  config.flask_checkout = ""
   config.limit = 0
   config.name = ""  # the evaluated model's label in plots
   config.judge = judge_config()

@@ -6,16 +6,22 @@ with a Python dict of the scores. FLASK's data has no license: nothing of it shi
 default rubrics below are written in our own words; a user's FLASK checkout can supply the
 originals (its skillset_description.json: [{"Skill", "Criteria", "Scoring": {"1".."5"}}]).
 
+The judge's prompt: ours (`judge_messages`), or a FLASK checkout's own (`FlaskCheckout`: its
+reviewer's prompt template and system prompt, and its skill rubrics).
+
 Parsing (`parse_scores`): the last {...} of the output, read as a Python literal; keys
 normalised (case, spaces, underscores, hyphens, and the short names "correctness",
-"commonsense", ...); "N/A" values are skipped; every one of the instance's skills must have a
-score or N/A, each an integer 1..5, else the output does not parse (and is retried).
+"commonsense", ...); "N/A" values are kept as N/A. Every skill of the instance that has an
+integer score 1..5 (or N/A) is kept, as upstream keeps them; a skill without one is unread and
+counted per skill; an output with none of the instance's skills does not parse (and is asked
+again).
 
 Aggregation (`aggregate`): per skill the mean over the instances that scored it; per domain,
 every skill score of an instance counts toward each of its domains; per skill x difficulty;
-per ability (the mean of its skills' means). Upstream drops outputs it cannot parse without a
-word and matches reviews to instances by position; here every instance is matched by id and
-failures are counted.
+per ability (the mean of its skills' means). FLASK marks an unknown domain or difficulty as
+-1: those stay out of the domain and difficulty tables and are counted. Upstream drops outputs
+it cannot parse without a word and matches reviews to instances by position; here every
+instance is matched by id and failures are counted by cause.
 """
 
 import ast
@@ -25,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from llmjax.data.readers import check_file
 from llmjax.errors import DataError
-from llmjax.evals.judging import in_known_order
+from llmjax.evals.judging import FAILURE_CAUSES, failure_counts, in_known_order
 
 ABILITIES = {
     "Logical Thinking": ("logical_robustness", "logical_correctness", "logical_efficiency"),
@@ -129,17 +135,17 @@ def skill_key(name: str) -> str | None:
   return _SHORT_NAMES.get(key)
 
 
-def load_rubrics(path: str = "") -> dict[str, tuple[str, tuple[str, ...]]]:
-  """The rubric of every skill: ours, or a FLASK checkout's skillset_description.json."""
-  if not path:
-    return dict(DEFAULT_RUBRICS)
+def read_skillset(path: str) -> list[tuple[str, str, str, tuple[str, ...]]]:
+  """A FLASK checkout's skill descriptions (skillset_description.json: [{"Skill", "Criteria",
+  "Scoring": {"1".."5"}}]) as (our key, FLASK's skill name, criteria, the five levels), every
+  skill present."""
   check_file(path)
   try:
     with open(path, encoding="utf-8") as f:
       entries = json.load(f)
   except json.JSONDecodeError as e:
     raise DataError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-  rubrics = {}
+  skills = []
   for i, entry in enumerate(entries if isinstance(entries, list) else []):
     try:
       key = skill_key(entry["Skill"])
@@ -149,11 +155,18 @@ def load_rubrics(path: str = "") -> dict[str, tuple[str, tuple[str, ...]]]:
       raise DataError(f"{path}: entry {i}: expected Skill, Criteria and Scoring 1-5") from None
     if key is None:
       raise DataError(f"{path}: entry {i}: unknown skill {entry['Skill']!r}")
-    rubrics[key] = (criteria, levels)
-  missing = [s for s in SKILLS if s not in rubrics]
+    skills.append((key, str(entry["Skill"]), criteria, levels))
+  missing = [s for s in SKILLS if s not in {key for key, *_ in skills}]
   if missing:
     raise DataError(f"{path}: no rubric for skill {missing[0]!r}")
-  return rubrics
+  return skills
+
+
+def load_rubrics(path: str = "") -> dict[str, tuple[str, tuple[str, ...]]]:
+  """The rubric of every skill: ours, or a FLASK checkout's skillset_description.json."""
+  if not path:
+    return dict(DEFAULT_RUBRICS)
+  return {key: (criteria, levels) for key, _, criteria, levels in read_skillset(path)}
 
 
 def read_instances(path: str, responses_path: str = "") -> list[dict[str, Any]]:
@@ -177,8 +190,8 @@ def read_instances(path: str, responses_path: str = "") -> list[dict[str, Any]]:
       raise DataError(f"{where}: unknown skill {skills[keys.index(None)]!r}")
     domains = row["domain"]
     if not isinstance(domains, list) or not 1 <= len(domains) <= 2 or not all(
-        isinstance(d, str) and d for d in domains):
-      raise DataError(f"{where}: domain must be a list of 1-2 names")
+        (isinstance(d, str) and d) or d == -1 for d in domains):
+      raise DataError(f"{where}: domain must be a list of 1-2 names (-1: unknown)")
     idx = str(row["idx"])
     if idx in seen:
       raise DataError(f"{where}: idx {row['idx']!r} appears twice")
@@ -188,7 +201,8 @@ def read_instances(path: str, responses_path: str = "") -> list[dict[str, Any]]:
       raise DataError(f"{where}: no response for idx {row['idx']!r} (a `response` field or "
                       "config.responses)")
     rows.append({"idx": idx, "instruction": str(row["instruction"]),
-                 "answer": str(row["answer"]), "skills": keys, "domains": domains,
+                 "answer": str(row["answer"]), "skills": keys,
+                 "domains": [str(d) for d in domains],
                  "difficulty": str(row["difficulty"]), "response": response})
   return rows
 
@@ -218,8 +232,8 @@ def judge_messages(row: Mapping[str, Any], rubrics) -> tuple[dict[str, str], ...
 
 
 def parse_scores(text: str, skills: Sequence[str]) -> dict[str, int | None] | None:
-  """{skill: score or None (N/A)} for exactly `skills`, from the last {...} of `text`; None
-  when there is none, it does not read, a skill is missing or a score is not an integer 1-5."""
+  """{skill: score or None (N/A)} for those of `skills` the last {...} of `text` scores (an
+  integer 1-5, or N/A); None when there is no such dict or it scores none of them."""
   if not isinstance(text, str):
     return None
   found = re.findall(r"\{[^{}]*\}", text)
@@ -242,53 +256,70 @@ def parse_scores(text: str, skills: Sequence[str]) -> dict[str, int | None] | No
       scores[key] = value
     elif isinstance(value, float) and value.is_integer() and 1 <= value <= 5:
       scores[key] = int(value)
-    else:
-      return None
-  if any(s not in scores for s in skills):
-    return None
-  return {s: scores[s] for s in skills}
+  read = {s: scores[s] for s in skills if s in scores}
+  return read or None
 
 
 def _mean(values):
   return sum(values) / len(values) if values else None
 
 
+UNKNOWN = "-1"  # FLASK's mark of an unknown domain or difficulty
+
+
 def aggregate(rows: Sequence[Mapping[str, Any]],
               judgements: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-  """Per skill, per ability, per domain and per skill x difficulty means, with counts."""
+  """Per skill, per ability, per domain and per skill x difficulty means, with counts; skills
+  a judged output left unread, failures by cause, and unknown (-1) domains and difficulties
+  counted."""
   per_skill: dict[str, list[int]] = {s: [] for s in SKILLS}
+  unread = dict.fromkeys(SKILLS, 0)
   per_domain: dict[str, list[int]] = {}
   per_difficulty: dict[str, dict[str, list[int]]] = {}
-  failures = missing = not_applicable = 0
-  for row in rows:
-    record = judgements.get(row["idx"])
+  missing = not_applicable = unknown_domain = unknown_difficulty = 0
+  judged = [judgements.get(row["idx"]) for row in rows]
+  for row, record in zip(rows, judged):
     if record is None:
       missing += 1
       continue
     if record["failed"]:
-      failures += 1
       continue
-    for skill, score in record["verdict"].items():
+    domains = [d for d in row["domains"] if d != UNKNOWN]
+    unknown_domain += not domains
+    unknown_difficulty += row["difficulty"] == UNKNOWN
+    for skill in row["skills"]:
+      if skill not in record["verdict"]:
+        unread[skill] += 1
+        continue
+      score = record["verdict"][skill]
       if score is None:
         not_applicable += 1
         continue
       per_skill[skill].append(score)
-      for domain in row["domains"]:
+      for domain in domains:
         per_domain.setdefault(domain, []).append(score)
-      per_difficulty.setdefault(row["difficulty"], {}).setdefault(skill, []).append(score)
+      if row["difficulty"] != UNKNOWN:
+        per_difficulty.setdefault(row["difficulty"], {}).setdefault(skill, []).append(score)
   skill_means = {s: _mean(v) for s, v in per_skill.items()}
   ability_means = {a: _mean([skill_means[s] for s in skills if skill_means[s] is not None])
                    for a, skills in ABILITIES.items()}
+  causes = failure_counts(judged)
   return {
-      "skills": {s: {"mean": skill_means[s], "count": len(v)} for s, v in per_skill.items()},
+      "skills": {s: {"mean": skill_means[s], "count": len(v), "unread": unread[s]}
+                 for s, v in per_skill.items()},
       "abilities": ability_means,
       "domains": {d: {"mean": _mean(v), "count": len(v)} for d, v in sorted(per_domain.items())},
       "skill_by_difficulty": {
           level: {s: {"mean": _mean(v), "count": len(v)} for s, v in sorted(skills.items())}
           for level in in_known_order(per_difficulty, DIFFICULTIES)
           for skills in [per_difficulty[level]]},
-      "instances": len(rows), "parse_failures": failures, "missing": missing,
-      "not_applicable": not_applicable}
+      "instances": len(rows), "parse_failures": causes["unparsed"],
+      "request_failures": causes["request_error"] + causes["prompt_too_long"],
+      "failures_by_cause": {cause: causes[cause] for cause in FAILURE_CAUSES},
+      "missing": missing, "not_applicable": not_applicable,
+      "skills_unread": sum(unread.values()),
+      "instances_with_unknown_domain": unknown_domain,
+      "instances_with_unknown_difficulty": unknown_difficulty}
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -302,5 +333,12 @@ def markdown(result: Mapping[str, Any]) -> str:
   lines += ["", "| domain | scores | mean |", "| --- | --- | --- |"]
   lines += [f"| {d} | {t['count']} | {fmt(t['mean'])} |" for d, t in result["domains"].items()]
   lines += ["", f"{result['instances']} instances, {result['parse_failures']} judge outputs "
-            f"that never parsed, {result['not_applicable']} N/A skill scores."]
+            f"that never parsed, {result['request_failures']} requests the judge refused or "
+            f"never answered, {result['skills_unread']} skill scores left unread in parsed "
+            f"outputs, {result['not_applicable']} N/A skill scores; "
+            f"{result['instances_with_unknown_domain']} instances of unknown domain and "
+            f"{result['instances_with_unknown_difficulty']} of unknown difficulty (-1) are in "
+            "the skill tables only."]
+  if result.get("judge_prompt"):
+    lines.append(f"Judge prompt: {result['judge_prompt']}.")
   return "\n".join(lines) + "\n"
