@@ -2,11 +2,12 @@
 
   python -m llmjax.serve --checkpoint hf:DIR|RUN|RUN/checkpoints/STEP [--port 8000]
 
-Serves /v1/models, /v1/chat/completions and /v1/completions (temperature, top_p, max_tokens,
-n, stop, seed, and vLLM's repetition_penalty) on 127.0.0.1 by default, batching concurrent
-requests through the engine's generator (llmjax.serving). Chat prompts go through the
-tokenizer's chat template, or the plain "role: content" format for tokenizers that ship none.
-Bad arguments: one line, exit 2.
+Serves /v1/models, /v1/chat/completions and /v1/completions (temperature, top_p, max_tokens
+or max_completion_tokens, n, stop, seed, stream with stream_options.include_usage, and vLLM's
+repetition_penalty) on 127.0.0.1 by default, batching concurrent requests through the engine's
+generator (llmjax.serving). A request may leave `model` out or empty: it means the one served.
+Errors are the OpenAI API's JSON. Chat prompts go through the tokenizer's chat template, or the
+plain "role: content" format for tokenizers that ship none. Bad arguments: one line, exit 2.
 """
 
 import argparse

@@ -252,3 +252,21 @@ def test_report_order_puts_known_names_first_in_their_order():
   assert in_known_order({"zeta": 1, "safety": 2, "alpha": 3, "grounding": 4},
                         ("grounding", "planning", "safety")) == [
                             "grounding", "safety", "alpha", "zeta"]
+
+
+def test_the_local_backend_reports_a_prompt_its_positions_cannot_hold():
+  from types import SimpleNamespace
+
+  from llmjax.data.tokenizers import ByteTokenizer
+  from llmjax.evals.backends import ChatRequest, LocalBackend
+  backend = LocalBackend.__new__(LocalBackend)  # no model: no prompt here reaches it
+  backend.loaded = SimpleNamespace(tokenizer=ByteTokenizer(), source="tiny",
+                                   config=SimpleNamespace(positions="learned", max_len=32))
+  backend.generator = SimpleNamespace(batch_size=4)
+  arrived = []
+  answers = backend.complete_each(
+      [ChatRequest(({"role": "user", "content": "x" * 40},), 0)],
+      JudgeSampling(max_tokens=8), lambda index, answer: arrived.append(index))
+  assert answers[0].cause == "prompt_too_long" and arrived == [0]
+  assert answers[0].error.endswith("+ max_tokens 8 exceeds the judge's 32 positions")
+  assert backend.count_tokens(({"role": "user", "content": "x" * 40},)) >= 40

@@ -80,6 +80,15 @@ class _Judge:
                  show_progress=self.config.progress)
 
 
+def _failures(records) -> dict[str, int]:
+  """A stage's failed judgements: outputs that never parsed, and requests the judge refused or
+  never answered (kept in the stage's judgements.jsonl with the endpoint's error)."""
+  from llmjax.evals.judging import failure_counts
+  causes = failure_counts(list(records))
+  return {"parse_failures": causes["unparsed"],
+          "request_failures": causes["request_error"] + causes["prompt_too_long"]}
+
+
 def _criteria_of(text: str):
   found = prompts.parse_criteria(text)
   return [dataclasses.astuple(c) for c in found] if found else None
@@ -112,8 +121,7 @@ def run(config, workdir: str) -> dict:
     items = [JudgeItem(r["id"], prompts.criteria_messages(r["question"], r["response"]),
                        _criteria_of) for r in rows]
     judged = judge(items, ctx.path("judgements.jsonl"))
-    failures = sum(1 for r in rows if judged[r["id"]]["failed"])
-    return {"responses": len(rows), "parse_failures": failures,
+    return {"responses": len(rows), **_failures(judged[r["id"]] for r in rows),
             "criteria": sum(len(judged[r["id"]]["verdict"] or []) for r in rows)}
 
   def embed_stage(ctx):
@@ -165,8 +173,7 @@ def run(config, workdir: str) -> dict:
     items = [JudgeItem(f"criterion-{k}", prompts.rubric_messages(c), prompts.parse_rubric)
              for k, c in enumerate(criteria)]
     judged = judge(items, ctx.path("judgements.jsonl"))
-    return {"rubrics": len(items),
-            "parse_failures": sum(1 for i in items if judged[i.id]["failed"])}
+    return {"rubrics": len(items), **_failures(judged[i.id] for i in items)}
 
   def classify_stage(ctx):
     criteria = representatives()
@@ -190,8 +197,7 @@ def run(config, workdir: str) -> dict:
           matrix[i, k] = 1 if verdict == "A" else 0
     if runio.is_writer():
       runio.atomic_save_npy(ctx.path("matrix.npy"), matrix)
-    return {"classified": len(items),
-            "parse_failures": sum(1 for i in items if judged[i.id]["failed"]),
+    return {"classified": len(items), **_failures(judged[i.id] for i in items),
             "criteria_without_rubric": len(criteria) - len(usable)}
 
   def predict_stage(ctx):

@@ -121,7 +121,7 @@ def _baseline(config, ctx) -> dict:
 
 def _lm_judge(config, ctx) -> dict:
   from llmjax.evals.backends import judge_sampling, make_backend
-  from llmjax.evals.judging import JudgeItem, JudgeOptions, judge
+  from llmjax.evals.judging import JudgeItem, JudgeOptions, failure_counts, judge
   from llmjax.evals.parsing import parse_absolute
   from llmjax.experiments.music_judge.finding import Finding
   from llmjax.experiments.music_judge.lm_judge import judge_messages
@@ -143,8 +143,10 @@ def _lm_judge(config, ctx) -> dict:
                        ctx.path(_judgements_file(without)), seed=config.seed,
                        options=JudgeOptions.from_config(config.judge),
                        show_progress=config.progress)
+    causes = failure_counts([judgements[r["id"]] for r in rows])
     result[_lm_scorer(without)] = {
-        "parse_failures": sum(1 for r in rows if judgements[r["id"]]["failed"])}
+        "parse_failures": causes["unparsed"],
+        "request_failures": causes["request_error"] + causes["prompt_too_long"]}
   return result
 
 
@@ -162,14 +164,14 @@ def _report(config, workdir: str, judged: bool) -> dict:
     scores = json.load(f)["scores"]
   failures: dict[str, int] = {}
   if judged:
-    from llmjax.evals.judging import read_judgements
+    from llmjax.evals.judging import failure_counts, read_judgements
     for without in (None, *evaluation.MODULES):
       path = os.path.join(workdir, "lm_judge", _judgements_file(without))
       if os.path.exists(path):
         records = read_judgements(path)
         scores[_lm_scorer(without)] = {i: float(r["verdict"]) for i, r in records.items()
                                        if not r["failed"]}
-        failures[_lm_scorer(without)] = sum(1 for r in records.values() if r["failed"])
+        failures[_lm_scorer(without)] = failure_counts(list(records.values()))
   train = [r for r in rows if r["split"] == "train"]
   test = [r for r in rows if r["split"] == "test"]
   scorers = [s for s in ("melody", "rhythm", "harmony", "baseline", "baseline - melody",
@@ -192,7 +194,10 @@ def _report(config, workdir: str, judged: bool) -> dict:
     overall[scorer] = {"auc": evaluation.roc_auc(y, s), "threshold": threshold,
                        "balanced_accuracy": evaluation.balanced_accuracy(y, decided),
                        "accuracy": float(np.mean(decided == y)) if len(y) else None,
-                       "pairs": len(scored), "parse_failures": failures.get(scorer, 0)}
+                       "pairs": len(scored),
+                       "parse_failures": failures.get(scorer, {}).get("unparsed", 0),
+                       "request_failures": sum(failures.get(scorer, {}).values()) - (
+                           failures.get(scorer, {}).get("unparsed", 0))}
   negatives = [r for r in test if r["label"] == 0]
 
   def auc_against_negatives(positives):
@@ -230,12 +235,12 @@ def _markdown(report: dict, scorers: list[str]) -> str:
 
   lines = ["# Music plagiarism judge: test split", "",
            "| scorer | ROC-AUC | balanced accuracy | accuracy | threshold | pairs | "
-           "unparsed |", "|---|---|---|---|---|---|---|"]
+           "unparsed | request failures |", "|---|---|---|---|---|---|---|---|"]
   for scorer in scorers:
     o = report["overall"][scorer]
     lines.append(f"| {scorer} | {fmt(o['auc'])} | {fmt(o['balanced_accuracy'])} | "
                  f"{fmt(o['accuracy'])} | {o['threshold']:.3g} | {o['pairs']} | "
-                 f"{o['parse_failures']} |")
+                 f"{o['parse_failures']} | {o['request_failures']} |")
   lines += ["", "Share decided correctly per kind and level (copies detected, negatives "
             "rejected):", "", "| kind | level | copy | pairs | " + " | ".join(scorers) + " |",
             "|---|---|---|---|" + "---|" * len(scorers)]
