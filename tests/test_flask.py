@@ -90,8 +90,12 @@ def test_aggregation_equals_the_tables_computed_by_hand(tmp_path):
   assert skills == {"logical_correctness": 3.0, "conciseness": 3.5, "readability": 4.0,
                     "factuality": 2.5, "insightfulness": 3.0, "harmlessness": 4.5,
                     "comprehension": 2.0}
-  assert result["skills"]["metacognition"] == {"mean": None, "count": 0, "unread": 0}
-  assert result["skills"]["completeness"] == {"mean": None, "count": 0, "unread": 1}
+  nothing_failed = {"unparsed": 0, "request_error": 0, "prompt_too_long": 0}
+  assert result["skills"]["metacognition"] == {"mean": None, "count": 0, "unread": 0,
+                                               "failed": nothing_failed}
+  assert result["skills"]["completeness"] == {"mean": None, "count": 0, "unread": 1,
+                                              "failed": {**nothing_failed, "unparsed": 1}}
+  assert result["skills"]["factuality"]["failed"]["unparsed"] == 1  # idx 5 never parsed
   # Math: 5, 4, 5 (idx 0) and 1, 2 (idx 1) -> 17/5; Coding: 1, 2 -> 1.5; Art: 3, 4, 5 -> 4;
   # Science: 3, 3 (idx 3); idx 4's unknown domain (-1) is in no domain's row.
   assert {d: t["mean"] for d, t in result["domains"].items()} == {

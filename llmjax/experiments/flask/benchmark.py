@@ -269,11 +269,12 @@ UNKNOWN = "-1"  # FLASK's mark of an unknown domain or difficulty
 
 def aggregate(rows: Sequence[Mapping[str, Any]],
               judgements: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-  """Per skill, per ability, per domain and per skill x difficulty means, with counts; skills
-  a judged output left unread, failures by cause, and unknown (-1) domains and difficulties
-  counted."""
+  """Per skill, per ability, per domain and per skill x difficulty means, with counts; per
+  skill the outputs that left it unread and the failed judgements by cause; unknown (-1)
+  domains and difficulties counted."""
   per_skill: dict[str, list[int]] = {s: [] for s in SKILLS}
   unread = dict.fromkeys(SKILLS, 0)
+  failed = {s: dict.fromkeys(FAILURE_CAUSES, 0) for s in SKILLS}  # instances, by cause
   per_domain: dict[str, list[int]] = {}
   per_difficulty: dict[str, dict[str, list[int]]] = {}
   missing = not_applicable = unknown_domain = unknown_difficulty = 0
@@ -283,6 +284,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]],
       missing += 1
       continue
     if record["failed"]:
+      for skill in row["skills"]:
+        failed[skill][record.get("failure", "unparsed")] += 1
       continue
     domains = [d for d in row["domains"] if d != UNKNOWN]
     unknown_domain += not domains
@@ -305,8 +308,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]],
                    for a, skills in ABILITIES.items()}
   causes = failure_counts(judged)
   return {
-      "skills": {s: {"mean": skill_means[s], "count": len(v), "unread": unread[s]}
-                 for s, v in per_skill.items()},
+      "skills": {s: {"mean": skill_means[s], "count": len(v), "unread": unread[s],
+                     "failed": failed[s]} for s, v in per_skill.items()},
       "abilities": ability_means,
       "domains": {d: {"mean": _mean(v), "count": len(v)} for d, v in sorted(per_domain.items())},
       "skill_by_difficulty": {
