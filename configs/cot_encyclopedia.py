@@ -76,6 +76,7 @@ def _tiny(config):
   # A 0.3M-parameter byte model: sequences are at most ~80 bytes.
   config.model = model_config(vocab_size=264, d_model=96, n_layers=3, n_heads=4, n_kv_heads=2,
                               d_ff=288, max_len=128)
+  config.model.dtype = ""  # compute dtype: a checkpoint's own (float32 if fresh)
   config.demo.tokenizer = "byte"
   config.sft.train.update(steps=800, batch_size=32, seq_len=96, log_every=100, eval_every=400,
                           eval_batches=2, checkpoint_every=400, keep_checkpoints=1,
@@ -111,6 +112,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # The demo (mode demo): a fresh model from config.model, SFT recipe config.sft.
   config.init = ""
   config.model = model_config(vocab_size=264, d_model=64, n_layers=2, n_heads=4, d_ff=192)
+  config.model.dtype = ""  # compute dtype: a checkpoint's own (float32 if fresh)
   config.sft = ml_collections.ConfigDict({"train": dict(config.train.to_dict()),
                                           "optim": dict(config.optim.to_dict())})
   config.demo = ml_collections.ConfigDict({

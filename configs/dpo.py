@@ -34,6 +34,7 @@ from llmjax.config_base import base_config, model_config, select_preset
 def _tiny(config):
   config.model = model_config(vocab_size=264, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                               d_ff=256, max_len=32)
+  config.model.dtype = ""  # compute dtype: a checkpoint's own (float32 if fresh)
   config.data.tokenizer = "byte"
   config.task.update(kind="sorting", digits=4, noise=0.7, trap=7, sft_examples=4000,
                      pair_prompts=2048, eval_prompts=512, samples=4, test_prompts=512,
@@ -63,6 +64,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config = base_config(experiment="dpo")
   config.init = ""
   config.model = model_config(vocab_size=264, d_model=64, n_layers=2, n_heads=4, d_ff=192)
+  config.model.dtype = ""  # compute dtype: a checkpoint's own (float32 if fresh)
   config.data = ml_collections.ConfigDict({"train": "", "eval": "", "tokenizer": "",
                                            "loss_on_prompt": False})
   config.dpo = ml_collections.ConfigDict({

@@ -59,6 +59,7 @@ def _tiny(config):
   # SFT step of 32 x 224 tokens took 1.4 s on host D under load, far past the 15-minute budget.
   config.model = model_config(vocab_size=264, d_model=96, n_layers=3, n_heads=4, n_kv_heads=2,
                               d_ff=384, max_len=224)
+  config.model.dtype = ""  # compute dtype: a checkpoint's own (float32 if fresh)
   config.data.tokenizer = "byte"
   config.task.update(kind="word_problems", train_problems=1000, test_problems=500, samples=8,
                      explore_k=4, explore_pairs=600, max_new_tokens=112, sample_batch=256)
@@ -90,6 +91,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config = base_config(experiment="self_explore")
   config.init = ""
   config.model = model_config(vocab_size=264, d_model=64, n_layers=2, n_heads=4, d_ff=192)
+  config.model.dtype = ""  # compute dtype: a checkpoint's own (float32 if fresh)
   config.data = ml_collections.ConfigDict({"tokenizer": "", "loss_on_prompt": False})
   config.task = ml_collections.ConfigDict({
       # word_problems (procedural) | gsm8k (task.path/{train,test}.jsonl)

@@ -108,6 +108,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       "vocab_size": 600, "tokenizer_type": "bpe", "loss_on_prompt": False})
   config.model = model_config(vocab_size=600, d_model=128, n_layers=3, n_heads=4, d_ff=256,
                               max_len=256)
+  config.model.dtype = ""  # compute dtype: a checkpoint's own (float32 if fresh)
   # Token budgets: a sentence with its vector and EOS; the contextual encoder's input; the
   # latent model's question and vector slots; sentences per problem (steps + answer).
   config.lengths = ml_collections.ConfigDict({

@@ -38,9 +38,11 @@ def pairs(tmp_path_factory):
   return read_examples(str(path), ByteTokenizer(), LENGTH + 1, ("chosen", "rejected"))
 
 
-def make_trainer(loss: PreferenceLoss, precomputed: bool = False, optimizer: str = "adamw"):
+def make_trainer(loss: PreferenceLoss, precomputed: bool = False, optimizer: str = "adamw",
+                 grad_accum_steps: int = 1):
   config = base_config("dpo")
-  config.train.update(steps=10, batch_size=4, seq_len=LENGTH, progress=False)
+  config.train.update(steps=10, batch_size=4, seq_len=LENGTH, progress=False,
+                      grad_accum_steps=grad_accum_steps)
   config.optim.update(name=optimizer, lr=3e-3, warmup_steps=0, schedule="constant")
   model = Decoder(MODEL)
   return Trainer(model, preference_objective(model, loss, precomputed), config.train,
@@ -110,6 +112,28 @@ def test_precomputed_reference_trains_exactly_like_frozen_params(pairs):
   np.testing.assert_allclose(metrics_b["loss"], metrics_a["loss"], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), state_a.params,
                state_b.params)
+
+
+def test_reference_and_evaluation_passes_in_micro_batches_equal_the_whole_batch(pairs):
+  """The memory-bounded passes: the reference log-probs and the evaluation sums, two pairs'
+  rows at a time (the training step's micro-batches), equal the whole batch's."""
+  loss = PreferenceLoss("sigmoid", beta=0.1)
+  whole, micro = make_trainer(loss), make_trainer(loss, grad_accum_steps=2)
+  params = whole.init_state(0).params
+  ref_whole = reference_logprobs(whole.model, params, pairs, 4, LENGTH, 0, whole.to_device,
+                                 whole.parallel)
+  ref_micro = reference_logprobs(micro.model, params, pairs, 4, LENGTH, 0, micro.to_device,
+                                 micro.parallel, micro_batches=2)
+  assert ref_whole.shape == (len(pairs), 2) and np.all(ref_whole < 0)
+  np.testing.assert_allclose(ref_micro, ref_whole, rtol=1e-6)
+  reference = jax.tree.map(jnp.copy, params)
+  shifted = jax.tree.map(lambda x: x * 1.01, params)  # a policy apart from the reference
+  batch = pair_batch(pairs, range(4), LENGTH, 0)
+  got = micro.evaluate(shifted, [micro.to_device(batch)], reference)
+  want = whole.evaluate(shifted, [whole.to_device(batch)], reference)
+  assert set(got) == set(want) and want["reward_margin"] != 0
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
 
 
 def test_bco_pair_carries_the_running_mean_of_batch_rewards(pairs):

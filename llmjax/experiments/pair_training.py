@@ -52,7 +52,8 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
       ref_logps[name] = _cached_reference(
           os.path.join(workdir, f"reference_logprobs_{name}.npz"), pairs, reference, config,
           lambda pairs=pairs: reference_logprobs(model, reference, pairs, B, L, pad,
-                                                 trainer.to_device, parallel))
+                                                 trainer.to_device, parallel,
+                                                 cfg.grad_accum_steps))
     reference = None  # no longer needed in memory
 
   def host_batch(name, pairs, indices):

@@ -1,7 +1,15 @@
-"""Where a fine-tuning experiment (sft, dpo) starts: a checkpoint's model, params and
-tokenizer, or a fresh model from config.model and config.seed; and the run's config.json made
-to record what was actually loaded, so the run can be read back (generate, score, a later
-stage's `init`)."""
+"""Where a fine-tuning experiment (sft, dpo, the pipelines) starts: a checkpoint's model, params
+and tokenizer, or a fresh model from config.model and config.seed; and the run's config.json
+made to record what was actually loaded, so the run can be read back (generate, score, a later
+stage's `init`).
+
+Dtypes of a training start, whatever the checkpoint holds: the trained parameters (and so the
+optimizer state) are `model.param_dtype`, float32 by default: master weights, since a bf16
+update below half an ulp of a weight is lost (AdamW at 5e-7 changes about 1% of a bf16
+model's weights in 300 steps); the forward and backward passes compute in `model.dtype`, ''
+by default: the checkpoint's own (bfloat16 for most Hugging Face checkpoints; float32 for a
+fresh model). config.json records both.
+"""
 
 import dataclasses
 import os
@@ -27,11 +35,13 @@ def starting_point(config, parallel: Parallel) -> StartingPoint:
   """config.init: '' (config.model, fresh from config.seed), an llmjax run, RUN/checkpoints/STEP
   or hf:DIR; config.data.tokenizer: '' (the checkpoint's own) or a tokenizer spec."""
   spec, tokenizer_spec = config.init, config.data.tokenizer
+  compute, stored = training_dtypes(config.model)
   if not spec:
     if not tokenizer_spec:
       raise UserError("config.data.tokenizer is required when config.init is '' (a fresh "
                       "model has no tokenizer of its own): byte, spm:PATH.model or hf:DIR")
-    model_config = ModelConfig.from_dict(config.model.to_dict())
+    model_config = ModelConfig.from_dict({**config.model.to_dict(),
+                                          "dtype": compute or "float32", "param_dtype": stored})
     tokenizer = load_tokenizer(tokenizer_spec)
     params, source = None, f"seed {config.seed}"
   else:
@@ -39,12 +49,40 @@ def starting_point(config, parallel: Parallel) -> StartingPoint:
     if loaded.tokenizer is None:
       raise UserError(f"config.init = {spec!r} comes with no tokenizer; set "
                       "config.data.tokenizer (byte, spm:PATH.model or hf:DIR)")
-    model_config, params, tokenizer, source = (loaded.config, loaded.params, loaded.tokenizer,
-                                               loaded.source)
+    model_config = dataclasses.replace(loaded.config, dtype=compute or loaded.config.dtype,
+                                       param_dtype=stored)
+    params, tokenizer, source = (cast_params(loaded.params, stored), loaded.tokenizer,
+                                 loaded.source)
   if model_config.vocab_size < tokenizer.vocab_size:
     raise UserError(f"model vocab_size = {model_config.vocab_size} is smaller than the "
                     f"tokenizer's vocabulary ({tokenizer.vocab_size})")
   return StartingPoint(model_config, params, tokenizer, source)
+
+
+def training_dtypes(model) -> tuple[str, str]:
+  """(compute dtype or '' for the checkpoint's, parameter dtype) from a config's `model`
+  section (see the module docstring); a bad name is one UserError line."""
+  from llmjax.models.config import DTYPES
+  compute, stored = model.get("dtype", ""), model.get("param_dtype", "float32") or "float32"
+  if compute and compute not in DTYPES:
+    raise UserError(f"model.dtype = {compute!r}: expected '' (the checkpoint's) or one of "
+                    f"{tuple(DTYPES)}")
+  if stored not in DTYPES:
+    raise UserError(f"model.param_dtype = {stored!r}: expected one of {tuple(DTYPES)}")
+  return compute, stored
+
+
+def cast_params(params: Any, dtype: str) -> Any:
+  """`params` in `dtype` (floating leaves only), each keeping its sharding."""
+  import jax
+  import jax.numpy as jnp
+  target = jnp.dtype(dtype)
+
+  def cast(x):
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == target:
+      return x
+    return jax.jit(lambda y: y.astype(target), out_shardings=x.sharding)(x)
+  return jax.tree.map(cast, params)
 
 
 def record_model(config, workdir: str, start: StartingPoint) -> None:

@@ -32,6 +32,7 @@ from llmjax.data.batches import BATCH_KEYS
 from llmjax.data.examples import pair_batch
 from llmjax.train.objective import BatchSpec, Objective
 from llmjax.train.preference import PreferenceLoss, running_mean_update
+from llmjax.train.step import sum_over_micro_batches
 
 SIDES = ("chosen", "rejected")
 PAIR_KEYS = ("pair_index",) + tuple(f"{side}_{key}" for side in SIDES for key in BATCH_KEYS)
@@ -150,7 +151,7 @@ def preference_objective(model: nn.Module, loss: PreferenceLoss,
 
 
 def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length: int,
-                       pad_id: int, to_device, parallel) -> np.ndarray:
+                       pad_id: int, to_device, parallel, micro_batches: int = 1) -> np.ndarray:
   """[N, 2] summed log-probs of each pair's chosen and rejected completion under `params` (the
   reference), computed once before training so that the reference need not stay in memory.
 
@@ -159,9 +160,23 @@ def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length:
     pairs: llmjax.data.examples.Examples of pairs.
     batch_size, length, pad_id: the training batches' shape and padding.
     to_device: the Trainer's host-to-device function (each process passes its share).
+    micro_batches: the batch goes through the model this many pairs' rows at a time (the
+      training step's grad_accum_steps), so the [2B, L, V] logits are never held whole.
   """
-  compiled = jax.jit(lambda p, b: sequence_logps(model, p, b)[1],
-                     out_shardings=parallel.replicated)
+  spec = pair_batch_spec(True)
+
+  def logps_of(p, batch):
+    # each micro-batch's [chosen | rejected] log-probs, written into a [B, 2] table: the sum
+    # over micro-batches of tables that are zero outside each one's rows
+    def one(micro, index):
+      rows = micro["chosen_inputs"].shape[0]
+      logps_2M = sequence_logps(model, p, micro)[1]
+      table_Mx2 = jnp.stack([logps_2M[:rows], logps_2M[rows:]], axis=1)
+      return jax.lax.dynamic_update_slice(jnp.zeros((batch_size, 2), jnp.float32), table_Mx2,
+                                          (index * rows, 0))
+    return sum_over_micro_batches(one, batch, spec, micro_batches)
+
+  compiled = jax.jit(logps_of, out_shardings=parallel.replicated)
   share = batch_size // jax.process_count()
   mine = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
   out = np.zeros((len(pairs), 2), np.float32)
@@ -172,8 +187,7 @@ def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length:
     # The training batches' layout holds the reference's columns too; they are not read here.
     batch = with_reference(batch, np.zeros((len(pairs), 2), np.float32))
     with parallel.context():
-      logps = np.asarray(jax.device_get(compiled(params, to_device(batch))))
-    out[indices] = np.stack([logps[:batch_size], logps[batch_size:]], axis=1)
+      out[indices] = np.asarray(jax.device_get(compiled(params, to_device(batch))))
   return out
 
 

@@ -38,23 +38,10 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
         return loss_sum / total_weight, sums
       return jax.value_and_grad(loss_of, has_aux=True)(trainable)
 
-    if grad_accum_steps == 1:
-      (loss, sums), grads = micro_grads(batch, step_rng)
-    else:
-      # [B, ...] -> [A, B/A, ...]; scan keeps one micro-batch of activations alive at a time.
-      split = {k: batch[k].reshape(grad_accum_steps, -1, *batch[k].shape[1:])
-               for k in spec.sharded}
-      whole = {k: batch[k] for k in spec.replicated}
-
-      def body(carry, xs):
-        micro, index = xs
-        out = micro_grads({**micro, **whole}, jax.random.fold_in(step_rng, index))
-        return jax.tree.map(jnp.add, carry, out), None
-
-      first = {**jax.tree.map(lambda x: x[0], split), **whole}
-      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(micro_grads, first, step_rng))
-      ((loss, sums), grads), _ = jax.lax.scan(body, zeros,
-                                              (split, jnp.arange(grad_accum_steps)))
+    (loss, sums), grads = sum_over_micro_batches(
+        lambda micro, index: micro_grads(micro, jax.random.fold_in(step_rng, index)
+                                         if grad_accum_steps > 1 else step_rng),
+        batch, spec, grad_accum_steps)
 
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     params = combine(optax.apply_updates(trainable, updates), fixed)
@@ -72,3 +59,25 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation,
                          carry=carry), metrics
 
   return step
+
+
+def sum_over_micro_batches(fn: Callable[[Any, jax.Array], Any], batch, spec, micro_batches: int):
+  """sum over i of fn(micro-batch i, i), the batch's rows ([B, ...] -> [A, B/A, ...]) split
+  into `micro_batches` in order; a scan keeps one micro-batch's activations (and logits) alive
+  at a time. `spec`'s replicated keys go whole to every micro-batch. With one micro-batch (or
+  rows that do not split evenly, e.g. a short last batch) fn sees the whole batch."""
+  sharded = [k for k in spec.sharded if k in batch]  # a pass may carry fewer than training
+  rows = batch[sharded[0]].shape[0]
+  if micro_batches <= 1 or rows % micro_batches:
+    return fn(batch, jnp.int32(0))
+  split = {k: batch[k].reshape(micro_batches, -1, *batch[k].shape[1:]) for k in sharded}
+  whole = {k: v for k, v in batch.items() if k not in split}
+
+  def body(carry, xs):
+    micro, index = xs
+    return jax.tree.map(jnp.add, carry, fn({**micro, **whole}, index)), None
+
+  first = {**jax.tree.map(lambda x: x[0], split), **whole}
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(fn, first, jnp.int32(0)))
+  total, _ = jax.lax.scan(body, zeros, (split, jnp.arange(micro_batches)))
+  return total

@@ -24,7 +24,7 @@ from llmjax.train.loop import LoopResult, check_train_config, run_loop
 from llmjax.train.objective import Objective
 from llmjax.train.optim import build_optimizer
 from llmjax.train.state import TrainState, make_state_initializer
-from llmjax.train.step import make_train_step
+from llmjax.train.step import make_train_step, sum_over_micro_batches
 
 
 class Trainer:
@@ -65,7 +65,10 @@ class Trainer:
                                donate_argnums=0)
 
     def eval_sums(params, batch, frozen, carry):
-      return objective.loss(params, batch, None, frozen, carry)[1]
+      # in the training step's micro-batches: [B, L, V] logits are never held whole
+      return sum_over_micro_batches(
+          lambda micro, _: objective.loss(params, micro, None, frozen, carry)[1], batch,
+          objective.batch_spec, train_config.grad_accum_steps)
 
     self._eval_step = jax.jit(eval_sums, in_shardings=(state_sharding.params,
                                                        self.batch_shardings, None, None),
