@@ -52,8 +52,10 @@ def _tiny(config):
 
 def _hf(config):
   config.optim.update(lr=5e-7, warmup_steps=150, weight_decay=0.0, schedule="linear")
+  # log-probs 256 positions at a time: a 128k vocabulary's [2B, L, V] logits never held whole
   config.train.update(steps=2000, batch_size=64, seq_len=1024, log_every=10, eval_every=200,
-                      checkpoint_every=500, eval_batches=8, grad_accum_steps=8)
+                      checkpoint_every=500, eval_batches=8, grad_accum_steps=8,
+                      loss_chunk_len=256)
   config.dpo.precompute_ref_logprobs = True
 
 

@@ -39,13 +39,14 @@ def pairs(tmp_path_factory):
 
 
 def make_trainer(loss: PreferenceLoss, precomputed: bool = False, optimizer: str = "adamw",
-                 grad_accum_steps: int = 1):
+                 grad_accum_steps: int = 1, loss_chunk_len: int = 0):
   config = base_config("dpo")
   config.train.update(steps=10, batch_size=4, seq_len=LENGTH, progress=False,
                       grad_accum_steps=grad_accum_steps)
   config.optim.update(name=optimizer, lr=3e-3, warmup_steps=0, schedule="constant")
   model = Decoder(MODEL)
-  return Trainer(model, preference_objective(model, loss, precomputed), config.train,
+  return Trainer(model, preference_objective(model, loss, precomputed, loss_chunk_len),
+                 config.train,
                  config.optim, Parallel.from_config(config.mesh))
 
 
@@ -114,6 +115,7 @@ def test_precomputed_reference_trains_exactly_like_frozen_params(pairs):
                state_b.params)
 
 
+@pytest.mark.slow
 def test_reference_and_evaluation_passes_in_micro_batches_equal_the_whole_batch(pairs):
   """The memory-bounded passes: the reference log-probs and the evaluation sums, two pairs'
   rows at a time (the training step's micro-batches), equal the whole batch's."""
@@ -134,6 +136,38 @@ def test_reference_and_evaluation_passes_in_micro_batches_equal_the_whole_batch(
   assert set(got) == set(want) and want["reward_margin"] != 0
   for key in want:
     np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_log_probs_taken_a_few_positions_at_a_time_equal_the_whole_sequences(pairs):
+  """train.loss_chunk_len: the completion log-probs, their gradients, the KL metric and a
+  training step, 5 positions at a time (24 is not a multiple: the last chunk is padded), equal
+  the whole-logits computation."""
+  loss = PreferenceLoss("sigmoid", beta=0.1)
+  whole, chunked = make_trainer(loss), make_trainer(loss, loss_chunk_len=5)
+  state_a, state_b = whole.init_state(0), chunked.init_state(0)
+  reference = jax.tree.map(lambda x: x * 0.99, state_a.params)
+  batch = pair_batch(pairs, range(4), LENGTH, 0)
+
+  def logps_and_grads(chunk_len):
+    def total(params):
+      logps = sequence_logps(whole.model, params, batch, None, chunk_len)[1]
+      return (logps * jnp.arange(1.0, logps.shape[0] + 1)).sum(), logps  # rows weighted apart
+    return jax.value_and_grad(total, has_aux=True)(state_a.params)
+
+  (_, logps_whole), grads_whole = logps_and_grads(0)
+  (_, logps_chunked), grads_chunked = logps_and_grads(5)
+  np.testing.assert_allclose(logps_chunked, logps_whole, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5),
+               grads_chunked, grads_whole)
+  for _ in range(2):
+    state_a, metrics_a = whole.train_step(state_a, whole.to_device(batch), reference)
+    state_b, metrics_b = chunked.train_step(state_b, chunked.to_device(batch), reference)
+  assert float(metrics_a["kl"]) > 0
+  for key in ("loss", "kl", "reward_margin", "chosen_logps"):
+    np.testing.assert_allclose(metrics_b[key], metrics_a[key], rtol=1e-4, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), state_a.params,
+               state_b.params)
 
 
 def test_bco_pair_carries_the_running_mean_of_batch_rewards(pairs):

@@ -38,7 +38,8 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
   # A reference-free loss gets the initial params' log-probs, computed once, as the baseline of
   # its drift metrics (the loss does not read them).
   precompute = bool(config.dpo.precompute_ref_logprobs) or not loss.uses_reference
-  trainer = Trainer(model, preference_objective(model, loss, precompute), cfg, config.optim,
+  trainer = Trainer(model, preference_objective(model, loss, precompute, cfg.loss_chunk_len),
+                    cfg, config.optim,
                     parallel, flops_per_step=start.model_config.flops_per_token(cfg.seq_len)
                     * 2 * cfg.batch_size * cfg.seq_len)
   initial = start.params if start.params is not None else trainer.init_state(config.seed).params
@@ -53,7 +54,7 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
           os.path.join(workdir, f"reference_logprobs_{name}.npz"), pairs, reference, config,
           lambda pairs=pairs: reference_logprobs(model, reference, pairs, B, L, pad,
                                                  trainer.to_device, parallel,
-                                                 cfg.grad_accum_steps))
+                                                 cfg.grad_accum_steps, cfg.loss_chunk_len))
     reference = None  # no longer needed in memory
 
   def host_batch(name, pairs, indices):

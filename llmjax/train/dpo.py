@@ -30,6 +30,8 @@ import numpy as np
 
 from llmjax.data.batches import BATCH_KEYS
 from llmjax.data.examples import pair_batch
+from llmjax.models import unembedding
+from llmjax.train.losses import chunked_sequence_logps, chunked_token_kl
 from llmjax.train.objective import BatchSpec, Objective
 from llmjax.train.preference import PreferenceLoss, running_mean_update
 from llmjax.train.step import sum_over_micro_batches
@@ -51,17 +53,36 @@ def both_sides(batch, key: str) -> jax.Array:
   return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]], axis=0)
 
 
-def sequence_logps(model: nn.Module, params, batch, rng=None):
-  """(logits_2BxLxV f32, summed completion log-probs [2B], completion tokens [2B])."""
+def sequence_logps(model: nn.Module, params, batch, rng=None, chunk_len: int = 0):
+  """(outputs, summed completion log-probs [2B], completion tokens [2B]); `outputs` are the
+  f32 logits [2B, L, V], or with `chunk_len` (0 < it < L) the hidden states and unembedding
+  from which the log-probs were taken `chunk_len` positions at a time (the [2B, L, V] logits
+  are never held: llmjax.train.losses.chunked_sequence_logps)."""
   deterministic = rng is None or model.config.dropout == 0.0
-  logits = model.apply({"params": params}, both_sides(batch, "inputs"),
-                       both_sides(batch, "positions"), both_sides(batch, "segment_ids"),
-                       deterministic=deterministic,
-                       rngs=None if deterministic else {"dropout": rng}).astype(jnp.float32)
+  inputs = both_sides(batch, "inputs")
+  chunked = 0 < chunk_len < inputs.shape[1]
+  out = model.apply({"params": params}, inputs, both_sides(batch, "positions"),
+                    both_sides(batch, "segment_ids"), deterministic=deterministic,
+                    rngs=None if deterministic else {"dropout": rng}, return_hidden=chunked)
   mask = both_sides(batch, "loss_mask").astype(jnp.float32)
-  token_logps = jnp.take_along_axis(jax.nn.log_softmax(logits),
-                                    both_sides(batch, "targets")[..., None], -1)[..., 0]
+  targets = both_sides(batch, "targets")
+  if chunked:
+    unembed = unembedding(params, model.config)
+    return (out, unembed), chunked_sequence_logps(out, unembed, targets, mask, chunk_len), (
+        mask.sum(-1))
+  logits = out.astype(jnp.float32)
+  token_logps = jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]
   return logits, (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def token_kl_sum(outputs, ref_outputs, mask_2BxL, chunk_len: int = 0):
+  """Summed per-token KL(policy || reference) over the masked positions, from two
+  `sequence_logps` outputs (logits, or hidden states and unembedding when chunked)."""
+  if isinstance(outputs, tuple):
+    return chunked_token_kl(*outputs, *ref_outputs, mask_2BxL, chunk_len)
+  kl_2BxL = (jax.nn.softmax(outputs) * (jax.nn.log_softmax(outputs)
+                                        - jax.nn.log_softmax(ref_outputs))).sum(-1)
+  return (kl_2BxL * mask_2BxL).sum()
 
 
 def params_fingerprint(params) -> str:
@@ -84,20 +105,23 @@ def needs_reference_params(loss: PreferenceLoss, precomputed_reference: bool) ->
 
 
 def preference_objective(model: nn.Module, loss: PreferenceLoss,
-                         precomputed_reference: bool = False) -> Objective:
+                         precomputed_reference: bool = False,
+                         loss_chunk_len: int = 0) -> Objective:
   """The pairwise objective of `loss` for `model` (a Decoder). `frozen` holds the reference's
-  params when `needs_reference_params`; else it is not read."""
+  params when `needs_reference_params`; else it is not read. `loss_chunk_len` (train's): the
+  log-probs (and the KL metric) `loss_chunk_len` positions at a time, never the whole
+  sequences' logits."""
   carries = loss.loss_type == "bco_pair"
 
   def loss_fn(params, batch, rng, frozen, carry=None):
-    logits, logps, counts = sequence_logps(model, params, batch, rng)
+    logits, logps, counts = sequence_logps(model, params, batch, rng, loss_chunk_len)
     ref_logits = None
     if precomputed_reference:  # the reference's, or for a reference-free loss a baseline
       ref_logps = jnp.concatenate([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
     elif not loss.uses_reference:
       ref_logps = jnp.zeros_like(logps)
     else:
-      ref_logits, ref_logps, _ = sequence_logps(model, frozen, batch)
+      ref_logits, ref_logps, _ = sequence_logps(model, frozen, batch, None, loss_chunk_len)
       ref_logits, ref_logps = jax.lax.stop_gradient((ref_logits, ref_logps))
     # What the loss reads: summed log-probs, or token averages for ipo / simpo / orpo.
     per = jnp.maximum(counts, 1.0) if loss.averaged else 1.0
@@ -119,10 +143,9 @@ def preference_objective(model: nn.Module, loss: PreferenceLoss,
     if loss.uses_reference or precomputed_reference:
       sums.update(chosen_drift=drift[:B].sum(), rejected_drift=drift[B:].sum())
     if ref_logits is not None:
-      kl_2BxL = (jax.nn.softmax(logits) * (jax.nn.log_softmax(logits)
-                                           - jax.nn.log_softmax(ref_logits))).sum(-1)
       mask = both_sides(batch, "loss_mask").astype(jnp.float32)
-      sums.update(kl_sum=(kl_2BxL * mask).sum(), kl_tokens=mask.sum())
+      sums.update(kl_sum=token_kl_sum(logits, ref_logits, mask, loss_chunk_len),
+                  kl_tokens=mask.sum())
     if carries:
       sums.update(reward_sum=(chosen_B.sum() + rejected_B.sum()), reward_count=jnp.float32(2 * B))
     return losses_B.sum(), sums
@@ -151,7 +174,8 @@ def preference_objective(model: nn.Module, loss: PreferenceLoss,
 
 
 def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length: int,
-                       pad_id: int, to_device, parallel, micro_batches: int = 1) -> np.ndarray:
+                       pad_id: int, to_device, parallel, micro_batches: int = 1,
+                       chunk_len: int = 0) -> np.ndarray:
   """[N, 2] summed log-probs of each pair's chosen and rejected completion under `params` (the
   reference), computed once before training so that the reference need not stay in memory.
 
@@ -162,6 +186,7 @@ def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length:
     to_device: the Trainer's host-to-device function (each process passes its share).
     micro_batches: the batch goes through the model this many pairs' rows at a time (the
       training step's grad_accum_steps), so the [2B, L, V] logits are never held whole.
+    chunk_len: with it, each micro-batch's log-probs `chunk_len` positions at a time.
   """
   spec = pair_batch_spec(True)
 
@@ -170,7 +195,7 @@ def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length:
     # over micro-batches of tables that are zero outside each one's rows
     def one(micro, index):
       rows = micro["chosen_inputs"].shape[0]
-      logps_2M = sequence_logps(model, p, micro)[1]
+      logps_2M = sequence_logps(model, p, micro, None, chunk_len)[1]
       table_Mx2 = jnp.stack([logps_2M[:rows], logps_2M[rows:]], axis=1)
       return jax.lax.dynamic_update_slice(jnp.zeros((batch_size, 2), jnp.float32), table_Mx2,
                                           (index * rows, 0))

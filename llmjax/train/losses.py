@@ -145,3 +145,104 @@ def _fused_backward(z_loss, residuals, cotangents):
 
 
 _fused_loss_sums.defvjp(_fused_forward, _fused_backward)
+
+
+def chunked_sequence_logps(hidden_BxLxD, unembed_DxV, targets_BxL, mask_BxL, chunk_len: int):
+  """[B] summed log-probs of each row's masked targets under `hidden @ unembed`, without the
+  [B, L, V] logits: `chunk_len` positions at a time, forward and backward (a custom VJP that
+  recomputes one chunk's logits from the row cotangents), so memory holds [B, chunk_len, V].
+  What DPO and its kin read per completion; with a 128k vocabulary the whole-sequence logits
+  are most of a step's memory.
+
+  Args:
+    hidden_BxLxD: final hidden states (the Decoder's `return_hidden=True` output).
+    unembed_DxV: the unembedding matrix in the compute dtype (`models.unembedding`).
+    targets_BxL, mask_BxL: target ids and 1 where a target counts.
+    chunk_len: positions per chunk; L is padded (with mask 0) to a multiple of it.
+  """
+  h_NxBxCxD, targets_NxBxC, mask_NxBxC = _position_chunks(
+      chunk_len, hidden_BxLxD, targets_BxL, mask_BxL.astype(jnp.float32))
+  return _row_logps(h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC)
+
+
+def chunked_token_kl(hidden_BxLxD, unembed_DxV, ref_hidden_BxLxD, ref_unembed_DxV, mask_BxL,
+                     chunk_len: int):
+  """Summed KL(policy || reference) over the masked positions, a metric (no gradient), chunk
+  by chunk as `chunked_sequence_logps`."""
+  h, ref_h, mask = _position_chunks(chunk_len, hidden_BxLxD, ref_hidden_BxLxD,
+                                    mask_BxL.astype(jnp.float32))
+
+  def body(total, xs):
+    h_BxCxD, ref_BxCxD, mask_BxC = xs
+    logp = jax.nn.log_softmax(_chunk_logits(h_BxCxD, unembed_DxV))
+    logq = jax.nn.log_softmax(_chunk_logits(ref_BxCxD, ref_unembed_DxV))
+    return total + ((jnp.exp(logp) * (logp - logq)).sum(-1) * mask_BxC).sum(), None
+  total, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), (h, ref_h, mask))
+  return jax.lax.stop_gradient(total)
+
+
+def _position_chunks(chunk_len: int, *arrays):
+  """Each [B, L, ...] array as [n, B, chunk_len, ...], L padded with zeros to n * chunk_len."""
+  B, L = arrays[0].shape[:2]
+  n = -(-L // chunk_len)
+
+  def chunks(x):
+    x = jnp.pad(x, [(0, 0), (0, n * chunk_len - L)] + [(0, 0)] * (x.ndim - 2))
+    return jnp.moveaxis(x.reshape(B, n, chunk_len, *x.shape[2:]), 1, 0)
+  return tuple(chunks(x) for x in arrays)
+
+
+def _chunk_logits(h_BxCxD, unembed_DxV):
+  B, C, D = h_BxCxD.shape
+  return (h_BxCxD.reshape(B * C, D) @ unembed_DxV).astype(jnp.float32).reshape(B, C, -1)
+
+
+def _chunk_token_logps(h_BxCxD, unembed_DxV, targets_BxC):
+  """f32 logits of one chunk and the log-probs of its targets."""
+  logits_BxCxV = _chunk_logits(h_BxCxD, unembed_DxV)
+  target_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
+  return logits_BxCxV, target_BxC - jax.nn.logsumexp(logits_BxCxV, axis=-1)
+
+
+@jax.custom_vjp
+def _row_logps(h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC):
+  return _row_logps_forward(h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC)[0]
+
+
+def _row_logps_forward(h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC):
+  def body(total_B, xs):
+    h_BxCxD, targets_BxC, mask_BxC = xs
+    _, logps_BxC = _chunk_token_logps(h_BxCxD, unembed_DxV, targets_BxC)
+    return total_B + (logps_BxC * mask_BxC).sum(-1), None
+  total_B, _ = jax.lax.scan(body, jnp.zeros(h_NxBxCxD.shape[1], jnp.float32),
+                            (h_NxBxCxD, targets_NxBxC, mask_NxBxC))
+  return total_B, (h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC)
+
+
+def _row_logps_backward(residuals, grad_B):
+  """d logps_b / d logits = mask * (onehot - softmax), scaled by row b's cotangent; each
+  chunk's logits are recomputed, turned into the hidden states' and unembedding's gradients."""
+  h_NxBxCxD, unembed_DxV, targets_NxBxC, mask_NxBxC = residuals
+  _, B, C, D = h_NxBxCxD.shape
+  V = unembed_DxV.shape[1]
+
+  def body(grad_unembed_DxV, xs):
+    h_BxCxD, targets_BxC, mask_BxC = xs
+    logits_BxCxV, _ = _chunk_token_logps(h_BxCxD, unembed_DxV, targets_BxC)
+    probs_BxCxV = jax.nn.softmax(logits_BxCxV, axis=-1)
+    onehot_BxCxV = jax.nn.one_hot(targets_BxC, V, dtype=jnp.float32)
+    scale_BxC = grad_B[:, None] * mask_BxC
+    dlogits_NxV = ((onehot_BxCxV - probs_BxCxV) * scale_BxC[..., None]).astype(
+        unembed_DxV.dtype).reshape(B * C, V)
+    grad_h_BxCxD = (dlogits_NxV @ unembed_DxV.T).reshape(B, C, D).astype(h_BxCxD.dtype)
+    grad_unembed_DxV = grad_unembed_DxV + jnp.matmul(
+        h_BxCxD.reshape(B * C, D).T, dlogits_NxV, preferred_element_type=jnp.float32)
+    return grad_unembed_DxV, grad_h_BxCxD
+
+  grad_unembed_DxV, grad_h_NxBxCxD = jax.lax.scan(
+      body, jnp.zeros((D, V), jnp.float32), (h_NxBxCxD, targets_NxBxC, mask_NxBxC))
+  return (grad_h_NxBxCxD, grad_unembed_DxV.astype(unembed_DxV.dtype),
+          np.zeros(targets_NxBxC.shape, jax.dtypes.float0), jnp.zeros_like(mask_NxBxC))
+
+
+_row_logps.defvjp(_row_logps_forward, _row_logps_backward)
