@@ -36,17 +36,34 @@ tiny (default) — the whole method at CPU scale on procedural multi-step word p
   slips whose position is random, and SFT itself varies by 17 points across seeds; resolving
   1-2 point effects would take tens of seeds (about 10 minutes each) or a larger model.
 
-gsm8k_hf — a local Hugging Face checkpoint and ../shared/data/gsm8k, the paper's N = 100,
-  k = 4, DPO beta 0.1 (accelerator-sized; not run here):
-  python -m llmjax.main --config configs/self_explore.py:gsm8k_hf --workdir W \\
+gsm8k_hf — the paper's GSM8K run from a local Hugging Face checkpoint (Mistral-7B in the paper)
+  and ../shared/data/gsm8k, sized as the authors' released scripts size it (accelerator-sized;
+  rehearsed on CPU at toy sizes, not run at this size here):
+  python -m llmjax.main --config configs/self_explore.py:gsm8k_hf --workdir W \
       --config.init=hf:DIR
-  Expected runtime for a 7B model (an estimate from FLOPs and memory bandwidth, not measured):
-  SFT and RFT, 3,000 steps of 64 x 512 tokens each, are 6 x 7e9 x 9.8e7 = 4e18 FLOPs apiece,
-  about 3 hours each on one H200 at 40% MFU (bf16), or under half an hour on eight; sampling
-  7,473 x 100 rationales (~1.5e8 tokens) is bandwidth-bound decoding, ~2 hours at batch 64
-  on one chip; each DPO run (2,000 steps of 32 pairs x 768 tokens, policy and reference) about
-  4 hours on one. A 7B model's AdamW state (~112 GB in f32) needs FSDP over several chips
-  (`--config.mesh.fsdp=N`), so plan on a node of 8 GPUs for several hours.
+  Sizes in the paper's units: SFT 5 epochs over GSM8K's 7,473 training problems, global batch
+  64, lr 1e-6 (the authors' value for Mistral; 1e-5 for their other models), linear decay, no
+  warmup, no weight decay, gradient clipping 1.0; RFT the same 5 epochs over the RFT rows;
+  N = 100 samples per problem at temperature 0.7; exploration k = 4 per step prefix; each DPO
+  run (outcome pairs, then Self-Explore's step-level pairs) 3 epochs, global batch 32, lr 1e-7
+  (Mistral's; 1e-6 for others), RMSprop as the authors' HF Trainer runs it, linear decay after
+  10% warmup, beta 0.1, sequences of 384 tokens. Steps follow from the data (`train.epochs`).
+  Departures: SFT rows are packed (several examples per 512-token row, never attending across
+  examples) where the authors pad one example per row: the same epochs, fewer steps; float32
+  master weights (theirs: DeepSpeed ZeRO's, also float32).
+  Runtime estimate on one H200 (bf16, 40% MFU for training, bandwidth-bound decoding; an
+  estimate from FLOPs and memory bandwidth, not measured), for a 7.2B model at ~200 tokens
+  per problem with its rationale:
+    SFT       5 x 1.5M tokens x 6 x 7.2e9 FLOPs = 3.2e17     ~15 min
+    sample    7,473 x 100 x ~150 new tokens = 1.1e8 tokens, batch 64: ~21k tokens/s  ~1.5 h
+    RFT       ~4 rows per problem: 4x SFT                    ~1 h
+    explore   rejected rationales x ~4 steps x 4 completions (~1e7 tokens)    ~10-20 min
+    DPO x 2   ~20k pairs x 3 epochs x 2 x 300 tokens, policy + precomputed reference
+                                                             ~1.5 h each
+  Weakest where the counts are data-dependent (RFT rows, pairs, first pits: the pipeline
+  prints them) and in the decode rate, which grows with batch size while the KV cache fits.
+  Memory: 7.2B float32 params, gradients and optimizer state are ~87 GB (AdamW's two moments:
+  ~115 GB), so shard over several chips (`--config.mesh.fsdp=N`); plan on a node of 8 GPUs.
 """
 
 import ml_collections
@@ -75,12 +92,17 @@ def _gsm8k_hf(config):
   config.task.update(kind="gsm8k", path="../shared/data/gsm8k", train_problems=0,
                      test_problems=0, samples=100, explore_k=4, explore_pairs=0,
                      max_new_tokens=384, sample_batch=64)
-  config.sft.train.update(steps=3000, batch_size=64, seq_len=512, log_every=20,
-                          eval_every=500, checkpoint_every=500, eval_batches=8)
-  config.sft.optim.update(lr=1e-5, warmup_steps=100, weight_decay=0.0, schedule="linear")
-  config.optim.update(lr=1e-6, warmup_steps=100, weight_decay=0.0, schedule="linear")
-  config.train.update(steps=2000, batch_size=32, seq_len=768, log_every=10, eval_every=200,
-                      checkpoint_every=500, eval_batches=8, grad_accum_steps=4)
+  # SFT and RFT: 5 epochs, batch 64 (16 x 4 GPUs), lr 1e-6 for Mistral, linear, no warmup
+  config.sft.train.update(epochs=5.0, batch_size=64, seq_len=512, log_every=20,
+                          eval_every=200, checkpoint_every=200, eval_batches=8)
+  config.sft.optim.update(name="adamw", lr=1e-6, warmup_steps=0, weight_decay=0.0,
+                          schedule="linear", end_lr_fraction=0.0, clip_norm=1.0)
+  # each DPO run: 3 epochs, batch 32 (8 x 4 GPUs), lr 1e-7 for Mistral, RMSprop, 10% warmup
+  config.optim.update(name="rmsprop", lr=1e-7, warmup_ratio=0.1, weight_decay=0.0,
+                      schedule="linear", end_lr_fraction=0.0)
+  config.train.update(epochs=3.0, batch_size=32, seq_len=384, log_every=10, eval_every=200,
+                      checkpoint_every=200, eval_batches=8, grad_accum_steps=4,
+                      loss_chunk_len=128)
   config.dpo.precompute_ref_logprobs = True
 
 

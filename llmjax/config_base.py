@@ -51,12 +51,17 @@ def base_config(experiment: str) -> ml_collections.ConfigDict:
   config.sharding_rules = [list(rule) for rule in DEFAULT_RULES]
 
   config.optim = ml_collections.ConfigDict({
+      # warmup_ratio > 0: that share of the run's steps warms up instead of warmup_steps
       "name": "adamw", "lr": 3e-4, "schedule": "cosine", "warmup_steps": 100,
+      "warmup_ratio": 0.0,
       "end_lr_fraction": 0.1, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
       "momentum": 0.9, "clip_norm": 1.0, "decay_norms_and_biases": False,
   })
   config.train = ml_collections.ConfigDict({
       "steps": 1000, "batch_size": 32, "seq_len": 256, "grad_accum_steps": 1,
+      # passes over the training data, for the experiments that read a dataset (sft, dpo and
+      # the pipelines' stages): when > 0 it sets `steps` once the data is read
+      "epochs": 0.0,
       "log_every": 50, "eval_every": 200, "eval_batches": 8,
       "checkpoint_every": 500, "keep_checkpoints": 3, "async_checkpoint": True,
       "z_loss": 0.0,

@@ -2,6 +2,7 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 import pytest
 import flax.linen as nn
@@ -181,9 +182,46 @@ def test_schedules_and_decay_mask():
   assert float(learning_rate_schedule(config, 110)(60)) == pytest.approx(0.55, rel=1e-4)
   params = {"kernel": jnp.ones((2, 2)), "scale": jnp.ones(2), "bias": jnp.ones(2)}
   assert decay_mask(params) == {"kernel": True, "scale": False, "bias": False}
+  config.update(warmup_ratio=0.1, schedule="constant")  # a tenth of 200 steps: 20
+  ratio = learning_rate_schedule(config, 200)
+  assert float(ratio(10)) == pytest.approx(0.5) and float(ratio(20)) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("name", ["adamw", "sgd", "adafactor"])
+def test_rmsprop_steps_as_torchs_rmsprop():
+  """optim.name = rmsprop (Self-Explore's DPO optimizer through HF's Trainer) against
+  torch.optim.RMSprop on the same gradients: alpha 0.99, eps outside the root, L2 decay."""
+  torch = pytest.importorskip("torch")
+  config = base_config("x").optim
+  config.update(name="rmsprop", lr=0.01, warmup_steps=0, schedule="constant", eps=1e-8,
+                weight_decay=0.1, clip_norm=0.0)
+  tx, _ = build_optimizer(config, total_steps=10)
+  rng = np.random.default_rng(0)
+  start = rng.normal(size=(3, 4)).astype(np.float32)
+  grads = [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(5)]
+  params = {"kernel": jnp.asarray(start)}
+  state = tx.init(params)
+  weight = torch.nn.Parameter(torch.tensor(start))
+  reference = torch.optim.RMSprop([weight], lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.1)
+  for g in grads:
+    updates, state = tx.update({"kernel": jnp.asarray(g)}, state, params)
+    params = optax.apply_updates(params, updates)
+    weight.grad = torch.tensor(g)
+    reference.step()
+  np.testing.assert_allclose(params["kernel"], weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_epochs_set_the_steps_from_the_data(capsys):
+  from llmjax.train.epochs import steps_from_epochs
+  train = base_config("x").train
+  assert steps_from_epochs(train, 12.5, "data") is train  # epochs 0: train.steps as given
+  train.epochs = 3.0
+  resolved = steps_from_epochs(train, 12.5, "100 pairs")
+  assert (resolved.steps, train.steps) == (38, 1000)  # ceil(37.5); the config is not changed
+  assert "train.epochs = 3 over 100 pairs (12.5 steps per epoch): 38 steps" in (
+      capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "adafactor", "rmsprop"])
 def test_weight_decay_skips_norms_and_biases(name):
   config = base_config("x").optim
   config.update(name=name, lr=0.1, warmup_steps=0, schedule="constant", weight_decay=0.5,

@@ -16,6 +16,7 @@ from llmjax.errors import UserError
 from llmjax.experiments.starting_point import StartingPoint
 from llmjax.models import Decoder
 from llmjax.parallel import Parallel
+from llmjax.train.epochs import steps_from_epochs
 from llmjax.train.dpo import (needs_reference_params, params_fingerprint, preference_objective,
                               reference_logprobs, with_reference)
 from llmjax.train.preference import PreferenceLoss
@@ -33,7 +34,8 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
   """Preference-trains `start` on the pairs through the engine's loop; returns Trainer.fit's
   result (with 'state')."""
   cfg, loss = config.train, preference_loss(config)
-  checks.positive_ints(cfg, "train", "eval_batches")
+  checks.positive_ints(cfg, "train", "eval_batches", "batch_size")
+  cfg = steps_from_epochs(cfg, len(train) / cfg.batch_size, f"{len(train):,} pairs")
   model = Decoder(start.model_config)
   # A reference-free loss gets the initial params' log-probs, computed once, as the baseline of
   # its drift metrics (the loss does not read them).

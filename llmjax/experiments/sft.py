@@ -13,6 +13,7 @@ from llmjax.data.pipeline import lm_batches, take
 from llmjax.errors import UserError
 from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
 from llmjax.parallel import Parallel
+from llmjax.train.epochs import steps_from_epochs
 from llmjax.train.lm import lm_trainer
 
 
@@ -34,11 +35,15 @@ def train_sft(config, workdir: str, start: StartingPoint, parallel: Parallel,
   """Fine-tunes `start` on the examples through the engine's loop; returns Trainer.fit's
   result (with 'state')."""
   cfg = config.train
-  trainer = lm_trainer(start.model_config, cfg, config.optim, parallel)
 
   def batches(examples, is_train):
     return lm_batches(example_rows(examples, config.data.loss_on_prompt), None, cfg.seq_len,
                       cfg.batch_size, seed=config.seed, train=is_train)
+
+  if cfg.get("epochs"):  # an epoch: the packed batches of one ordered pass over the examples
+    cfg = steps_from_epochs(cfg, sum(1 for _ in batches(train, False)),
+                            f"{len(train):,} examples")
+  trainer = lm_trainer(start.model_config, cfg, config.optim, parallel)
 
   eval_batches = take(batches(evaluation, False), cfg.eval_batches)
   if not eval_batches:

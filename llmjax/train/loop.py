@@ -235,6 +235,8 @@ def check_train_config(cfg) -> None:
                        "keep_checkpoints")
   if cfg.stop_after_steps is not None:
     checks.positive_ints(cfg, "train", "stop_after_steps")
+  if "epochs" in cfg:
+    checks.non_negative_floats(cfg, "train", "epochs")
   if cfg.peak_flops_per_device is not None:
     checks.expect(cfg.peak_flops_per_device > 0, "train.peak_flops_per_device",
                   cfg.peak_flops_per_device, "a positive number of FLOP/s")

@@ -1,10 +1,18 @@
 """Optimizers and learning-rate schedules from `config.optim`.
 
-`optim` keys: name (adamw | sgd | adafactor), lr, schedule (constant | linear | cosine),
-warmup_steps, end_lr_fraction, b1, b2, eps, weight_decay, momentum (sgd), clip_norm
-(global-norm clipping; 0 disables), decay_norms_and_biases (default False: parameters with fewer
-than two dimensions, i.e. norm scales and biases, get no weight decay).
+`optim` keys: name (adamw | sgd | adafactor | rmsprop), lr, schedule (constant | linear |
+cosine), warmup_steps (or warmup_ratio: that share of the run's steps), end_lr_fraction, b1,
+b2, eps, weight_decay, momentum (sgd), clip_norm (global-norm clipping; 0 disables),
+decay_norms_and_biases (default False: parameters with fewer than two dimensions, i.e. norm
+scales and biases, get no weight decay).
+
+rmsprop is PyTorch's RMSprop as Hugging Face's Trainer runs it (`optim: rmsprop`, what
+Self-Explore's DPO recipe uses): squared-gradient average with decay 0.99 starting from 0,
+`eps` added outside the square root, no momentum; weight decay added to the gradient, as
+torch does.
 """
+
+import math
 
 import jax
 import optax
@@ -12,13 +20,15 @@ import optax
 from llmjax import checks
 from llmjax.errors import UserError
 
-OPTIMIZERS = ("adamw", "sgd", "adafactor")
+OPTIMIZERS = ("adamw", "sgd", "adafactor", "rmsprop")
 SCHEDULES = ("constant", "linear", "cosine")
 
 
 def learning_rate_schedule(optim_config, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to `lr`, then constant, linear or cosine decay to lr * end fraction."""
   lr, warmup = float(optim_config.lr), int(optim_config.warmup_steps)
+  if optim_config.get("warmup_ratio", 0.0):
+    warmup = int(math.ceil(float(optim_config.warmup_ratio) * total_steps))
   end_lr = lr * float(optim_config.end_lr_fraction)
   decay_steps = max(total_steps - warmup, 1)
   kind = optim_config.schedule
@@ -46,6 +56,8 @@ def check_optim_config(optim_config) -> None:
   checks.non_negative_floats(optim_config, "optim", "lr", "weight_decay", "end_lr_fraction",
                              "clip_norm", "eps")
   checks.non_negative_ints(optim_config, "optim", "warmup_steps")
+  if "warmup_ratio" in optim_config:
+    checks.in_range(optim_config, "optim", "warmup_ratio", 0.0, 1.0)
   for key in ("b1", "b2", "momentum"):
     checks.in_range(optim_config, "optim", key, 0.0, 1.0)
 
@@ -66,6 +78,10 @@ def build_optimizer(optim_config, total_steps: int):
   elif name == "adafactor":
     core = optax.adafactor(schedule, weight_decay_rate=optim_config.weight_decay or None,
                            weight_decay_mask=mask)
+  elif name == "rmsprop":
+    core = optax.chain(
+        optax.add_decayed_weights(optim_config.weight_decay, mask=mask),
+        optax.rmsprop(schedule, decay=0.99, eps=optim_config.eps, eps_in_sqrt=False))
   else:
     raise UserError(f"optim.name = {name!r}: expected one of {OPTIMIZERS}")
   parts = []
