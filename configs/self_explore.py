@@ -64,6 +64,9 @@ gsm8k_hf — the paper's GSM8K run from a local Hugging Face checkpoint (Mistral
   prints them) and in the decode rate, which grows with batch size while the KV cache fits.
   Memory: 7.2B float32 params, gradients and optimizer state are ~87 GB (AdamW's two moments:
   ~115 GB), so shard over several chips (`--config.mesh.fsdp=N`); plan on a node of 8 GPUs.
+  No CPU rehearsal yet: from a tiny random checkpoint at this preset's learning rates no
+  sample is correct, so the pairs stage finds no outcome pair and stops; the authors take the
+  chosen side from the RFT rows, gold rationale included, which would give pairs (issue 36).
 """
 
 import ml_collections

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA, error_line, run_cli
+from conftest import REPO, error_line, run_cli
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -156,32 +156,3 @@ def test_rehearsal_of_the_dpo_hf_preset_from_a_bf16_llama(fine_tuned, tmp_path):
   summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
   assert summary["status"] == "completed"
 
-
-@pytest.mark.rehearsal
-@pytest.mark.skipif(not (SHARED_DATA / "gsm8k" / "train.jsonl").exists(),
-                    reason="../shared/data/gsm8k is absent (not shipped with llmjax)")
-def test_rehearsal_of_the_self_explore_gsm8k_hf_preset_from_a_bf16_mistral(tmp_path, capsys):
-  """configs/self_explore.py:gsm8k_hf as the paper runs it (GSM8K, epochs, RMSprop DPO, the
-  precomputed reference, chunked log-probs) from a tiny bf16 Mistral, with only the sizes
-  and counts overridden: every stage runs and the steps follow from the epochs."""
-  _bf16_llama(tmp_path / "mistral", "Mistral", sliding_window=None)
-  workdir = tmp_path / "run"
-  result = run_cli([
-      "--config", "configs/self_explore.py:gsm8k_hf", "--workdir", str(workdir),
-      f"--config.init=hf:{tmp_path / 'mistral'}", "--config.data.tokenizer=byte",
-      f"--config.task.path={SHARED_DATA / 'gsm8k'}", "--config.task.train_problems=12",
-      "--config.task.test_problems=4", "--config.task.samples=2",
-      "--config.task.max_new_tokens=12", "--config.task.explore_k=2",
-      "--config.task.explore_pairs=2", "--config.task.sample_batch=8",
-      "--config.task.progress=False", "--config.sft.train.batch_size=4",
-      "--config.sft.train.seq_len=256", "--config.sft.train.epochs=1",
-      "--config.sft.train.eval_batches=1", "--config.sft.train.progress=False",
-      "--config.train.batch_size=4", "--config.train.seq_len=256",
-      "--config.train.eval_batches=1", "--config.train.progress=False"])
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "train.epochs = 1 over 12 examples" in result.stderr
-  assert "train.epochs = 3 over" in result.stderr  # the DPO runs
-  summary = json.loads((workdir / "summary.json").read_text())
-  assert summary["problems"] == 12 and summary["samples"] == 24
-  config = json.loads((workdir / "sft" / "config.json").read_text())
-  assert (config["model"]["param_dtype"], config["model"]["dtype"]) == ("float32", "bfloat16")
