@@ -12,9 +12,9 @@ Stages (a resumable pipeline under the workdir):
   modules    every module's finding on every pair -> findings.jsonl
   baseline   the baseline and its ablations fitted on the train split -> scores.json
   lm_judge   (when judge.backend is not 'none') the LM judge on the test split ->
-             judgements.jsonl (raw outputs; a rerun judges only what is missing), and with
-             `lm_judge_ablations` the same judge with each module's evidence withheld ->
-             judgements_without_<module>.jsonl
+             judgements.jsonl (raw outputs; a rerun asks only for what is missing or
+             failed), and with `lm_judge_ablations` the same judge with each module's
+             evidence withheld -> judgements_without_<module>.jsonl
 Then report.json, report.md (the per-level table) and plots/roc.png, from the test split.
 """
 
