@@ -156,3 +156,27 @@ def test_rehearsal_of_the_dpo_hf_preset_from_a_bf16_llama(fine_tuned, tmp_path):
   summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
   assert summary["status"] == "completed"
 
+
+
+def test_both_dtypes_are_honoured_for_every_kind_of_start(fine_tuned, tmp_path):
+  """model.param_dtype and model.dtype for an hf: start, an llmjax run and a fresh model."""
+  import jax
+  import jax.numpy as jnp
+
+  from llmjax.experiments.starting_point import starting_point
+  from llmjax.main import load_config_file
+  from llmjax.parallel import Parallel
+  root, _ = fine_tuned
+  parallel = Parallel.from_config({"data": -1})
+  for init, tokenizer, dtype, param_dtype, expected in (
+      (f"hf:{root / 'hf'}", "byte", "", "float32", ("bfloat16", "float32")),  # the checkpoint's
+      (f"hf:{root / 'hf'}", "byte", "float32", "bfloat16", ("float32", "bfloat16")),
+      (str(root / "run"), "", "bfloat16", "float32", ("bfloat16", "float32")),
+      ("", "byte", "", "float32", ("float32", "float32"))):
+    config = load_config_file(os.path.join(REPO, "configs", "sft.py"))
+    config.init, config.data.tokenizer = init, tokenizer
+    config.model.dtype, config.model.param_dtype = dtype, param_dtype
+    start = starting_point(config, parallel)
+    assert (start.model_config.dtype, start.model_config.param_dtype) == expected, init
+    if start.params is not None:
+      assert {x.dtype for x in jax.tree.leaves(start.params)} == {jnp.dtype(expected[1])}
