@@ -15,12 +15,12 @@ exit 2 (not a run, a model with no Hugging Face layout, an OUT_DIR that is not e
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 
+from llmjax.data.readers import read_json_object
 from llmjax.errors import UserError
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -101,36 +101,25 @@ def export(run: str, out_dir: str, dtype: str = "", family: str = "",
 def source_dtype(path: str, config: dict, param_dtype: str) -> str:
   """The dtype of the checkpoint a run's params came from: following `init` (and
   `train.init_from`) through runs started from runs to an hf: directory's config.json dtype;
-  the run's parameter dtype where the chain starts from a seed."""
+  the run's parameter dtype where the chain starts from a seed or a run no longer there."""
+  from llmjax.weights.load import RunCheckpoint
   for _ in range(_INIT_DEPTH):
     start = config.get("init") or config.get("train", {}).get("init_from") or ""
     if start.startswith("hf:"):
-      hf_config = os.path.join(start[len("hf:"):], "config.json")
       try:
-        with open(hf_config) as f:
-          hf = json.load(f)
-      except (OSError, ValueError):
+        hf = read_json_object(os.path.join(start[len("hf:"):], "config.json"))
+      except (UserError, OSError):
         return param_dtype  # the source directory is gone: the run's own dtype
       saved = hf.get("dtype") or hf.get("torch_dtype")
       return saved if saved in DTYPES else "float32"
     if not start:
-      return param_dtype if param_dtype in DTYPES else "float32"
-    path = _run_of(start if os.path.isabs(start) else os.path.join(path, start))
+      break
     try:
-      with open(os.path.join(path, "config.json")) as f:
-        config = json.load(f)
-    except (OSError, ValueError):
-      return param_dtype
-  return param_dtype
-
-
-def _run_of(spec: str) -> str:
-  """RUN for RUN/checkpoints/STEP, else the spec itself."""
-  spec = os.path.normpath(spec)
-  if os.path.basename(spec).isdigit() and os.path.basename(os.path.dirname(spec)) == (
-      "checkpoints"):
-    return os.path.dirname(os.path.dirname(spec))
-  return spec
+      run = RunCheckpoint.parse(start if os.path.isabs(start) else os.path.join(path, start))
+    except UserError:
+      break
+    path, config = run.path, run.config
+  return param_dtype if param_dtype in DTYPES else "float32"
 
 
 def _copy_tokenizer(spec: str, out_dir: str) -> list[str]:

@@ -12,6 +12,7 @@ import json
 import os
 
 from llmjax import checks, runio
+from llmjax.data.readers import read_json_object
 from llmjax.errors import UserError
 from llmjax.evals.backends import (ChatRequest, JudgeSampling, LocalBackend, check_judge_config,
                                    judge_sampling, make_backend)
@@ -133,8 +134,7 @@ def _check_same_prompts(workdir: str, judgements_path: str, source: str) -> None
   a workdir's judgements is kept in judge_prompts.json and a rerun must match it."""
   path = os.path.join(workdir, "judge_prompts.json")
   if os.path.exists(path) and os.path.exists(judgements_path):
-    with open(path) as f:
-      before = json.load(f).get("source")
+    before = read_json_object(path).get("source")
     if before != source:
       raise UserError(f"{judgements_path} was judged with {before}; the judge would now be "
                       f"shown {source}: a rerun would mix two wordings (use a new --workdir, "

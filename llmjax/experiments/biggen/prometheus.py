@@ -23,7 +23,6 @@ where it ends the output.
 """
 
 import importlib.util
-import json
 import os
 from typing import Mapping
 
@@ -208,16 +207,9 @@ def _prometheus_eval_templates() -> TemplatePrompts | None:
 
 
 def _file_templates(path: str) -> TemplatePrompts:
-  from llmjax.data.readers import check_file
+  from llmjax.data.readers import check_file, read_json_object
   check_file(path)
-  try:
-    with open(path, encoding="utf-8") as f:
-      templates = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise UserError(f"judge.templates = {path!r}: not valid JSON ({e})") from None
-  if not isinstance(templates, dict):
-    raise UserError(f"judge.templates = {path!r}: expected a JSON object with the keys "
-                    f"{', '.join(TEMPLATE_KEYS)}")
+  templates = read_json_object(path)
   for key in TEMPLATE_KEYS:
     if not isinstance(templates.get(key), str):
       raise UserError(f"judge.templates = {path!r}: {key!r} must be a string (keys: "

@@ -13,11 +13,10 @@ skills its name and criteria, then "Score 1: ..." to "Score 5: ..."). FLASK writ
 number of skills whatever the instance has; here it is the instance's count (3 in FLASK's data).
 """
 
-import json
 import os
 from typing import Any, Mapping
 
-from llmjax.data.readers import check_file
+from llmjax.data.readers import read_jsonl
 from llmjax.errors import DataError
 from llmjax.experiments.flask.benchmark import read_skillset
 
@@ -38,12 +37,13 @@ class FlaskCheckout:
     skillset = read_skillset(os.path.join(root, SKILLSET))
     self.names = {key: name for key, name, _, _ in skillset}
     self.rubrics = {key: (criteria, levels) for key, _, criteria, levels in skillset}
-    reviewers = _jsonl(os.path.join(root, REVIEWERS))
+    reviewers = list(read_jsonl(os.path.join(root, REVIEWERS)))
     if len(reviewers) <= REVIEWER_INDEX or "prompt_id" not in reviewers[REVIEWER_INDEX]:
       raise DataError(f"{os.path.join(root, REVIEWERS)}: expected a reviewer entry "
                       f"{REVIEWER_INDEX} with a prompt_id")
     prompt_id = reviewers[REVIEWER_INDEX]["prompt_id"]
-    prompts = [p for p in _jsonl(os.path.join(root, PROMPTS)) if p.get("prompt_id") == prompt_id]
+    prompts = [p for p in read_jsonl(os.path.join(root, PROMPTS))
+               if p.get("prompt_id") == prompt_id]
     if not prompts:
       raise DataError(f"{os.path.join(root, PROMPTS)}: no prompt with prompt_id {prompt_id!r}")
     prompt = prompts[0]
@@ -73,15 +73,3 @@ class FlaskCheckout:
                       f"filled ({type(e).__name__}: {e})") from None
     return ({"role": "system", "content": self.system}, {"role": "user", "content": user})
 
-
-def _jsonl(path: str) -> list[dict]:
-  check_file(path)
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-  return rows
