@@ -27,8 +27,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # sentence_lm pipeline ran 14% faster and the training-bound ones as fast. Every test process
 # and every subprocess it starts compiles this way; LLMJAX_TEST_XLA_DEFAULTS=1 runs the suite
 # with XLA's own defaults. The tests that run in this process go one step further (below).
+# XLA:CPU's MLIR fusion emitters are off: the older LLVM IR emitters compile a tiny program in
+# 37 ms instead of 61 (most tests run model code op by op, each op compiled once per shape), which
+# took test_models.py from 159 to 100 s on host C, with the 300-step grokking runs as fast.
 TEST_XLA_FLAGS = ("" if os.environ.get("LLMJAX_TEST_XLA_DEFAULTS") == "1" else
-                  "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true")
+                  "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true "
+                  "--xla_cpu_use_fusion_emitters=false")
 
 
 def xla_flags(devices: int = 1) -> str:
