@@ -46,6 +46,28 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
+# pytest-xdist hands a worker one whole file at a time (--dist loadfile); a long file handed out
+# last keeps one worker busy while the other waits. The files that took longest (host C,
+# 2026-12-07: seconds of test time in the whole suite) go first, longest first; the others
+# follow in their usual order. A stale list costs only balance, never a test.
+LONGEST_FILES = ("test_models.py", "test_grokking.py", "test_preference_dpo.py",
+                 "test_sentence_lm.py", "test_distributed.py", "test_infer.py",
+                 "test_cot_encyclopedia.py", "test_serve.py", "test_self_explore.py",
+                 "test_failures.py", "test_preference_did.py", "test_run_history.py",
+                 "test_interop.py", "test_scale_path.py", "test_train.py", "test_parallel.py",
+                 "test_music_judge.py", "test_knowledge_entropy.py")
+
+
+def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):  # xdist would order files by test count
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
   """Corpora are built into a per-run cache; XLA reuses compilations across processes. Under

@@ -13,15 +13,19 @@ import pytest
 
 from conftest import REPO, error_line, run_cli
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 pytestmark = pytest.mark.slow
+
+
+def _hf():
+  """(torch, transformers), imported by the first test that needs them rather than at
+  collection, which every pytest-xdist worker does (3 s of torch each)."""
+  return pytest.importorskip("torch"), pytest.importorskip("transformers")
 
 
 def _bf16_llama(directory, family="Llama", **overrides):
   """A tiny model of `family` (Llama, Mistral, ...) saved by transformers in bfloat16, as most
   HF checkpoints are; its vocabulary holds the byte tokenizer's ids."""
+  torch, transformers = _hf()
   torch.manual_seed(0)
   config = getattr(transformers, f"{family}Config")(
       hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
@@ -55,7 +59,7 @@ def _sft(workdir, hf_dir, data, *overrides):
 def _trained_hf_weights(run, out):
   assert subprocess.run([sys.executable, "-m", "llmjax.export", str(run), str(out)], cwd=REPO,
                         capture_output=True, text=True, timeout=300).returncode == 0
-  model = transformers.AutoModelForCausalLM.from_pretrained(out)
+  model = _hf()[1].AutoModelForCausalLM.from_pretrained(out)
   return model, {name: p.detach().float().numpy() for name, p in model.named_parameters()}
 
 
@@ -82,6 +86,7 @@ def fine_tuned(tmp_path_factory):
 
 def test_a_bf16_checkpoint_trains_with_float32_master_weights_and_exports_to_bf16(fine_tuned):
   root, before = fine_tuned
+  torch = _hf()[0]
   config = json.loads((root / "run" / "config.json").read_text())
   assert (config["model"]["param_dtype"], config["model"]["dtype"]) == ("float32", "bfloat16")
   model, after = _trained_hf_weights(root / "run", root / "export")
