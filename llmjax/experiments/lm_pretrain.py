@@ -77,3 +77,13 @@ def train_on_corpus(config, workdir: str, corpus: dict) -> dict:
     summary.update(final_eval_loss=eval_rows[-1]["loss"],
                    final_eval_accuracy=eval_rows[-1]["accuracy"])
   return summary
+
+
+def aot_programs(config, parallel: Parallel) -> list:
+  """The programs a run compiles, for llmjax.aot: the train step and the evaluation (no
+  tokenizer or corpus is read: the model's vocabulary is config.model's)."""
+  from llmjax.aot.programs import lm_batch_shapes, trainer_programs
+  trainer = lm_trainer(ModelConfig.from_dict(config.model.to_dict()), config.train,
+                       config.optim, parallel)
+  return trainer_programs(trainer, lm_batch_shapes(config.train.batch_size,
+                                                   config.train.seq_len))

@@ -18,7 +18,7 @@ from llmjax.models import Decoder
 from llmjax.parallel import Parallel
 from llmjax.train.epochs import steps_from_epochs
 from llmjax.train.dpo import (needs_reference_params, params_fingerprint, preference_objective,
-                              reference_logprobs, with_reference)
+                              reference_logprobs, reference_logprobs_fn, with_reference)
 from llmjax.train.preference import PreferenceLoss
 from llmjax.train.trainer import Trainer
 
@@ -36,14 +36,7 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
   cfg, loss = config.train, preference_loss(config)
   checks.positive_ints(cfg, "train", "eval_batches", "batch_size")
   cfg = steps_from_epochs(cfg, len(train) / cfg.batch_size, f"{len(train):,} pairs")
-  model = Decoder(start.model_config)
-  # A reference-free loss gets the initial params' log-probs, computed once, as the baseline of
-  # its drift metrics (the loss does not read them).
-  precompute = bool(config.dpo.precompute_ref_logprobs) or not loss.uses_reference
-  trainer = Trainer(model, preference_objective(model, loss, precompute, cfg.loss_chunk_len),
-                    cfg, config.optim,
-                    parallel, flops_per_step=start.model_config.flops_per_token(cfg.seq_len)
-                    * 2 * cfg.batch_size * cfg.seq_len)
+  model, precompute, trainer = preference_trainer(config, cfg, start.model_config, parallel)
   initial = start.params if start.params is not None else trainer.init_state(config.seed).params
   reference = initial
   if loss.uses_reference and config.dpo.reference:
@@ -76,6 +69,42 @@ def train_dpo(config, workdir: str, start: StartingPoint, parallel: Parallel, tr
                        init_from=initial)
   result["eval_pairs_evaluated"] = len(eval_batches) * B
   return result
+
+
+def preference_trainer(config, train_config, model_config, parallel: Parallel):
+  """(the Decoder, whether reference log-probs are precomputed, the Trainer) of `train_dpo`."""
+  loss, cfg = preference_loss(config), train_config
+  model = Decoder(model_config)
+  # A reference-free loss gets the initial params' log-probs, computed once, as the baseline of
+  # its drift metrics (the loss does not read them).
+  precompute = bool(config.dpo.precompute_ref_logprobs) or not loss.uses_reference
+  trainer = Trainer(model, preference_objective(model, loss, precompute, cfg.loss_chunk_len),
+                    cfg, config.optim, parallel,
+                    flops_per_step=model_config.flops_per_token(cfg.seq_len)
+                    * 2 * cfg.batch_size * cfg.seq_len)
+  return model, precompute, trainer
+
+
+def preference_programs(config, model_config, parallel: Parallel, prefix: str = "") -> list:
+  """What `train_dpo` compiles, for llmjax.aot: the train step (with the reference's params
+  frozen beside the trained ones, in the trained params' dtype and shardings, as the run holds
+  them), the evaluation and, when precomputed, the reference log-prob pass."""
+  from llmjax.aot.programs import (Program, abstract_batch, lowered, pair_batch_shapes,
+                                   param_count, trainer_programs)
+  cfg = config.train
+  model, precompute, trainer = preference_trainer(config, cfg, model_config, parallel)
+  shapes = pair_batch_shapes(cfg.batch_size, cfg.seq_len, precompute)
+  params = trainer.abstract_state.params
+  frozen = params if needs_reference_params(preference_loss(config), precompute) else None
+  programs = trainer_programs(trainer, shapes, frozen, prefix)
+  if precompute:
+    reference_pass = reference_logprobs_fn(model, cfg.batch_size, parallel,
+                                           cfg.grad_accum_steps, cfg.loss_chunk_len)
+    batch = abstract_batch(shapes, trainer.batch_shardings)
+    programs.append(Program(f"{prefix}reference_logprobs", param_count(params),
+                            lambda: lowered(parallel, reference_pass, params, batch),
+                            per="batch"))
+  return programs
 
 
 def _cached_reference(path: str, pairs: Examples, reference, config, compute) -> np.ndarray:

@@ -11,7 +11,8 @@ from llmjax import checks, runio
 from llmjax.data.examples import Examples, read_examples
 from llmjax.data.pipeline import lm_batches, take
 from llmjax.errors import UserError
-from llmjax.experiments.starting_point import StartingPoint, record_model, starting_point
+from llmjax.experiments.starting_point import (StartingPoint, record_model, starting_model_config,
+                                              starting_point)
 from llmjax.parallel import Parallel
 from llmjax.train.epochs import steps_from_epochs
 from llmjax.train.lm import lm_trainer
@@ -77,3 +78,11 @@ def run(config, workdir: str) -> dict:
   if "train" in result:
     summary["final_train_loss"] = result["train"]["loss"]
   return summary
+
+
+def aot_programs(config, parallel: Parallel) -> list:
+  """The programs a run compiles, for llmjax.aot: the train step and the evaluation."""
+  from llmjax.aot.programs import lm_batch_shapes, trainer_programs
+  trainer = lm_trainer(starting_model_config(config), config.train, config.optim, parallel)
+  return trainer_programs(trainer, lm_batch_shapes(config.train.batch_size,
+                                                   config.train.seq_len))

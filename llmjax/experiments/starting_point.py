@@ -59,6 +59,18 @@ def starting_point(config, parallel: Parallel) -> StartingPoint:
   return StartingPoint(model_config, params, tokenizer, source)
 
 
+def starting_model_config(config) -> ModelConfig:
+  """The ModelConfig `starting_point` trains, with its dtypes, read without loading a weight
+  (from config.json for a checkpoint): what an ahead-of-time compile needs (llmjax.aot)."""
+  compute, stored = training_dtypes(config.model)
+  if not config.init:
+    return ModelConfig.from_dict({**config.model.to_dict(), "dtype": compute or "float32",
+                                  "param_dtype": stored})
+  from llmjax.weights import model_config_of
+  loaded = model_config_of(config.init)
+  return dataclasses.replace(loaded, dtype=compute or loaded.dtype, param_dtype=stored)
+
+
 def training_dtypes(model) -> tuple[str, str]:
   """(compute dtype or '' for the checkpoint's, parameter dtype) from a config's `model`
   section (see the module docstring); a bad name is one UserError line."""

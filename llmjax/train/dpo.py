@@ -188,6 +188,25 @@ def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length:
       training step's grad_accum_steps), so the [2B, L, V] logits are never held whole.
     chunk_len: with it, each micro-batch's log-probs `chunk_len` positions at a time.
   """
+  compiled = reference_logprobs_fn(model, batch_size, parallel, micro_batches, chunk_len)
+  share = batch_size // jax.process_count()
+  mine = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+  out = np.zeros((len(pairs), 2), np.float32)
+  for start in range(0, len(pairs), batch_size):
+    indices = list(range(start, min(start + batch_size, len(pairs))))
+    indices += indices[:1] * (batch_size - len(indices))  # a last, partial batch: repeats
+    batch = pair_batch(pairs, indices[mine], length, pad_id)
+    # The training batches' layout holds the reference's columns too; they are not read here.
+    batch = with_reference(batch, np.zeros((len(pairs), 2), np.float32))
+    with parallel.context():
+      out[indices] = np.asarray(jax.device_get(compiled(params, to_device(batch))))
+  return out
+
+
+def reference_logprobs_fn(model: nn.Module, batch_size: int, parallel, micro_batches: int = 1,
+                          chunk_len: int = 0):
+  """The jitted pass of `reference_logprobs`: (params, a training-layout pair batch of
+  `batch_size` pairs) -> [B, 2] summed log-probs, replicated."""
   spec = pair_batch_spec(True)
 
   def logps_of(p, batch):
@@ -201,19 +220,7 @@ def reference_logprobs(model: nn.Module, params, pairs, batch_size: int, length:
                                           (index * rows, 0))
     return sum_over_micro_batches(one, batch, spec, micro_batches)
 
-  compiled = jax.jit(logps_of, out_shardings=parallel.replicated)
-  share = batch_size // jax.process_count()
-  mine = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
-  out = np.zeros((len(pairs), 2), np.float32)
-  for start in range(0, len(pairs), batch_size):
-    indices = list(range(start, min(start + batch_size, len(pairs))))
-    indices += indices[:1] * (batch_size - len(indices))  # a last, partial batch: repeats
-    batch = pair_batch(pairs, indices[mine], length, pad_id)
-    # The training batches' layout holds the reference's columns too; they are not read here.
-    batch = with_reference(batch, np.zeros((len(pairs), 2), np.float32))
-    with parallel.context():
-      out[indices] = np.asarray(jax.device_get(compiled(params, to_device(batch))))
-  return out
+  return jax.jit(logps_of, out_shardings=parallel.replicated)
 
 
 def with_reference(batch: dict[str, Any], ref_logps_Nx2: np.ndarray) -> dict[str, Any]:

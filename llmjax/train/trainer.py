@@ -115,6 +115,12 @@ class Trainer:
     with self.parallel.context():
       return self._train_step.lower(self.abstract_state, batch_shapes, frozen)
 
+  def lower_eval(self, batch_shapes: dict[str, jax.ShapeDtypeStruct], frozen: Any = None):
+    """The evaluation pass lowered for these batch shapes (as `lower_step`)."""
+    carry = self.abstract_state.carry
+    with self.parallel.context():
+      return self._eval_step.lower(self.abstract_state.params, batch_shapes, frozen, carry)
+
   def train_step(self, state: TrainState, batch, frozen: Any = None):
     """One step: (state, metrics). `state` is donated."""
     with self.parallel.context():

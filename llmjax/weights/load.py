@@ -18,6 +18,8 @@ from llmjax.data.readers import read_json_object
 from llmjax.data.tokenizers import Tokenizer, load_tokenizer
 from llmjax.errors import UserError
 from llmjax.interop import load_hf
+from llmjax.interop.hf_checkpoint import read_hf_config
+from llmjax.interop.hf_config import model_config_from_hf
 from llmjax.models import ModelConfig, decoder_layout, decoder_params, with_decoder_params
 from llmjax.models.layout import DECODER_KEY
 from llmjax.parallel import Parallel
@@ -105,6 +107,14 @@ class RunCheckpoint:
 
 
 _LIVE_RUN_ATTEMPTS = 3
+
+
+def model_config_of(spec: str) -> ModelConfig:
+  """The ModelConfig of a checkpoint spec (see the module docstring), read from its config.json
+  alone: no weight is opened (an ahead-of-time compile needs nothing else)."""
+  if spec.startswith("hf:"):
+    return model_config_from_hf(read_hf_config(_hf_directory(spec)))
+  return RunCheckpoint.parse(spec).model_config()
 
 
 def load_model(spec: str, parallel: Parallel, tokenizer: str = "",

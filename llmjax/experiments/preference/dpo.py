@@ -22,8 +22,10 @@ import sys
 from llmjax import runio
 from llmjax.data.examples import read_examples
 from llmjax.errors import UserError
-from llmjax.experiments.pair_training import preference_loss, summarise, train_dpo
-from llmjax.experiments.starting_point import record_model, starting_point
+from llmjax.experiments.pair_training import (preference_loss, preference_programs, summarise,
+                                              train_dpo)
+from llmjax.experiments.starting_point import (record_model, starting_model_config,
+                                              starting_point)
 from llmjax.parallel import Parallel
 
 
@@ -47,3 +49,12 @@ def run(config, workdir: str) -> dict:
             f"tokens (within train.seq_len + 1 = {length})", file=sys.stderr)
   result = train_dpo(config, workdir, start, parallel, train, evaluation)
   return {"init": start.source, **summarise(workdir, result, train, evaluation)}
+
+
+def aot_programs(config, parallel: Parallel) -> list:
+  """The programs a run compiles, for llmjax.aot (see `preference_programs`)."""
+  if config.task.kind:
+    raise UserError("the tiny preset's pipeline (task.kind) is a CPU demonstration; compile a "
+                    "preset that trains on data files, e.g. configs/dpo.py:hf")
+  preference_loss(config)
+  return preference_programs(config, starting_model_config(config), parallel)
