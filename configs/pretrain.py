@@ -74,8 +74,13 @@ def _llama_1b(config):
   config.optim.update(lr=3e-4, warmup_steps=2000, weight_decay=0.1)
   # The loss takes the 128k-wide logits 512 positions at a time: the whole [B, 2048, 128256]
   # logits and their gradient would be most of the step's memory.
+  # Sized for a v5e-8 slice (python -m llmjax.aot ... --topology v5e:2x4): 32 micro-batches of
+  # one sequence per chip, each layer recomputed in the backward pass. Without remat XLA's
+  # attention holds every layer's [H, L, L] scores (20.3 GiB per chip; a v5e chip has 16).
+  config.model.remat = "full"
   config.train.update(steps=100_000, batch_size=256, seq_len=2048, log_every=10,
-                      eval_every=1000, checkpoint_every=1000, loss_chunk_len=512)
+                      eval_every=1000, checkpoint_every=1000, loss_chunk_len=512,
+                      grad_accum_steps=32)
 
 
 PRESETS = {"tiny": _tiny, "gsm8k_tiny": _gsm8k_tiny, "llama_1b": _llama_1b}

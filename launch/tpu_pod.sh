@@ -18,19 +18,26 @@
 #   REPO_REF          commit or branch to install, default: this checkout's HEAD commit
 #   LOG_DIR           where each worker's log goes (a gs:// path or a directory on the workers),
 #                     default: WORKDIR/logs
+#   TOPOLOGY          the slice for the check below, default ACCELERATOR_TYPE (v5litepod-8,
+#                     v4-32 or libtpu's v5e:2x4, v4:2x2x4)
+#   PYTHON            the Python of this machine's llmjax install, default python3
 # Options:
-#   --create   create the pod first (gcloud compute tpus tpu-vm create)
-#   --dry-run  print the gcloud commands instead of running them
+#   --create          create the pod first (gcloud compute tpus tpu-vm create)
+#   --dry-run         print the commands instead of running them
+#   --skip-aot-check  do not compile the run for the slice here first: by default
+#                     `python -m llmjax.aot` (the `tpu` extra) checks on this machine that every
+#                     program of the run fits the slice's chips, and stops the launch if not
 set -euo pipefail
 
-usage() { echo "usage: TPU_NAME=.. ZONE=.. $0 [--create] [--dry-run] -- <llmjax.main args>" >&2; exit 2; }
+usage() { echo "usage: TPU_NAME=.. ZONE=.. $0 [--create] [--dry-run] [--skip-aot-check] -- <llmjax.main args>" >&2; exit 2; }
 need() { [ -n "${!1:-}" ] || { echo "error: \$$1 is not set (see the top of $0)" >&2; exit 2; }; }
 
-create=0; dry_run=0
+create=0; dry_run=0; aot_check=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --create) create=1; shift ;;
     --dry-run) dry_run=1; shift ;;
+    --skip-aot-check) aot_check=0; shift ;;
     --) shift; break ;;
     *) echo "error: unknown option '$1'" >&2; usage ;;
   esac
@@ -52,6 +59,15 @@ LOG_DIR=${LOG_DIR:-$workdir/logs}
 project=(); [ -n "${PROJECT:-}" ] && project=(--project "$PROJECT")
 
 run() { if [ "$dry_run" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi; }
+
+if [ "$aot_check" = 1 ]; then
+  topology=${TOPOLOGY:-${ACCELERATOR_TYPE:-}}
+  [ -n "$topology" ] || { echo "error: the AOT check needs the slice: set \$TOPOLOGY (e.g." \
+    "v4-32 or v4:2x2x4) or \$ACCELERATOR_TYPE, or pass --skip-aot-check" >&2; exit 2; }
+  run "${PYTHON:-python3}" -m llmjax.aot --topology "$topology" "$@" || {
+    echo "error: the run does not compile or fit on $topology (above); nothing was launched" \
+      "(--skip-aot-check launches anyway)" >&2; exit 2; }
+fi
 
 if [ "$create" = 1 ]; then
   run gcloud compute tpus tpu-vm create "$TPU_NAME" --zone "$ZONE" "${project[@]}" \

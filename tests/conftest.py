@@ -40,6 +40,10 @@ def xla_flags(devices: int = 1) -> str:
   return f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}".strip()
 
 
+# The test extra installs libtpu (for llmjax.aot's tests); jax would look for a TPU at start-up
+# and libtpu log its search. The suite runs on the CPU, and so do the processes it starts.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
 # Set before jax creates its backend (collection builds arrays), so this process compiles the
 # same way as its subprocesses.
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
@@ -53,6 +57,7 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
 LONGEST_FILES = ("test_models.py", "test_grokking.py", "test_preference_dpo.py",
                  "test_sentence_lm.py", "test_distributed.py", "test_infer.py",
                  "test_cot_encyclopedia.py", "test_serve.py", "test_self_explore.py",
+                 "test_aot.py",
                  "test_failures.py", "test_preference_did.py", "test_run_history.py",
                  "test_interop.py", "test_scale_path.py", "test_train.py", "test_parallel.py",
                  "test_music_judge.py", "test_knowledge_entropy.py")

@@ -105,11 +105,20 @@ def test_tpu_pod_script_dry_run_and_missing_variables():
                 "configs/pretrain.py:llama_1b", "--workdir", "gs://b/r", TPU_NAME="pod",
                 ZONE="us-central2-b", ACCELERATOR_TYPE="v4-32", REPO_URL="https://h/llmjax.git")
   assert dry.returncode == 0, dry.stderr
-  create, ssh = dry.stdout.strip().split("\n", 1)
+  check, create, ssh = dry.stdout.strip().split("\n", 2)
+  # First the run is compiled for the slice here (llmjax.aot), then the pod is made.
+  assert check.strip().endswith("-m llmjax.aot --topology v4-32 --config "
+                                "configs/pretrain.py:llama_1b --workdir gs://b/r")
   assert create.startswith("gcloud compute tpus tpu-vm create pod --zone us-central2-b")
   assert "--accelerator-type v4-32" in create
   assert ssh.startswith("gcloud compute tpus tpu-vm ssh pod --zone us-central2-b --worker=all")
   assert "python -m llmjax.main --distributed --config configs/pretrain.py:llama_1b" in ssh
+  unchecked = _script("tpu_pod.sh", "--skip-aot-check", "--dry-run", "--", "--workdir",
+                      "gs://b/r", TPU_NAME="pod", ZONE="z", REPO_URL="https://h/llmjax.git")
+  assert unchecked.returncode == 0 and unchecked.stdout.startswith("gcloud compute tpus tpu-vm ssh")
+  no_slice = _script("tpu_pod.sh", "--dry-run", "--", "--workdir", "gs://b/r", TPU_NAME="pod",
+                     ZONE="z", REPO_URL="https://h/llmjax.git")
+  assert no_slice.returncode == 2 and "the AOT check needs the slice" in no_slice.stderr
 
 
 def test_slurm_script_dry_run_per_node_and_per_gpu():

@@ -4,7 +4,8 @@ Prints one JSON line per program the run compiles: program, topology, chips, par
 per_chip_bytes (arguments + temporaries + outputs - aliased, from XLA's memory analysis),
 hbm_bytes, fits, flops (summed over the chips, per `per`: a step or a batch), roofline_s,
 mfu_ceiling and compile_s. Exit 0 when every program fits; 2 with one line naming the first
-that does not (its bytes per chip against the chip's, and what to change), or for bad input.
+that does not (its bytes per chip against the chip's, and what to change: the programs after it
+are not compiled), or for bad input.
 """
 
 import json
@@ -58,11 +59,10 @@ def run(argv: Sequence[str]) -> list[dict]:
     print(f"experiment {config.experiment!r} compiles no program of its own with these "
           "settings (its model runs behind an endpoint)", file=sys.stderr)
   rows = []
-  for program in programs:
+  for program in programs:  # in the order the run compiles them; stops at the first misfit
     row = analyse(program, topology)
     print(json.dumps(row), flush=True)
     rows.append(row)
-  for row in rows:
     if not row["fits"]:
       raise UserError(
           f"program {row['program']} needs {row['per_chip_bytes'] / GiB:.2f} GiB per chip; a "

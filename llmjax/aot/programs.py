@@ -19,13 +19,25 @@ from llmjax.data.batches import BATCH_KEYS
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-  """name: what the row is called ('train_step', 'eval', 'generate', ...); params: how many
-  parameters it runs; lower: () -> jax.stages.Lowered; per: what one call is ('step', 'batch')."""
+  """A compiled program of a run.
+
+  Attributes:
+    name: what the row is called ('train_step', 'eval', 'reference_logprobs', ...).
+    params: how many parameters it runs.
+    lower: () -> jax.stages.Lowered.
+    per: what one call is ('step', 'batch').
+    repeats: how many times the body of its main loop runs per call (a step's micro-batches):
+      XLA's cost analysis counts a loop's body once, so its FLOPs and bytes are scaled by this.
+    model_flops: the model FLOPs of one call by the usual count (6N per token plus attention,
+      as MFU is reckoned), where the engine knows it.
+  """
 
   name: str
   params: int
   lower: Callable[[], Any]
   per: str = "step"
+  repeats: int = 1
+  model_flops: float | None = None
 
 
 def param_count(abstract_params: Any) -> int:
@@ -70,9 +82,17 @@ def trainer_programs(trainer, batch_shapes: dict[str, tuple], frozen: Any = None
   batches of `batch_shapes` ({key: (shape, dtype)}); `frozen`: abstract frozen params."""
   batch = abstract_batch(batch_shapes, trainer.batch_shardings)
   count = param_count(trainer.abstract_state.params)
-  return [Program(f"{prefix}train_step", count, lambda: trainer.lower_step(batch, frozen)),
+  micro = micro_batches(trainer)
+  return [Program(f"{prefix}train_step", count, lambda: trainer.lower_step(batch, frozen),
+                  repeats=micro, model_flops=trainer.flops_per_step),
           Program(f"{prefix}eval", count, lambda: trainer.lower_eval(batch, frozen),
-                  per="batch")]
+                  per="batch", repeats=micro)]
+
+
+def micro_batches(trainer) -> int:
+  """The micro-batches a step of `trainer` runs in a loop (llmjax.train.step)."""
+  accum = trainer.config.grad_accum_steps
+  return accum if accum > 1 and trainer.config.batch_size % accum == 0 else 1
 
 
 def lowered(parallel, jitted: Callable, *abstract_args):

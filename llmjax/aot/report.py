@@ -2,8 +2,12 @@
 FLOPs and bytes from its cost analysis, the fit verdict and a roofline bound.
 
 XLA's figures are per device (a chip): a sharded program's `flops` row is their sum over the
-chips. The roofline bound of one call is max(FLOPs / peak FLOP/s, bytes accessed / HBM
-bandwidth) per chip, and `mfu_ceiling` the share of that time the chip could spend computing:
+chips. XLA counts a loop's body once: a step's micro-batch loop is scaled by its trip count
+(`Program.repeats`; the optimizer update outside it is then counted that many times too, about
+12 FLOPs per parameter each: negligible beside 6 per parameter per token).
+
+The roofline bound of one call is max(FLOPs / peak FLOP/s, bytes accessed / HBM bandwidth) per
+chip, and `mfu_ceiling` the share of that time the chip could spend computing:
 no schedule of this program reaches a higher MFU (XLA's FLOPs count remat's recomputation).
 """
 
@@ -43,8 +47,8 @@ def analyse(program: Program, topology: Topology) -> dict:
               + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops_per_chip = float(cost.get("flops", 0.0))
-  bytes_per_chip = float(cost.get("bytes accessed", 0.0))
+  flops_per_chip = float(cost.get("flops", 0.0)) * program.repeats
+  bytes_per_chip = float(cost.get("bytes accessed", 0.0)) * program.repeats
   compute_s = flops_per_chip / chip.peak_flops
   bound_s = max(compute_s, bytes_per_chip / chip.hbm_bandwidth)
   row.update(per_chip_bytes=per_chip, hbm_bytes=chip.hbm_bytes,
@@ -52,6 +56,8 @@ def analyse(program: Program, topology: Topology) -> dict:
              per=program.per, roofline_s=bound_s,
              mfu_ceiling=round(compute_s / bound_s, 4) if bound_s else None,
              compile_s=round(time.perf_counter() - start, 1))
+  if program.model_flops:
+    row["model_flops"] = program.model_flops
   return row
 
 

@@ -1,4 +1,5 @@
-"""TPU topologies as libtpu names them ('v5e:2x4', 'v5p:2x2x1', 'v4:4x4x4', 'v6e:16x16'): their
+"""TPU topologies as libtpu names them ('v5e:2x4', 'v5p:2x2x1', 'v4:4x4x4', 'v6e:16x16') or as
+gcloud's accelerator types do ('v5litepod-8', 'v4-32', 'v5p-8', 'v6e-256'): their
 compile-only devices on this host, and what each chip offers (HBM, peak bf16 FLOP/s, HBM
 bandwidth) for the fit verdict and the roofline.
 
@@ -8,6 +9,7 @@ TensorCores run as one device (megacore), as on their TPU VMs; v5e and v6e chips
 
 import dataclasses
 import importlib.util
+import math
 import os
 import re
 
@@ -45,6 +47,40 @@ class Topology:
     return len(self.devices)
 
 
+# gcloud's accelerator types: the generation, and how many of the counted units make a chip
+# (v4-32 and v5p-64 count TensorCores, two per chip; v5litepod-8 and v6e-8 count chips).
+_ACCELERATOR_TYPES = {"v4": ("v4", 2), "v5p": ("v5p", 2), "v5litepod": ("v5e", 1),
+                      "v5e": ("v5e", 1), "v6e": ("v6e", 1)}
+
+
+def slice_shape(chips: int, dims: int) -> tuple[int, ...]:
+  """The default shape of a slice of `chips` chips, as gcloud creates it: 8 chips of v5e are
+  2x4, 16 of v4 are 2x2x4 (a 3-D slice starts as 2x2x1; each doubling doubles the last of
+  the smallest sides)."""
+  shape = [2, 2, 1] if dims == 3 and chips >= 4 else [1] * dims
+  while math.prod(shape) < chips:
+    smallest = min(shape)
+    last = max(i for i, side in enumerate(shape) if side == smallest)
+    shape[last] *= 2
+  return tuple(shape)
+
+
+def topology_name(name: str) -> str:
+  """libtpu's name of a slice given as libtpu names it ('v5e:2x4') or as gcloud's accelerator
+  type ('v5litepod-8', 'v4-32'); a type whose count is no power of two is a UserError."""
+  match = re.fullmatch(r"(v\d+[a-z]*)-(\d+)", name)
+  if not match or match.group(1) not in _ACCELERATOR_TYPES:
+    return name
+  generation, per_chip = _ACCELERATOR_TYPES[match.group(1)]
+  count = int(match.group(2))
+  chips = count // per_chip
+  if chips < 1 or count % per_chip or chips & (chips - 1):
+    raise UserError(f"--topology {name!r}: {count} is not a slice size of {match.group(1)} "
+                    "(a power of two" + (" TensorCores, two per chip)" if per_chip == 2 else ")"))
+  shape = slice_shape(chips, CHIPS[generation].dims)
+  return f"{generation}:{'x'.join(map(str, shape))}"
+
+
 def parse_topology(name: str) -> tuple[Chip, tuple[int, ...]]:
   """('v5e', (2, 4)) for 'v5e:2x4'; a malformed name or an unknown generation is a UserError."""
   match = re.fullmatch(r"(v\d+[a-z]?):(\d+(?:x\d+)*)", name)
@@ -64,7 +100,9 @@ def parse_topology(name: str) -> tuple[Chip, tuple[int, ...]]:
 
 
 def tpu_topology(name: str) -> Topology:
-  """The compile-only devices of the topology `name` (needs libtpu: the `tpu` extra)."""
+  """The compile-only devices of the topology `name` (libtpu's or gcloud's spelling; needs
+  libtpu: the `tpu` extra)."""
+  name = topology_name(name)
   chip, dims = parse_topology(name)
   if importlib.util.find_spec("libtpu") is None:
     raise UserError("compiling for a TPU needs libtpu: pip install -e '.[tpu]' (jax[tpu] at "

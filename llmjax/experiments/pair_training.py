@@ -89,8 +89,8 @@ def preference_programs(config, model_config, parallel: Parallel, prefix: str = 
   """What `train_dpo` compiles, for llmjax.aot: the train step (with the reference's params
   frozen beside the trained ones, in the trained params' dtype and shardings, as the run holds
   them), the evaluation and, when precomputed, the reference log-prob pass."""
-  from llmjax.aot.programs import (Program, abstract_batch, lowered, pair_batch_shapes,
-                                   param_count, trainer_programs)
+  from llmjax.aot.programs import (Program, abstract_batch, lowered, micro_batches,
+                                   pair_batch_shapes, param_count, trainer_programs)
   cfg = config.train
   model, precompute, trainer = preference_trainer(config, cfg, model_config, parallel)
   shapes = pair_batch_shapes(cfg.batch_size, cfg.seq_len, precompute)
@@ -103,7 +103,7 @@ def preference_programs(config, model_config, parallel: Parallel, prefix: str = 
     batch = abstract_batch(shapes, trainer.batch_shardings)
     programs.append(Program(f"{prefix}reference_logprobs", param_count(params),
                             lambda: lowered(parallel, reference_pass, params, batch),
-                            per="batch"))
+                            per="batch", repeats=micro_batches(trainer)))
   return programs
 
 
