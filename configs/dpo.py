@@ -18,6 +18,8 @@ hf — any local Hugging Face checkpoint and pair files; accelerator-sized (not 
       --config.data.train=pairs.jsonl --config.data.eval=dev_pairs.jsonl
   Rows: {"prompt", "chosen", "rejected"} strings, or chat: "prompt" a list of messages and
   "chosen"/"rejected" lists of assistant messages (rendered through the model's template).
+  Fits (python -m llmjax.aot, docs/benchmarks.md) a Llama-3.2-1B on a v5e-8 and a v5p-8 slice,
+  params and optimizer state split over the chips (fsdp).
 
 Loss: `--config.dpo.loss_type=` sigmoid | robust | hinge | ipo | exo_pair | bco_pair |
 sppo_hard | nca_pair | apo_zero | apo_down | simpo | orpo (formulas in
@@ -51,6 +53,10 @@ def _tiny(config):
 
 
 def _hf(config):
+  # Params, both Adam moments and gradients of a 1B model in float32 are 20 GB: split over the
+  # chips (fsdp), not held by each (on a v5e-8 the step needs 27.7 GiB per chip held whole;
+  # python -m llmjax.aot --config configs/dpo.py:hf --topology v5e:2x4 --config.init=hf:DIR).
+  config.mesh.update(data=1, fsdp=-1, tensor=1)
   config.optim.update(lr=5e-7, warmup_steps=150, weight_decay=0.0, schedule="linear")
   # log-probs 256 positions at a time: a 128k vocabulary's [2B, L, V] logits never held whole
   config.train.update(steps=2000, batch_size=64, seq_len=1024, log_every=10, eval_every=200,
