@@ -124,8 +124,8 @@ def test_bad_input_is_one_line_and_exit_2(capsys, monkeypatch):
     assert expected in error_line(capsys), argv
 
 
-@needs_libtpu
 def test_an_experiment_without_programs_is_named(capsys, monkeypatch):
+  # refused before libtpu is started (this process never loads it)
   from llmjax.aot.__main__ import main
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   assert main(["--config", "configs/grokking.py", "--topology", "v5e:1x1"]) == 2

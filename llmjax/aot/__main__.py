@@ -47,11 +47,11 @@ def run(argv: Sequence[str]) -> list[dict]:
   from llmjax.parallel import Parallel
   name, rest = split_topology(argv)
   config, _, _ = parse_args(rest, require_workdir=False)
-  topology = tpu_topology(name)
   module = get_module(config.experiment)
   if not hasattr(module, "aot_programs"):
     raise UserError(f"experiment {config.experiment!r} describes no programs for an "
                     "ahead-of-time compile (its module has no aot_programs)")
+  topology = tpu_topology(name)
   parallel = Parallel.from_config(config.mesh, config.get("sharding_rules"),
                                   devices=topology.devices)
   programs = module.aot_programs(config, parallel)
