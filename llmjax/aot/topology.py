@@ -110,6 +110,9 @@ def tpu_topology(name: str) -> Topology:
   # libtpu looks for the TPU VM it runs on; say there is none, so it does not log its search.
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", f"{chip.generation}-1")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  # libtpu takes a machine-wide lockfile, which would refuse a second check running at once
+  # (or beside a test); compiling touches no chip, so both may load it.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies
   # A host holds at most 2x2 chips of a slice: smaller slices (one chip, 2x1) are one host.
   per_host = tuple(min(d, 2) for d in dims[:2]) + (1,)
