@@ -73,21 +73,28 @@ def config_keys(config, prefix: str = "") -> list[str]:
   return keys
 
 
+def take_flag(argv: Sequence[str], name: str, usage: str) -> tuple[str | None, list[str]]:
+  """(the value of `--NAME VALUE` or `--NAME=VALUE` in argv, None if absent; the other
+  arguments), before absl sees them: a flag whose value must be known first (--config decides
+  which flags exist). A trailing `--NAME` without its value is a UserError."""
+  value, args, rest = None, [], list(argv)
+  while rest:
+    arg = rest.pop(0)
+    if arg == f"--{name}":
+      if not rest:
+        raise UserError(f"--{name} needs a value; {usage}")
+      value = rest.pop(0)
+    elif arg.startswith(f"--{name}="):
+      value = arg[len(f"--{name}="):]
+    else:
+      args.append(arg)
+  return value, args
+
+
 def parse_args(argv: Sequence[str], require_workdir: bool = True):
   """Returns (config with overrides applied, workdir, DistributedOptions). Benchmarks that
   write no run directory pass require_workdir=False."""
-  args, spec = [], None
-  rest = list(argv)
-  while rest:
-    arg = rest.pop(0)
-    if arg == "--config":
-      if not rest:
-        raise UserError(f"--config needs a value; {USAGE}")
-      spec = rest.pop(0)
-    elif arg.startswith("--config="):
-      spec = arg[len("--config="):]
-    else:
-      args.append(arg)
+  spec, args = take_flag(argv, "config", USAGE)
   if spec is None:
     raise UserError(f"--config is required; {USAGE}")
   config = load_config_file(spec)

@@ -20,18 +20,8 @@ USAGE = ("usage: python -m llmjax.aot --config configs/NAME.py[:PRESET] --topolo
 def split_topology(argv: Sequence[str]) -> tuple[str, list[str]]:
   """(--topology's value, the other arguments)."""
   from llmjax.errors import UserError
-  rest, topology = [], None
-  args = list(argv)
-  while args:
-    arg = args.pop(0)
-    if arg == "--topology":
-      if not args:
-        raise UserError(f"--topology needs a value; {USAGE}")
-      topology = args.pop(0)
-    elif arg.startswith("--topology="):
-      topology = arg[len("--topology="):]
-    else:
-      rest.append(arg)
+  from llmjax.main import take_flag
+  topology, rest = take_flag(argv, "topology", USAGE)
   if not topology:
     raise UserError(f"--topology is required (e.g. v5e:2x4); {USAGE}")
   return topology, rest

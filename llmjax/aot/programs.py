@@ -67,15 +67,6 @@ def abstract_batch(shapes: dict[str, tuple], shardings: dict[str, Any]) -> dict[
           for key, (shape, dtype) in shapes.items()}
 
 
-def with_dtype(abstract_params: Any, dtype: str) -> Any:
-  """The abstract params in `dtype` (floating leaves; shardings kept): e.g. a frozen
-  reference held in the checkpoint's dtype beside float32 trained params."""
-  target = jnp.dtype(dtype)
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, target if jnp.issubdtype(x.dtype, jnp.floating)
-                                     else x.dtype, sharding=x.sharding), abstract_params)
-
-
 def trainer_programs(trainer, batch_shapes: dict[str, tuple], frozen: Any = None,
                      prefix: str = "") -> list[Program]:
   """The Trainer's train step (with its optimizer state, donated) and its evaluation, on

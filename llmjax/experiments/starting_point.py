@@ -35,13 +35,12 @@ def starting_point(config, parallel: Parallel) -> StartingPoint:
   """config.init: '' (config.model, fresh from config.seed), an llmjax run, RUN/checkpoints/STEP
   or hf:DIR; config.data.tokenizer: '' (the checkpoint's own) or a tokenizer spec."""
   spec, tokenizer_spec = config.init, config.data.tokenizer
-  compute, stored = training_dtypes(config.model)
+  training_dtypes(config.model)  # a bad dtype name is refused before anything is loaded
   if not spec:
     if not tokenizer_spec:
       raise UserError("config.data.tokenizer is required when config.init is '' (a fresh "
                       "model has no tokenizer of its own): byte, spm:PATH.model or hf:DIR")
-    model_config = ModelConfig.from_dict({**config.model.to_dict(),
-                                          "dtype": compute or "float32", "param_dtype": stored})
+    model_config = starting_model_config(config)
     tokenizer = load_tokenizer(tokenizer_spec)
     params, source = None, f"seed {config.seed}"
   else:
@@ -49,10 +48,9 @@ def starting_point(config, parallel: Parallel) -> StartingPoint:
     if loaded.tokenizer is None:
       raise UserError(f"config.init = {spec!r} comes with no tokenizer; set "
                       "config.data.tokenizer (byte, spm:PATH.model or hf:DIR)")
-    model_config = dataclasses.replace(loaded.config, dtype=compute or loaded.config.dtype,
-                                       param_dtype=stored)
-    params, tokenizer, source = (cast_params(loaded.params, stored), loaded.tokenizer,
-                                 loaded.source)
+    model_config = with_training_dtypes(loaded.config, config.model)
+    params, tokenizer, source = (cast_params(loaded.params, model_config.param_dtype),
+                                 loaded.tokenizer, loaded.source)
   if model_config.vocab_size < tokenizer.vocab_size:
     raise UserError(f"model vocab_size = {model_config.vocab_size} is smaller than the "
                     f"tokenizer's vocabulary ({tokenizer.vocab_size})")
@@ -62,13 +60,20 @@ def starting_point(config, parallel: Parallel) -> StartingPoint:
 def starting_model_config(config) -> ModelConfig:
   """The ModelConfig `starting_point` trains, with its dtypes, read without loading a weight
   (from config.json for a checkpoint): what an ahead-of-time compile needs (llmjax.aot)."""
-  compute, stored = training_dtypes(config.model)
   if not config.init:
+    compute, stored = training_dtypes(config.model)
     return ModelConfig.from_dict({**config.model.to_dict(), "dtype": compute or "float32",
                                   "param_dtype": stored})
   from llmjax.weights import model_config_of
-  loaded = model_config_of(config.init)
-  return dataclasses.replace(loaded, dtype=compute or loaded.dtype, param_dtype=stored)
+  return with_training_dtypes(model_config_of(config.init), config.model)
+
+
+def with_training_dtypes(checkpoint_config: ModelConfig, model) -> ModelConfig:
+  """A checkpoint's ModelConfig with the dtypes a config's `model` section asks for (see the
+  module docstring): compute in model.dtype or the checkpoint's, params in model.param_dtype."""
+  compute, stored = training_dtypes(model)
+  return dataclasses.replace(checkpoint_config, dtype=compute or checkpoint_config.dtype,
+                             param_dtype=stored)
 
 
 def training_dtypes(model) -> tuple[str, str]:
